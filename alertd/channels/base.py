@@ -1,0 +1,38 @@
+"""What a carrier (Twilio, console, MQTT terminal link, GSM modem) must offer the outbox workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One outbox row as a carrier sees it."""
+
+    id: int
+    address: str  # E.164 phone or device id
+    body: str
+    created_at: float  # epoch; reconciliation looks for messages sent after this
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ok: bool
+    detail: str = "ok"
+
+
+class Sender(Protocol):
+    """A carrier. send() raises TransientError (retry later) or PermanentError (record, never retry)."""
+
+    name: str
+
+    async def send(self, message: Outbound) -> str | None:
+        """Send once; return the provider's id for the message if it has one."""
+        ...
+
+    async def find_sent(self, message: Outbound) -> str | None:
+        """After a crash mid-send: the provider id if the provider already has this message, else None."""
+        ...
+
+    def health(self) -> Health: ...

@@ -1,0 +1,81 @@
+"""Typed inputs to the engine. Ingress adapters produce these; nothing else crosses into the core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from alertd.core.model import Kind
+
+
+class Via(StrEnum):
+    """How an acknowledgement or other action reached us."""
+
+    TERMINAL = "terminal"
+    SMS = "sms"
+    OPERATOR = "operator"
+    SYSTEM = "system"
+
+
+class Action(StrEnum):
+    ACKNOWLEDGE = "acknowledge"
+    ON_SCENE = "on_scene"
+    RESOLVE = "resolve"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    device_id: str
+    kind: Kind
+    seq: int | None  # device sequence number; None: deduplicate by content within a window
+    source: str = "mqtt"
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalAck:
+    device_id: str
+    incident_id: int | None  # None: the newest incident ringing this terminal
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    device_id: str
+    battery: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TestReport:
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    device_id: str
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A text message from a phone: an acknowledgement if the sender is known and it parses."""
+
+    phone: str  # E.164
+    text: str
+    carrier: str  # "twilio", "modem", ...
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorCommand:
+    incident_id: int
+    action: Action
+    by: str
+    outcome: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: fire escalation steps that are due."""
+
+
+Input = Alarm | TerminalAck | Heartbeat | TestReport | DeviceStatus | Reply | OperatorCommand | Tick

@@ -1,0 +1,242 @@
+"""Incident state machine and escalation: pure functions of (incident, input, now) -> (incident, effects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from alertd.core.events import Action, Via
+from alertd.core.messages import Texts
+from alertd.core.model import SEVERITY, Household, Kind, Person, Roster
+from alertd.protocols import terminal
+
+
+class State(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    ON_SCENE = "on_scene"
+    RESOLVED = "resolved"
+    CANCELLED = "cancelled"
+
+
+# Stop commands are planned once per incident; a reserved step number keeps their outbox keys unique.
+STOP_STEP = 1000
+
+ACTIVE_STATES = frozenset({State.OPEN, State.ACKNOWLEDGED, State.ON_SCENE})
+
+
+class Outcome(StrEnum):
+    REAL = "real"
+    FALSE_ALARM = "false_alarm"
+    DRILL = "drill"
+
+
+class Channel(StrEnum):
+    TERMINAL = "terminal"
+    SMS = "sms"
+
+
+class Purpose(StrEnum):
+    RING = "ring"
+    STOP = "stop"
+    ALERT = "alert"
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: int
+    household_id: str
+    group_id: str
+    kind: Kind
+    policy: str
+    state: State
+    opened_at: float
+    last_alarm_at: float
+    next_step: int | None = 0  # index of the next escalation step, None when escalation stopped
+    next_step_at: float | None = None  # absolute deadline (UTC epoch) of next_step
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+    on_scene_at: float | None = None
+    resolved_at: float | None = None
+    outcome: Outcome | None = None
+    rung: tuple[str, ...] = ()  # terminals told to ring; they get a stop when it is over
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def code(self) -> str:
+        """Short code residents type in SMS replies."""
+        return str(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message to one recipient, planned by the core and put in the outbox before it is sent."""
+
+    incident_id: int
+    step: int  # escalation step; stop commands use the step after the last
+    channel: Channel
+    purpose: Purpose
+    recipient: str  # device id or person id
+    address: str  # device id or E.164 phone
+    body: str
+
+    @property
+    def key(self) -> str:
+        """Unique per incident, step, purpose, channel and recipient: the outbox never holds it twice."""
+        return f"{self.incident_id}:{self.step}:{self.purpose}:{self.channel}:{self.recipient}"
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    incident_id: int
+    at: float
+    event: str
+    actor: str = ""
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class Effects:
+    notifications: list[Notification] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+
+    def extend(self, other: Effects) -> None:
+        self.notifications.extend(other.notifications)
+        self.timeline.extend(other.timeline)
+
+
+class TransitionError(ValueError):
+    """The action does not apply to the incident in its current state."""
+
+
+def open_incident(
+    incident_id: int, household: Household, kind: Kind, roster: Roster, now: float, source: str
+) -> tuple[Incident, Effects]:
+    incident = Incident(
+        id=incident_id,
+        household_id=household.id,
+        group_id=household.group_id,
+        kind=kind,
+        policy=roster.policy_for(kind).name,
+        state=State.OPEN,
+        opened_at=now,
+        last_alarm_at=now,
+        next_step=0,
+        next_step_at=now,
+    )
+    effects = Effects(timeline=[TimelineEntry(incident_id, now, "opened", household.label, f"{kind} via {source}")])
+    return incident, effects
+
+
+def join_alarm(incident: Incident, kind: Kind, now: float, source: str, actor: str) -> tuple[Incident, Effects]:
+    """A further alarm from the same household: a timeline entry, and the kind rises to the worst one."""
+    worse = SEVERITY[kind] > SEVERITY[incident.kind]
+    updated = replace(incident, last_alarm_at=now, kind=kind if worse else incident.kind)
+    detail = f"{kind} via {source}" + (f" (was {incident.kind})" if worse else "")
+    return updated, Effects(timeline=[TimelineEntry(incident.id, now, "alarm", actor, detail)])
+
+
+def fire_due_steps(incident: Incident, roster: Roster, texts: Texts, now: float) -> tuple[Incident, Effects]:
+    """Every escalation step whose deadline has passed, in order; overdue steps fire at once."""
+    effects = Effects()
+    policy = roster.policies.get(incident.policy) or roster.policy_for(incident.kind)
+    household = roster.households.get(incident.household_id)
+    while (
+        incident.state == State.OPEN
+        and incident.next_step is not None
+        and incident.next_step_at is not None
+        and incident.next_step_at <= now
+        and household is not None
+    ):
+        index = incident.next_step
+        step = policy.steps[index]
+        rung = list(incident.rung)
+        notes: list[Notification] = []
+        if step.ring:
+            ring_body = terminal.encode_ring(incident.id, incident.kind, household.id, household.label)
+            for device in roster.ring_targets(household.id):
+                notes.append(
+                    Notification(incident.id, index, Channel.TERMINAL, Purpose.RING, device.id, device.id, ring_body)
+                )
+                if device.id not in rung:
+                    rung.append(device.id)
+        people: dict[str, Person] = {}
+        for role in step.sms:
+            for person in roster.people_for(household.group_id, role):
+                people.setdefault(person.id, person)
+        for person in people.values():
+            body = texts.alert(incident, household, roster.groups[household.group_id], person.language)
+            notes.append(Notification(incident.id, index, Channel.SMS, Purpose.ALERT, person.id, person.phone, body))
+        following = index + 1
+        has_more = following < len(policy.steps)
+        incident = replace(
+            incident,
+            rung=tuple(rung),
+            next_step=following if has_more else None,
+            next_step_at=incident.opened_at + policy.steps[following].after_s if has_more else None,
+        )
+        effects.notifications.extend(notes)
+        effects.timeline.append(
+            TimelineEntry(incident.id, now, "step", "", f"step {index}: {len(notes)} notifications")
+        )
+    return incident, effects
+
+
+_ORDER = {State.OPEN: 0, State.ACKNOWLEDGED: 1, State.ON_SCENE: 2, State.RESOLVED: 3, State.CANCELLED: 3}
+
+
+def apply_action(
+    incident: Incident,
+    action: Action,
+    actor: str,
+    via: Via,
+    now: float,
+    outcome: Outcome | None = None,
+) -> tuple[Incident, Effects]:
+    """Move an incident forward. Skipped states are filled in (on scene implies acknowledged)."""
+    if not incident.active:
+        raise TransitionError(f"incident {incident.id} is already {incident.state}")
+    target = {
+        Action.ACKNOWLEDGE: State.ACKNOWLEDGED,
+        Action.ON_SCENE: State.ON_SCENE,
+        Action.RESOLVE: State.RESOLVED,
+        Action.CANCEL: State.CANCELLED,
+    }[action]
+    if _ORDER[target] <= _ORDER[incident.state]:
+        raise TransitionError(f"incident {incident.id} is already {incident.state}")
+    effects = Effects()
+    who = f"{actor} ({via})"
+    updated = incident
+    if incident.acknowledged_at is None:
+        updated = replace(updated, acknowledged_at=now, acknowledged_by=actor)
+    if target == State.ON_SCENE:
+        updated = replace(updated, on_scene_at=now)
+    if target in (State.RESOLVED, State.CANCELLED):
+        default = Outcome.REAL if target == State.RESOLVED else Outcome.FALSE_ALARM
+        updated = replace(updated, resolved_at=now, outcome=outcome or default)
+    detail = f"outcome {updated.outcome}" if target in (State.RESOLVED, State.CANCELLED) else ""
+    updated = replace(updated, state=target, next_step=None, next_step_at=None)
+    effects.timeline.append(TimelineEntry(incident.id, now, target.value, who, detail))
+    if incident.state == State.OPEN:
+        # The first acknowledgement silences every terminal we rang.
+        body = terminal.encode_stop(incident.id)
+        effects.notifications.extend(
+            Notification(incident.id, STOP_STEP, Channel.TERMINAL, Purpose.STOP, d, d, body) for d in incident.rung
+        )
+    return updated, effects
+
+
+def metrics_times(incident: Incident) -> dict[str, float | None]:
+    """Seconds from opening to each milestone, None where it has not happened."""
+
+    def since(at: float | None) -> float | None:
+        return None if at is None else at - incident.opened_at
+
+    return {
+        "time_to_acknowledge": since(incident.acknowledged_at),
+        "time_on_scene": since(incident.on_scene_at),
+        "time_to_resolve": since(incident.resolved_at),
+    }

@@ -1,0 +1,75 @@
+"""Message templates for residents and patrols: short, zh-CN by default, one SMS segment where possible."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from alertd.core.model import Group, Household, Kind
+
+if TYPE_CHECKING:
+    from alertd.core.incidents import Incident
+
+# One UCS-2 SMS segment holds 70 characters; GSM 7-bit holds 160.
+UCS2_SEGMENT = 70
+GSM7_SEGMENT = 160
+
+KIND_ZH: Mapping[Kind, str] = {
+    Kind.PANIC: "求救",
+    Kind.FIRE: "火警",
+    Kind.SMOKE: "烟雾报警",
+    Kind.GAS: "燃气泄漏",
+    Kind.WATER: "漏水",
+    Kind.INTRUSION: "有人闯入",
+    Kind.MEDICAL: "急病求助",
+}
+
+KIND_EN: Mapping[Kind, str] = {
+    Kind.PANIC: "PANIC",
+    Kind.FIRE: "FIRE",
+    Kind.SMOKE: "SMOKE",
+    Kind.GAS: "GAS LEAK",
+    Kind.WATER: "WATER LEAK",
+    Kind.INTRUSION: "INTRUDER",
+    Kind.MEDICAL: "MEDICAL",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Texts:
+    time_zone: ZoneInfo
+    language: str = "zh-CN"
+
+    def clock(self, at: float) -> str:
+        return datetime.fromtimestamp(at, UTC).astimezone(self.time_zone).strftime("%H:%M")
+
+    def alert(self, incident: Incident, household: Household, group: Group, language: str | None = None) -> str:
+        """The alert SMS: who, where, what, when, and how to reply, longest variant that fits one segment."""
+        when = self.clock(incident.opened_at)
+        if (language or self.language).lower().startswith("en"):
+            kind = KIND_EN[incident.kind]
+            variants = [
+                f"[Alert] {kind}: {household.label}, {household.address}, {group.village} {group.name} {when}. "
+                f"Reply 1 ack, 2 on scene, 3 resolved #{incident.code}",
+                f"[Alert] {kind}: {household.label}, {group.village} {when}. "
+                f"Reply 1 ack, 2 on scene, 3 resolved #{incident.code}",
+            ]
+            limit = GSM7_SEGMENT
+        else:
+            kind = KIND_ZH[incident.kind]
+            variants = [
+                f"【联防】{household.label} {kind}！{group.village}{group.name} {household.address} {when} "
+                f"回1收到 2到场 3解除 #{incident.code}",
+                f"【联防】{household.label} {kind}！{group.village}{group.name} {when} 回1收到 2到场 3解除 #{incident.code}",
+                f"【联防】{household.label} {kind}！{when} 回1收到 2到场 3解除 #{incident.code}",
+            ]
+            limit = UCS2_SEGMENT
+        variants = [" ".join(v.split()) for v in variants]
+        return next((v for v in variants if len(v) <= limit), variants[-1])
+
+    def ring_caption(self, household: Household, kind: Kind) -> str:
+        """What a neighbour's terminal shows, e.g. "2号户 王家 求救"."""
+        return f"{household.label} {KIND_ZH[kind]}"

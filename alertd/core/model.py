@@ -1,0 +1,188 @@
+"""The roster and the vocabulary of alarms: plain, frozen values shared by every layer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+
+
+class Kind(StrEnum):
+    PANIC = "panic"
+    FIRE = "fire"
+    SMOKE = "smoke"
+    GAS = "gas"
+    WATER = "water"
+    INTRUSION = "intrusion"
+    MEDICAL = "medical"
+
+
+class Severity(IntEnum):
+    LOW = 1
+    HIGH = 2
+    CRITICAL = 3
+
+
+SEVERITY: Mapping[Kind, Severity] = {
+    Kind.FIRE: Severity.CRITICAL,
+    Kind.SMOKE: Severity.CRITICAL,
+    Kind.GAS: Severity.CRITICAL,
+    Kind.PANIC: Severity.CRITICAL,
+    Kind.MEDICAL: Severity.HIGH,
+    Kind.INTRUSION: Severity.HIGH,
+    Kind.WATER: Severity.LOW,
+}
+
+
+class Role(StrEnum):
+    """Who a policy step addresses, resolved against the group of the calling household."""
+
+    LEADER = "leader"
+    DEPUTY = "deputy"
+    PATROL = "patrol"
+    GRID_WORKER = "grid_worker"
+    DUTY = "duty"
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    id: str
+    name: str
+    phone: str  # E.164
+    language: str | None = None  # None: the daemon default
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    household_id: str
+    profile: str = "alertd-terminal"
+    ringable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Household:
+    id: str
+    label: str  # what neighbours' terminals show, e.g. "2号户 王家"
+    group_id: str
+    address: str = ""
+    people: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    id: str
+    name: str
+    village: str
+    households: tuple[str, ...]
+    leader: str
+    deputy: str | None = None
+    grid_worker: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PatrolTeam:
+    id: str
+    name: str
+    members: tuple[str, ...]
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    after_s: float
+    ring: bool = False
+    sms: tuple[Role, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    steps: tuple[Step, ...]
+
+
+DEFAULT_POLICY = Policy(
+    name="default",
+    steps=(
+        Step(after_s=0, ring=True, sms=(Role.LEADER, Role.PATROL)),
+        Step(after_s=120, sms=(Role.DEPUTY, Role.GRID_WORKER, Role.PATROL)),
+        Step(after_s=300, sms=(Role.DUTY,)),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """Everyone and everything alertd knows, with the lookups the engine needs precomputed."""
+
+    people: Mapping[str, Person]
+    households: Mapping[str, Household]
+    groups: Mapping[str, Group]
+    devices: Mapping[str, Device]
+    patrols: Mapping[str, PatrolTeam] = field(default_factory=dict)
+    duty: tuple[str, ...] = ()
+    policies: Mapping[str, Policy] = field(default_factory=lambda: {"default": DEFAULT_POLICY})
+    kind_policy: Mapping[Kind, str] = field(default_factory=dict)  # missing kinds use "default"
+    _by_phone: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _patrols_by_group: dict[str, tuple[str, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        for person in self.people.values():
+            self._by_phone.setdefault(person.phone, person.id)
+        by_group: dict[str, list[str]] = {}
+        for team in self.patrols.values():
+            for group_id in team.groups:
+                by_group.setdefault(group_id, []).append(team.id)
+        self._patrols_by_group.update({g: tuple(t) for g, t in by_group.items()})
+
+    def policy_for(self, kind: Kind) -> Policy:
+        return self.policies.get(self.kind_policy.get(kind, "default"), DEFAULT_POLICY)
+
+    def person_by_phone(self, phone: str) -> Person | None:
+        person_id = self._by_phone.get(phone)
+        return self.people[person_id] if person_id else None
+
+    def household_of_device(self, device_id: str) -> Household | None:
+        device = self.devices.get(device_id)
+        return self.households.get(device.household_id) if device else None
+
+    def patrol_teams_of(self, group_id: str) -> tuple[str, ...]:
+        return self._patrols_by_group.get(group_id, ())
+
+    def people_for(self, group_id: str, role: Role) -> list[Person]:
+        """The people a role means for one group, in a stable order, without duplicates."""
+        group = self.groups[group_id]
+        ids: list[str | None]
+        match role:
+            case Role.LEADER:
+                ids = [group.leader]
+            case Role.DEPUTY:
+                ids = [group.deputy]
+            case Role.GRID_WORKER:
+                ids = [group.grid_worker]
+            case Role.PATROL:
+                ids = [m for t in self.patrol_teams_of(group_id) for m in self.patrols[t].members]
+            case Role.DUTY:
+                ids = list(self.duty)
+        seen: dict[str, Person] = {}
+        for person_id in ids:
+            if person_id and person_id in self.people and person_id not in seen:
+                seen[person_id] = self.people[person_id]
+        return list(seen.values())
+
+    def ring_targets(self, household_id: str) -> list[Device]:
+        """Ringable devices of every other household in the caller's group."""
+        caller = self.households[household_id]
+        group = self.groups[caller.group_id]
+        targets: list[Device] = []
+        for other_id in group.households:
+            if other_id == household_id:
+                continue
+            for device_id in self.households[other_id].devices:
+                device = self.devices[device_id]
+                if device.ringable:
+                    targets.append(device)
+        return targets
