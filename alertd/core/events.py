@@ -78,4 +78,14 @@ class Tick:
     """Time passed: fire escalation steps that are due."""
 
 
-Input = Alarm | TerminalAck | Heartbeat | TestReport | DeviceStatus | Reply | OperatorCommand | Tick
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """A carrier's word on a message it accepted earlier (Twilio status callback, modem +CDS)."""
+
+    provider_id: str
+    status: str  # queued, sent, delivered, undelivered, failed
+    error_code: str | None = None
+
+
+Input = Alarm | TerminalAck | Heartbeat | TestReport | DeviceStatus | Reply | OperatorCommand | Tick | DeliveryReport
+

@@ -63,7 +63,8 @@ class Texts:
             variants = [
                 f"【联防】{household.label} {kind}！{group.village}{group.name} {household.address} {when} "
                 f"回1收到 2到场 3解除 #{incident.code}",
-                f"【联防】{household.label} {kind}！{group.village}{group.name} {when} 回1收到 2到场 3解除 #{incident.code}",
+                f"【联防】{household.label} {kind}！{group.village}{group.name} {when} "
+                f"回1收到 2到场 3解除 #{incident.code}",
                 f"【联防】{household.label} {kind}！{when} 回1收到 2到场 3解除 #{incident.code}",
             ]
             limit = UCS2_SEGMENT

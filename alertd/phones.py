@@ -1,0 +1,40 @@
+"""Phone numbers: normalize whatever the roster says to E.164, and mask numbers before they reach a log."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+__all__ = ["mask", "normalize"]
+
+
+def normalize(raw: str, region: str = "CN") -> str:
+    """E.164 form of `raw` ("138 0000 0001", "+86-138-0000-0001", ...); ValueError if it cannot be a number."""
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as err:
+        raise ValueError(f"not a valid phone number: {raw!r}") from err
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(f"not a valid phone number: {raw!r}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def mask(e164: str) -> str:
+    """"+8613812345678" -> "+86138****5678". Never raises: it is called while logging, on anything."""
+    digits = "".join(c for c in e164 if c.isdigit())
+    country = ""
+    if e164.startswith("+"):
+        try:
+            country = str(phonenumbers.parse(e164, None).country_code)
+        except phonenumbers.NumberParseException:
+            country = ""
+        if digits.startswith(country):
+            digits = digits[len(country) :]
+        else:
+            country = ""
+    prefix = f"+{country}" if country else ""
+    # Short numbers would be given away by head + tail, so show less of them.
+    if len(digits) >= 9:
+        return f"{prefix}{digits[:3]}****{digits[-4:]}"
+    if len(digits) >= 5:
+        return f"{prefix}****{digits[-2:]}"
+    return f"{prefix}****"

@@ -1,0 +1,446 @@
+"""SQLite store: incidents, timeline, the notification outbox and device state.
+
+One connection, WAL, synchronous=FULL: a committed alarm survives a power cut. The engine is the only
+writer of incidents; outbox workers only move notification rows through their statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from alertd.core.incidents import Channel, Incident, Notification, Outcome, Purpose, State, TimelineEntry
+from alertd.core.model import Kind
+from alertd.errors import StoreError
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"  # the carrier refused it for good (invalid number...)
+    DEAD = "dead"  # gave up after max attempts
+
+
+MIGRATIONS: Sequence[str] = (
+    # 1: the first schema
+    """
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY,
+        household_id TEXT NOT NULL,
+        group_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        state TEXT NOT NULL,
+        opened_at REAL NOT NULL,
+        last_alarm_at REAL NOT NULL,
+        next_step INTEGER,
+        next_step_at REAL,
+        acknowledged_at REAL,
+        acknowledged_by TEXT,
+        on_scene_at REAL,
+        resolved_at REAL,
+        outcome TEXT,
+        rung TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX incidents_active ON incidents(state) WHERE state IN ('open', 'acknowledged', 'on_scene');
+    CREATE TABLE timeline (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        at REAL NOT NULL,
+        event TEXT NOT NULL,
+        actor TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX timeline_incident ON timeline(incident_id, id);
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        step INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        address TEXT NOT NULL,
+        body TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        carrier TEXT,
+        provider_id TEXT,
+        error TEXT,
+        delivery TEXT,
+        created_at REAL NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX notifications_due ON notifications(channel, next_attempt_at)
+        WHERE status IN ('pending', 'sending');
+    CREATE INDEX notifications_incident ON notifications(incident_id);
+    CREATE INDEX notifications_provider ON notifications(provider_id) WHERE provider_id IS NOT NULL;
+    CREATE TABLE seen_alarms (
+        device_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (device_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        online INTEGER,
+        battery INTEGER,
+        last_seen REAL,
+        last_test REAL
+    );
+    CREATE TABLE webhook_tokens (
+        token TEXT PRIMARY KEY,
+        at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    key: str
+    incident_id: int
+    step: int
+    channel: Channel
+    purpose: Purpose
+    recipient: str
+    address: str
+    body: str
+    status: Status
+    attempts: int
+    carrier: str | None
+    provider_id: str | None
+    error: str | None
+    delivery: str | None
+    created_at: float
+    next_attempt_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUpdate:
+    device_id: str
+    at: float
+    online: bool | None = None
+    battery: int | None = None
+    test: bool = False
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one engine step decided, committed in one transaction."""
+
+    now: float
+    incidents: dict[int, Incident] = field(default_factory=dict)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+    seen: list[tuple[str, int]] = field(default_factory=list)
+    devices: list[DeviceUpdate] = field(default_factory=list)
+    deliveries: list[tuple[str, str, str | None]] = field(default_factory=list)  # provider id, status, error
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.incidents or self.timeline or self.notifications or self.seen or self.devices or self.deliveries
+        )
+
+
+_INCIDENT_COLUMNS = (
+    "id, household_id, group_id, kind, policy, state, opened_at, last_alarm_at, next_step, next_step_at, "
+    "acknowledged_at, acknowledged_by, on_scene_at, resolved_at, outcome, rung"
+)
+_OUTBOX_COLUMNS = (
+    "id, key, incident_id, step, channel, purpose, recipient, address, body, status, attempts, carrier, "
+    "provider_id, error, delivery, created_at, next_attempt_at"
+)
+_DELIVERY_RANK = {"queued": 0, "accepted": 0, "sending": 1, "sent": 2, "undelivered": 3, "failed": 3, "delivered": 4}
+
+
+def _incident_params(i: Incident) -> tuple[Any, ...]:
+    return (
+        i.id, i.household_id, i.group_id, i.kind.value, i.policy, i.state.value, i.opened_at, i.last_alarm_at,
+        i.next_step, i.next_step_at, i.acknowledged_at, i.acknowledged_by, i.on_scene_at, i.resolved_at,
+        i.outcome.value if i.outcome else None, json.dumps(list(i.rung)),
+    )  # fmt: skip
+
+
+def _incident_from_row(r: Sequence[Any]) -> Incident:
+    return Incident(
+        id=r[0], household_id=r[1], group_id=r[2], kind=Kind(r[3]), policy=r[4], state=State(r[5]),
+        opened_at=r[6], last_alarm_at=r[7], next_step=r[8], next_step_at=r[9], acknowledged_at=r[10],
+        acknowledged_by=r[11], on_scene_at=r[12], resolved_at=r[13],
+        outcome=Outcome(r[14]) if r[14] else None, rung=tuple(json.loads(r[15])),
+    )  # fmt: skip
+
+
+def _outbox_from_row(r: Sequence[Any]) -> OutboxRow:
+    return OutboxRow(
+        id=r[0], key=r[1], incident_id=r[2], step=r[3], channel=Channel(r[4]), purpose=Purpose(r[5]),
+        recipient=r[6], address=r[7], body=r[8], status=Status(r[9]), attempts=r[10], carrier=r[11],
+        provider_id=r[12], error=r[13], delivery=r[14], created_at=r[15], next_attempt_at=r[16],
+    )  # fmt: skip
+
+
+class Store:
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        # Engine and outbox workers share one connection: their transactions must not interleave.
+        self._write_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    @classmethod
+    async def open(cls, path: Path, *, readonly: bool = False) -> Store:
+        # Blocking path calls are fine here: once, at start, before anything else runs.
+        if not readonly:
+            path.parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+        elif not path.exists():  # noqa: ASYNC240
+            raise StoreError(f"{path}: no store here (has the daemon ever run with this config?)")
+        db = await aiosqlite.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT below
+        store = cls(db, path)
+        try:
+            await store._prepare(readonly=readonly)
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def _prepare(self, *, readonly: bool) -> None:
+        await self._db.execute("PRAGMA busy_timeout = 5000")
+        if readonly:
+            await self._db.execute("PRAGMA query_only = ON")
+            return
+        await self._db.execute("PRAGMA journal_mode = WAL")
+        # FULL: the WAL is fsynced at every commit, so a power cut cannot lose a committed alarm.
+        await self._db.execute("PRAGMA synchronous = FULL")
+        await self._db.execute("PRAGMA foreign_keys = ON")
+        async with self._db.execute("PRAGMA integrity_check") as cursor:
+            rows = [r[0] for r in await cursor.fetchall()]
+        if rows != ["ok"]:
+            raise StoreError(f"{self.path}: integrity check failed: {'; '.join(rows[:5])}")
+        async with self._db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: schema version {version} is newer than this alertd knows")
+        for number in range(version, len(MIGRATIONS)):
+            _LOGGER.info("Migrating store %s to schema version %d", self.path, number + 1)
+            await self._db.executescript(
+                f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
+            )
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def ping(self) -> None:
+        async with self._db.execute("SELECT 1") as cursor:
+            await cursor.fetchone()
+
+    # --- the engine's side -------------------------------------------------------------------
+
+    async def commit(self, batch: Batch) -> None:
+        async with self._transaction() as db:
+            if batch.incidents:
+                await db.executemany(
+                    f"INSERT OR REPLACE INTO incidents ({_INCIDENT_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [_incident_params(i) for i in batch.incidents.values()],
+                )
+            if batch.timeline:
+                await db.executemany(
+                    "INSERT INTO timeline (incident_id, at, event, actor, detail) VALUES (?, ?, ?, ?, ?)",
+                    [(t.incident_id, t.at, t.event, t.actor, t.detail) for t in batch.timeline],
+                )
+            if batch.notifications:
+                # The unique key makes a replanned notification a no-op rather than a second message.
+                await db.executemany(
+                    "INSERT OR IGNORE INTO notifications (key, incident_id, step, channel, purpose, recipient, "
+                    "address, body, created_at, next_attempt_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (n.key, n.incident_id, n.step, n.channel.value, n.purpose.value, n.recipient, n.address,
+                         n.body, batch.now, batch.now, batch.now)
+                        for n in batch.notifications
+                    ],
+                )  # fmt: skip
+            if batch.seen:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO seen_alarms (device_id, seq, at) VALUES (?, ?, ?)",
+                    [(d, s, batch.now) for d, s in batch.seen],
+                )
+            for update in batch.devices:
+                await db.execute(
+                    "INSERT INTO devices (id, online, battery, last_seen, last_test) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET online = coalesce(excluded.online, online), "
+                    "battery = coalesce(excluded.battery, battery), last_seen = excluded.last_seen, "
+                    "last_test = coalesce(excluded.last_test, last_test)",
+                    (
+                        update.device_id,
+                        None if update.online is None else int(update.online),
+                        update.battery,
+                        update.at,
+                        update.at if update.test else None,
+                    ),
+                )
+            for provider_id, status, error in batch.deliveries:
+                await self._record_delivery(provider_id, status, error, batch.now)
+
+    async def _record_delivery(self, provider_id: str, status: str, error: str | None, now: float) -> None:
+        async with self._db.execute(
+            "SELECT id, delivery FROM notifications WHERE provider_id = ?", (provider_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            _LOGGER.info("Delivery report for unknown message %s (%s)", provider_id, status)
+            return
+        # Callbacks can arrive out of order: never let "sent" overwrite "delivered".
+        if _DELIVERY_RANK.get(status, 0) < _DELIVERY_RANK.get(row[1] or "", -1):
+            return
+        detail = f"{status} ({error})" if error else status
+        await self._db.execute(
+            "UPDATE notifications SET delivery = ?, updated_at = ? WHERE id = ?", (detail, now, row[0])
+        )
+
+    async def load_active_incidents(self) -> list[Incident]:
+        async with self._db.execute(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents "
+            "WHERE state IN ('open', 'acknowledged', 'on_scene') ORDER BY id"
+        ) as cursor:
+            return [_incident_from_row(r) for r in await cursor.fetchall()]
+
+    async def max_incident_id(self) -> int:
+        async with self._db.execute("SELECT coalesce(max(id), 0) FROM incidents") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def seen_alarm(self, device_id: str, seq: int, since: float) -> bool:
+        async with self._db.execute(
+            "SELECT 1 FROM seen_alarms WHERE device_id = ? AND seq = ? AND at >= ?", (device_id, seq, since)
+        ) as cursor:
+            return await cursor.fetchone() is not None
+
+    async def prune(self, before: float) -> None:
+        """Forget deduplication and webhook tokens older than their windows."""
+        await self._db.execute("DELETE FROM seen_alarms WHERE at < ?", (before,))
+        await self._db.execute("DELETE FROM webhook_tokens WHERE at < ?", (before,))
+
+    # --- the outbox workers' side ----------------------------------------------------------------
+
+    async def due(self, channel: Channel, now: float, limit: int) -> list[OutboxRow]:
+        async with self._db.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM notifications WHERE channel = ? AND status = 'pending' "
+            "AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+            (channel.value, now, limit),
+        ) as cursor:
+            return [_outbox_from_row(r) for r in await cursor.fetchall()]
+
+    async def next_due_at(self, channel: Channel) -> float | None:
+        async with self._db.execute(
+            "SELECT min(next_attempt_at) FROM notifications WHERE channel = ? AND status = 'pending'",
+            (channel.value,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def in_sending(self, channel: Channel) -> list[OutboxRow]:
+        """Rows a crash left between 'about to send' and 'recorded the outcome'."""
+        async with self._db.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM notifications WHERE channel = ? AND status = 'sending' ORDER BY id",
+            (channel.value,),
+        ) as cursor:
+            return [_outbox_from_row(r) for r in await cursor.fetchall()]
+
+    async def claim(self, ids: Iterable[int], carrier: str, now: float) -> None:
+        """Mark rows as being sent: a crash from here on is reconciled before any resend."""
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE notifications SET status = 'sending', attempts = attempts + 1, carrier = ?, "
+                "updated_at = ? WHERE id = ?",
+                [(carrier, now, i) for i in ids],
+            )
+
+    async def record_results(self, results: Iterable[SendResult], now: float) -> None:
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE notifications SET status = ?, carrier = coalesce(?, carrier), "
+                "provider_id = coalesce(?, provider_id), error = ?, next_attempt_at = ?, updated_at = ? "
+                "WHERE id = ?",
+                [
+                    (r.status.value, r.carrier, r.provider_id, r.error, r.next_attempt_at or now, now, r.id)
+                    for r in results
+                ],
+            )
+
+    async def remember_token(self, token: str, now: float) -> bool:
+        """True the first time a webhook idempotency token is seen."""
+        async with self._transaction() as db:
+            cursor = await db.execute("INSERT OR IGNORE INTO webhook_tokens (token, at) VALUES (?, ?)", (token, now))
+            return cursor.rowcount == 1
+
+    # --- reports -----------------------------------------------------------------------------------
+
+    async def incident(self, incident_id: int) -> Incident | None:
+        async with self._db.execute(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE id = ?", (incident_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _incident_from_row(row) if row else None
+
+    async def incidents(self, *, active_only: bool = False, limit: int = 200) -> list[Incident]:
+        where = "WHERE state IN ('open', 'acknowledged', 'on_scene')" if active_only else ""
+        async with self._db.execute(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents {where} ORDER BY id DESC LIMIT ?", (limit,)
+        ) as cursor:
+            return [_incident_from_row(r) for r in await cursor.fetchall()]
+
+    async def timeline(self, incident_id: int) -> list[TimelineEntry]:
+        async with self._db.execute(
+            "SELECT incident_id, at, event, actor, detail FROM timeline WHERE incident_id = ? ORDER BY id",
+            (incident_id,),
+        ) as cursor:
+            return [TimelineEntry(*r) for r in await cursor.fetchall()]
+
+    async def notifications(self, incident_id: int | None = None) -> list[OutboxRow]:
+        where, params = ("WHERE incident_id = ?", (incident_id,)) if incident_id is not None else ("", ())
+        async with self._db.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM notifications {where} ORDER BY id", params
+        ) as cursor:
+            return [_outbox_from_row(r) for r in await cursor.fetchall()]
+
+    async def outbox_counts(self) -> dict[tuple[str, str], int]:
+        async with self._db.execute(
+            "SELECT channel, status, count(*) FROM notifications GROUP BY channel, status"
+        ) as cursor:
+            return {(r[0], r[1]): r[2] for r in await cursor.fetchall()}
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    id: int
+    status: Status
+    carrier: str | None = None
+    provider_id: str | None = None
+    error: str | None = None
+    next_attempt_at: float | None = None
