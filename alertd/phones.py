@@ -19,7 +19,7 @@ def normalize(raw: str, region: str = "CN") -> str:
 
 
 def mask(e164: str) -> str:
-    """"+8613812345678" -> "+86138****5678". Never raises: it is called while logging, on anything."""
+    """ "+8613812345678" -> "+86138****5678". Never raises: it is called while logging, on anything."""
     digits = "".join(c for c in e164 if c.isdigit())
     country = ""
     if e164.startswith("+"):

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiosqlite
 
+from alertd.core.events import DeliveryReport
 from alertd.core.incidents import Channel, Incident, Notification, Outcome, Purpose, State, TimelineEntry
 from alertd.core.model import Kind
 from alertd.errors import StoreError
@@ -149,7 +150,7 @@ class Batch:
     notifications: list[Notification] = field(default_factory=list)
     seen: list[tuple[str, int]] = field(default_factory=list)
     devices: list[DeviceUpdate] = field(default_factory=list)
-    deliveries: list[tuple[str, str, str | None]] = field(default_factory=list)  # provider id, status, error
+    deliveries: list[DeliveryReport] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
@@ -215,7 +216,7 @@ class Store:
     async def open(cls, path: Path, *, readonly: bool = False) -> Store:
         # Blocking path calls are fine here: once, at start, before anything else runs.
         if not readonly:
-            path.parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+            path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.exists():  # noqa: ASYNC240
             raise StoreError(f"{path}: no store here (has the daemon ever run with this config?)")
         db = await aiosqlite.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT below
@@ -304,10 +305,17 @@ class Store:
                         update.at if update.test else None,
                     ),
                 )
-            for provider_id, status, error in batch.deliveries:
-                await self._record_delivery(provider_id, status, error, batch.now)
+            for report in batch.deliveries:
+                await self._record_delivery(report, batch.now)
 
-    async def _record_delivery(self, provider_id: str, status: str, error: str | None, now: float) -> None:
+    async def _record_delivery(self, report: DeliveryReport, now: float) -> None:
+        if report.token is not None:
+            cursor = await self._db.execute(
+                "INSERT OR IGNORE INTO webhook_tokens (token, at) VALUES (?, ?)", (report.token, now)
+            )
+            if cursor.rowcount == 0:
+                return  # a retried callback we already recorded
+        provider_id, status, error = report.provider_id, report.status, report.error_code
         async with self._db.execute(
             "SELECT id, delivery FROM notifications WHERE provider_id = ?", (provider_id,)
         ) as cursor:
@@ -392,12 +400,6 @@ class Store:
                     for r in results
                 ],
             )
-
-    async def remember_token(self, token: str, now: float) -> bool:
-        """True the first time a webhook idempotency token is seen."""
-        async with self._transaction() as db:
-            cursor = await db.execute("INSERT OR IGNORE INTO webhook_tokens (token, at) VALUES (?, ?)", (token, now))
-            return cursor.rowcount == 1
 
     # --- reports -----------------------------------------------------------------------------------
 

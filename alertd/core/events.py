@@ -46,6 +46,8 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class TestReport:
+    __test__ = False  # not a pytest test class, despite the name
+
     device_id: str
 
 
@@ -85,6 +87,7 @@ class DeliveryReport:
     provider_id: str
     status: str  # queued, sent, delivered, undelivered, failed
     error_code: str | None = None
+    token: str | None = None  # the carrier's idempotency token: a retried report is recorded once
 
 
 Input = Alarm | TerminalAck | Heartbeat | TestReport | DeviceStatus | Reply | OperatorCommand | Tick | DeliveryReport

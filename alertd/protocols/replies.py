@@ -1,6 +1,6 @@
 """SMS reply grammar: what a leader or patrol member texts back to an alert, as a pure parser.
 
-Accepted (after Unicode NFKC, so full-width digits, ``＃`` and punctuation count as ASCII)::
+Accepted (after Unicode NFKC, so full-width digits, the full-width number sign and punctuation count as ASCII)::
 
     1 | 收到 | 已收到                  acknowledge
     2 | 到 | 到场 | 已到 | 已到场      on scene
@@ -9,6 +9,7 @@ Accepted (after Unicode NFKC, so full-width digits, ``＃`` and punctuation coun
 with an optional incident code (its decimal number): after the action (``1 17``, ``1#17``,
 ``1 #17``, ``收到17``) or before it when marked with ``#`` (``#17 1``). Tokens may be separated by
 spaces or by ``, 、 : ;`` (ASCII or Chinese); one trailing ``.`` / ``。`` / ``!`` is allowed.
+A digit may be followed by its own word (``1收到``), as the alert's hint "回1收到" invites.
 Anything else is not a command: ordinary chat must never acknowledge an alarm by accident.
 """
 
@@ -71,22 +72,28 @@ def parse_reply(text: str) -> ParsedReply | None:
     action: Action | None = None
     code: str | None = None
     outcome: Outcome | None = None
+    # The alert reads "回1收到 2到场 3解除", so people answer "1收到": a digit action may be
+    # followed at once by its own word. Only then, since "收到1" means code 1.
+    restatable = False
     position = 0
     while position < len(normalized):
         token = _TOKEN.match(normalized, position)
         if token is None:
             return None  # a character that is not part of the grammar: chat
         position = token.end()
+        if token.lastgroup == "sep":
+            continue
+        follows_digit, restatable = restatable, False
         match token.lastgroup, token.group(token.lastgroup or 0):
-            case "sep", _:
-                continue
-            case "code", _:
+            case "word", word if follows_digit and _WORD_ACTIONS.get(word) is action:
+                pass  # "1收到": the word only repeats the digit
+            case "code", digits:
                 # "#17" may stand before or after the action, but only once.
-                digits = token.group("code")
                 if code is not None or (code := _code(digits)) is None:
                     return None
             case "number", digits if action is None and digits in _DIGIT_ACTIONS:
                 action = _DIGIT_ACTIONS[digits]
+                restatable = True
             case "number", digits if action is not None and code is None:
                 # A bare number is a code only after the action: "17" alone is not "1" + "7".
                 if (code := _code(digits)) is None:

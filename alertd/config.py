@@ -1,0 +1,643 @@
+"""Settings and roster: two TOML files, checked as a whole so `alertd check` can list every problem at once.
+
+Settings (alertd.toml) are pydantic models; every key can be overridden as ALERTD_<SECTION>__<KEY>.
+The roster (roster.toml) is read entry by entry, then cross-checked, then built into a core `Roster`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tomllib
+from collections.abc import Container, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from alertd.core.model import (
+    DEFAULT_POLICY,
+    Device,
+    Group,
+    Household,
+    Kind,
+    PatrolTeam,
+    Person,
+    Policy,
+    Role,
+    Roster,
+    Step,
+)
+from alertd.errors import ConfigError
+from alertd.phones import mask, normalize
+
+__all__ = [
+    "Config",
+    "DaemonSettings",
+    "HttpSettings",
+    "IncidentSettings",
+    "MqttSettings",
+    "Settings",
+    "SmsSettings",
+    "StoreSettings",
+    "TwilioSettings",
+    "load_config",
+    "load_roster",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+ENV_PREFIX = "ALERTD_"
+# Never echoed back in error messages, and kept out of repr().
+_SECRETS = frozenset({("mqtt", "password"), ("twilio", "auth_token")})
+_LANGUAGES = ("zh", "en")  # what core.messages can write
+_KINDS = frozenset(k.value for k in Kind)
+_ROLES = frozenset(r.value for r in Role)
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+
+def _relative_to_settings(value: Path, info: ValidationInfo) -> Path:
+    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+    return value if base is None or value.is_absolute() else base / value
+
+
+def _language(value: str) -> str:
+    if not value.lower().startswith(_LANGUAGES):
+        raise ValueError("unsupported language (use zh-CN or en)")
+    return value
+
+
+def _web_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value.rstrip("/")
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # "[::1]:8080"
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
+    return host, int(port)
+
+
+SettingsPath = Annotated[Path, AfterValidator(_relative_to_settings)]
+Language = Annotated[str, AfterValidator(_language)]
+
+
+class _Section(BaseModel):
+    # validate_default: defaults go through the validators too, so relative default paths get resolved.
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class DaemonSettings(_Section):
+    roster: SettingsPath = Path("roster.toml")
+    time_zone: str = "Asia/Shanghai"
+    language: Language = "zh-CN"
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError("unknown time zone") from err
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)  # ZoneInfo caches instances, so this is cheap
+
+
+class MqttSettings(_Section):
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    client_id: str = Field(default="alertd", min_length=1)
+    prefix: str = "alertd/v1"
+    keepalive: int = Field(default=30, ge=5, le=65535)
+    ca_file: SettingsPath | None = None
+    cert_file: SettingsPath | None = None
+    key_file: SettingsPath | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError("scheme must be mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError("no broker host")
+        if parts.username or parts.password:
+            # URLs end up in logs; credentials belong in username/password.
+            raise ValueError("put credentials in username/password, not in the URL")
+        _ = parts.port  # raises ValueError on a bad port
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _topic_prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not value or "+" in value or "#" in value:
+            raise ValueError("must be a non-empty topic without wildcards")
+        return value
+
+    @model_validator(mode="after")
+    def _client_cert_pair(self) -> MqttSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+class StoreSettings(_Section):
+    path: SettingsPath = Path("/var/lib/alertd/alertd.db")
+
+
+class TwilioSettings(_Section):
+    account_sid: str | None = None
+    auth_token: str | None = Field(default=None, repr=False)
+    from_number: str | None = None
+    api_base_url: str | None = None
+
+    @field_validator("from_number")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        return None if value is None else normalize(value)
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        return None if value is None else _web_url(value)
+
+    @model_validator(mode="after")
+    def _all_or_nothing(self) -> TwilioSettings:
+        # Half a Twilio setup silently disables SMS; in an alarm system that must be loud.
+        missing = [k for k in ("account_sid", "auth_token", "from_number") if not getattr(self, k)]
+        if 0 < len(missing) < 3:
+            raise ValueError(f"account_sid, auth_token and from_number go together; missing {', '.join(missing)}")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.account_sid and self.auth_token and self.from_number)
+
+
+class HttpSettings(_Section):
+    listen: str = "127.0.0.1:8080"
+    public_url: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _split_listen(value)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, value: str | None) -> str | None:
+        return None if value is None else _web_url(value)
+
+    @property
+    def host(self) -> str:
+        return _split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return _split_listen(self.listen)[1]
+
+
+class IncidentSettings(_Section):
+    join_window_s: float = Field(default=600, ge=0)
+    dedup_window_s: float = Field(default=3600, ge=0)
+
+
+class SmsSettings(_Section):
+    max_attempts: int = Field(default=8, ge=1)
+
+
+class Settings(_Section):
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
+    sms: SmsSettings = Field(default_factory=SmsSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_section(cls, data: object) -> object:
+        # A missing section is validated as an empty table, so its relative default paths get resolved too.
+        if isinstance(data, dict):
+            return {name: {} for name in cls.model_fields} | data
+        return data
+
+
+@dataclass(frozen=True)
+class Config:
+    settings: Settings
+    roster: Roster
+    settings_path: Path
+    roster_path: Path
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _show(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """("devices", 0, "profile") -> "devices[1].profile": humans count entries from 1."""
+    out = ""
+    for part in loc:
+        out += f"[{part + 1}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _reason(error: ErrorDetails) -> str:
+    match error["type"]:
+        case "extra_forbidden":
+            return "unknown key"
+        case "missing":
+            return "required key missing"
+        case "value_error":
+            return str(error.get("ctx", {}).get("error", error["msg"]))
+    msg = error["msg"]
+    return msg[:1].lower() + msg[1:]
+
+
+def _read_toml(path: Path, label: str) -> tuple[dict[str, Any] | None, list[str]]:
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        return None, [f"{label}: file not found"]
+    except tomllib.TOMLDecodeError as err:
+        return None, [f"{label}: TOML syntax error: {err}"]
+    except UnicodeDecodeError:
+        return None, [f"{label}: not UTF-8 text"]
+    except OSError as err:
+        return None, [f"{label}: cannot read: {err.strerror}"]
+    return data, []
+
+
+def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Apply ALERTD_<SECTION>__<KEY> onto the file's tables; return which env var set which key."""
+    sources: dict[tuple[str, ...], str] = {}
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name.removeprefix(ENV_PREFIX).lower().partition("__")
+        table = data.setdefault(section, {})
+        if not isinstance(table, dict):
+            continue  # the file's own type error is reported
+        if value == "":
+            table.pop(key, None)  # an empty variable means "not set", e.g. to drop a file value
+        else:
+            table[key] = value
+        sources[(section, key)] = f"{name} (environment)"
+        sources.setdefault((section,), f"{name} (environment)")
+    return sources
+
+
+# ---------------------------------------------------------------------------------------------- roster input
+
+
+Id = Annotated[str, Field(min_length=1)]
+
+
+class _Entry(BaseModel):
+    # strict: TOML already has types, so "true" for a bool or 5 for a name is a typo worth reporting.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class _PersonIn(_Entry):
+    id: Id
+    name: str
+    phone: str
+    language: Language | None = None
+
+
+class _DeviceIn(_Entry):
+    id: Id
+    profile: str = "alertd-terminal"
+    ringable: bool = True
+
+
+class _HouseholdIn(_Entry):
+    id: Id
+    group: str
+    label: str = Field(min_length=1)
+    address: str = ""
+    people: list[str] = []
+    devices: list[_DeviceIn] = []
+
+
+class _GroupIn(_Entry):
+    id: Id
+    name: str
+    village: str
+    leader: str
+    deputy: str | None = None
+    grid_worker: str | None = None
+
+
+class _PatrolIn(_Entry):
+    id: Id
+    name: str
+    members: list[str] = Field(min_length=1)
+    groups: list[str] = Field(min_length=1)
+
+
+class _StepIn(_Entry):
+    after: float = Field(ge=0)
+    ring: bool = False
+    sms: list[str] = []
+
+
+class _PolicyIn(_Entry):
+    steps: list[_StepIn] = Field(min_length=1)
+
+
+class _RosterIn(_Entry):
+    duty: list[str] = []
+    people: list[dict[str, Any]] = []
+    groups: list[dict[str, Any]] = []
+    households: list[dict[str, Any]] = []
+    patrols: list[dict[str, Any]] = []
+    policies: dict[str, dict[str, Any]] = {}
+    kinds: dict[str, str] = {}
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class _Reader:
+    """Collects problems while the roster is read, each prefixed with the file and the entry."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.problems: list[str] = []
+        # Every id written in a section, valid entry or not, so one broken entry does not
+        # also show up as an "unknown" reference everywhere it is used.
+        self.ids: dict[str, set[str]] = {}
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(f"{self.label}: {where}: {message}" if where else f"{self.label}: {message}")
+
+    def validate(self, model: type[_M], raw: object, where: str) -> _M | None:
+        try:
+            return model.model_validate(raw)
+        except ValidationError as err:
+            for error in err.errors():
+                key = _where(error["loc"])
+                shown = "" if error["type"] in ("extra_forbidden", "missing") else " " + _show(error["input"])
+                detail = f"{key}{shown}: {_reason(error)}" if key else _reason(error)
+                self.problem(where, detail)
+            return None
+
+    def entries(self, section: str, raws: list[dict[str, Any]], model: type[_M]) -> dict[str, tuple[str, _M]]:
+        """Valid entries by id, first one wins; reports invalid and duplicate ones."""
+        out: dict[str, tuple[str, _M]] = {}
+        ids = self.ids.setdefault(section, set())
+        for index, raw in enumerate(raws, 1):
+            entry_id = raw.get("id")
+            if isinstance(entry_id, str):
+                ids.add(entry_id)
+            where = f"{section}[{index}]" + (f" (id {_show(entry_id)})" if isinstance(entry_id, str) else "")
+            entry = self.validate(model, raw, where)
+            if entry is None:
+                continue
+            key: str = getattr(entry, "id")  # noqa: B009 - every entry model has an id
+            if key in out:
+                self.problem(where, f"duplicate id, first used by {out[key][0]}")
+            else:
+                out[key] = (where, entry)
+        return out
+
+    def ref(self, where: str, field: str, value: str | None, known: Container[str], what: str) -> bool:
+        if value is None or value in known:
+            return True
+        self.problem(where, f"{field} {_show(value)}: unknown {what}")
+        return False
+
+
+def _read_roster(path: Path, label: str) -> tuple[Roster | None, list[str]]:
+    data, problems = _read_toml(path, label)
+    if data is None:
+        return None, problems
+    r = _Reader(label)
+    top = r.validate(_RosterIn, data, "")
+    if top is None:
+        return None, r.problems
+
+    people = r.entries("people", top.people, _PersonIn)
+    groups = r.entries("groups", top.groups, _GroupIn)
+    households = r.entries("households", top.households, _HouseholdIn)
+    patrols = r.entries("patrols", top.patrols, _PatrolIn)
+
+    phones = _check_phones(r, people)
+    devices: dict[str, Device] = {}
+    device_where: dict[str, str] = {}
+    members: dict[str, list[str]] = {}  # group id -> household ids, file order
+    residents: dict[str, set[str]] = {}  # group id -> person ids
+    for household_id, (where, household) in households.items():
+        if r.ref(where, "group", household.group, r.ids["groups"], "group"):
+            members.setdefault(household.group, []).append(household_id)
+            residents.setdefault(household.group, set()).update(household.people)
+        for person_id in household.people:
+            r.ref(where, "person", person_id, r.ids["people"], "person")
+        for index, device in enumerate(household.devices, 1):
+            if device.id in device_where:
+                r.problem(
+                    f"{where}: devices[{index}] (id {_show(device.id)})",
+                    f"duplicate device id, first used by {device_where[device.id]}",
+                )
+                continue
+            device_where[device.id] = f"{where}: devices[{index}]"
+            devices[device.id] = Device(device.id, household_id, device.profile, device.ringable)
+
+    _check_groups(r, groups, members, residents)
+
+    for where, team in patrols.values():
+        for person_id in team.members:
+            r.ref(where, "member", person_id, r.ids["people"], "person")
+        for group_id in team.groups:
+            r.ref(where, "group", group_id, r.ids["groups"], "group")
+
+    for index, person_id in enumerate(top.duty, 1):
+        r.ref(f"duty[{index}]", "person", person_id, r.ids["people"], "person")
+
+    policies = {"default": DEFAULT_POLICY} | {
+        name: policy for name, raw in top.policies.items() if (policy := _read_policy(r, name, raw)) is not None
+    }
+    kind_policy: dict[Kind, str] = {}
+    for kind, policy_name in top.kinds.items():
+        if kind not in _KINDS:
+            r.problem("kinds", f"{_show(kind)}: unknown kind (one of {', '.join(Kind)})")
+            continue
+        if r.ref(f"kinds.{kind}", "policy", policy_name, {"default", *top.policies}, "policy"):
+            kind_policy[Kind(kind)] = policy_name
+
+    if r.problems:
+        return None, r.problems
+    roster = Roster(
+        people={i: Person(i, p.name, phones[i], p.language) for i, (_, p) in people.items()},
+        households={
+            i: Household(i, h.label, h.group, h.address, tuple(h.people), tuple(d.id for d in h.devices))
+            for i, (_, h) in households.items()
+        },
+        groups={
+            i: Group(i, g.name, g.village, tuple(members[i]), g.leader, g.deputy, g.grid_worker)
+            for i, (_, g) in groups.items()
+        },
+        devices=devices,
+        patrols={i: PatrolTeam(i, t.name, tuple(t.members), tuple(t.groups)) for i, (_, t) in patrols.items()},
+        duty=tuple(top.duty),
+        policies=policies,
+        kind_policy=kind_policy,
+    )
+    return roster, []
+
+
+def _check_phones(r: _Reader, people: Mapping[str, tuple[str, _PersonIn]]) -> dict[str, str]:
+    """E.164 number of each person whose number is valid."""
+    phones: dict[str, str] = {}
+    first_with: dict[str, str] = {}  # E.164 -> where
+    for person_id, (where, person) in people.items():
+        try:
+            phone = normalize(person.phone)
+        except ValueError:
+            r.problem(where, f"phone {_show(person.phone)}: not a valid phone number")
+            continue
+        if phone in first_with:
+            # Replies are matched to people by number, so a number must be unique.
+            r.problem(where, f"phone {mask(phone)}: same number as {first_with[phone]}")
+        else:
+            first_with[phone] = where
+        phones[person_id] = phone
+    return phones
+
+
+def _check_groups(
+    r: _Reader,
+    groups: Mapping[str, tuple[str, _GroupIn]],
+    members: Mapping[str, list[str]],
+    residents: Mapping[str, set[str]],
+) -> None:
+    for group_id, (where, group) in groups.items():
+        if group_id not in members:
+            r.problem(where, "no household belongs to this group")
+        r.ref(where, "grid_worker", group.grid_worker, r.ids["people"], "person")
+        roles: tuple[tuple[str, str | None], ...] = (("leader", group.leader), ("deputy", group.deputy))
+        for role, person_id in roles:
+            # The leader and deputy must be neighbours: they are the first to run over.
+            if person_id is None or not r.ref(where, role, person_id, r.ids["people"], "person"):
+                continue
+            if group_id in members and person_id not in residents[group_id]:
+                r.problem(where, f"{role} {_show(person_id)}: does not live in a household of this group")
+
+
+def _read_policy(r: _Reader, name: str, raw: dict[str, Any]) -> Policy | None:
+    where = f"policies.{name}"
+    policy = r.validate(_PolicyIn, raw, where)
+    if policy is None:
+        return None
+    before = len(r.problems)
+    steps: list[Step] = []
+    for index, step in enumerate(policy.steps, 1):
+        step_where = f"{where}.steps[{index}]"
+        for role in step.sms:
+            if role not in _ROLES:
+                r.problem(step_where, f"sms role {_show(role)}: unknown role (one of {', '.join(Role)})")
+        if steps and step.after <= steps[-1].after_s:
+            r.problem(step_where, f"after {step.after:g}: must be later than the step before ({steps[-1].after_s:g})")
+        roles = tuple(Role(role) for role in step.sms if role in _ROLES)
+        steps.append(Step(step.after, step.ring, roles))
+    return Policy(name, tuple(steps)) if len(r.problems) == before else None
+
+
+# ---------------------------------------------------------------------------------------------- public
+
+
+def load_roster(path: Path) -> Roster:
+    """Read and check a roster file on its own (SIGHUP reloads only this); ConfigError lists every problem."""
+    roster, problems = _read_roster(path, str(path))
+    if roster is None:
+        raise ConfigError(problems)
+    _LOGGER.info(
+        "roster %s: %d groups, %d households, %d devices, %d people",
+        path,
+        len(roster.groups),
+        len(roster.households),
+        len(roster.devices),
+        len(roster.people),
+    )
+    return roster
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the settings file, apply ALERTD_<SECTION>__<KEY> overrides, then read the roster it names.
+
+    Raises ConfigError with every problem in both files, each naming the file, the entry and the value.
+    """
+    environ = os.environ if environ is None else environ
+    label = str(path)
+    data, problems = _read_toml(path, label)
+    if data is None:
+        raise ConfigError(problems)
+    sources = _env_overrides(data, environ)
+
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate(data, context={"base_dir": path.parent.absolute()})
+    except ValidationError as err:
+        for error in err.errors():
+            loc = tuple(str(p) for p in error["loc"])
+            source = sources.get(loc[:2]) or sources.get(loc[:1]) or label
+            show = len(loc) >= 2 and error["type"] not in ("extra_forbidden", "missing")
+            value = (" ***" if loc[:2] in _SECRETS else " " + _show(error["input"])) if show else ""
+            problems.append(f"{source}: {_where(error['loc'])}{value}: {_reason(error)}")
+
+    # Even with broken settings, check the roster too: the operator wants the whole list in one go.
+    daemon = data.get("daemon")
+    raw_roster = daemon.get("roster") if isinstance(daemon, dict) else None
+    roster_path = path.parent / (raw_roster if isinstance(raw_roster, str) else "roster.toml")
+    roster, roster_problems = _read_roster(roster_path, str(roster_path))
+    problems += roster_problems
+
+    if settings is None or roster is None:
+        raise ConfigError(problems)
+    return Config(settings, roster, path.absolute(), settings.daemon.roster)

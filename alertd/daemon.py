@@ -1,0 +1,200 @@
+"""Builds every part in one place and supervises them: one TaskGroup, signals, systemd notify."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from typing import TextIO
+
+from aiohttp import web
+
+from alertd.channels.base import Sender
+from alertd.channels.console import ConsoleSender
+from alertd.channels.terminal import TerminalSender
+from alertd.channels.twilio_sms import TwilioSender
+from alertd.config import Config, load_roster
+from alertd.core.incidents import Channel
+from alertd.core.messages import Texts
+from alertd.engine import Engine
+from alertd.errors import ConfigError
+from alertd.failpoints import Failpoints
+from alertd.ingress.mqtt import BrokerSettings, MqttLink
+from alertd.metrics import Metrics
+from alertd.outbox import OutboxWorker
+from alertd.sdnotify import Notifier
+from alertd.store import Store
+from alertd.web.app import WebDeps, make_app
+
+_LOGGER = logging.getLogger(__name__)
+
+# SIGTERM: sends already handed to a carrier get this long to finish and be recorded.
+DRAIN_TIMEOUT_S = 10.0
+
+
+class Daemon:
+    def __init__(
+        self, config: Config, environ: Mapping[str, str] | None = None, *, sms_stream: TextIO | None = None
+    ) -> None:
+        self.config = config
+        self.environ = os.environ if environ is None else environ
+        self.sms_stream = sms_stream
+        self.metrics = Metrics()
+        self.failpoints = Failpoints.from_env(self.environ)
+        self.notifier = Notifier.from_env(self.environ)
+        self.engine: Engine | None = None
+        self.link: MqttLink | None = None
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> None:
+        """SIGHUP: a new roster for what comes next; open incidents and the outbox are untouched."""
+        if self.engine is None:
+            return
+        self.notifier.reloading()
+        try:
+            roster = load_roster(self.config.roster_path)
+        except ConfigError as err:
+            for problem in err.problems:
+                _LOGGER.error("Roster reload refused: %s", problem)
+        else:
+            self.engine.replace_roster(roster)
+            _LOGGER.info(
+                "Roster reloaded: %d groups, %d households, %d devices",
+                len(roster.groups), len(roster.households), len(roster.devices),
+            )  # fmt: skip
+        self.notifier.ready()
+
+    def _sms_sender(self) -> Sender:
+        twilio = self.config.settings.twilio
+        if twilio.enabled and twilio.account_sid and twilio.auth_token and twilio.from_number:
+            public = self.config.settings.http.public_url
+            return TwilioSender(
+                twilio.account_sid,
+                twilio.auth_token,
+                twilio.from_number,
+                twilio.api_base_url,
+                status_callback=f"{public.rstrip('/')}/twilio/status" if public else None,
+            )
+        _LOGGER.warning("No Twilio account configured: SMS are printed by the console channel")
+        return ConsoleSender(self.sms_stream)
+
+    async def run(self) -> None:
+        settings = self.config.settings
+        store = await Store.open(settings.store.path)
+        sms_sender = self._sms_sender()
+        runner: web.AppRunner | None = None
+        try:
+            engine = Engine(
+                store,
+                self.config.roster,
+                Texts(settings.daemon.zone, settings.daemon.language),
+                self.metrics,
+                join_window_s=settings.incidents.join_window_s,
+                dedup_window_s=settings.incidents.dedup_window_s,
+                failpoints=self.failpoints,
+            )
+            mqtt = settings.mqtt
+            link = MqttLink(
+                BrokerSettings(
+                    url=mqtt.url,
+                    client_id=mqtt.client_id,
+                    prefix=mqtt.prefix,
+                    username=mqtt.username,
+                    password=mqtt.password,
+                    keepalive=mqtt.keepalive,
+                    ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
+                    cert_file=str(mqtt.cert_file) if mqtt.cert_file else None,
+                    key_file=str(mqtt.key_file) if mqtt.key_file else None,
+                ),
+                engine.submit,
+                self.metrics,
+                failpoints=self.failpoints,
+            )
+            workers = [
+                OutboxWorker(store, Channel.TERMINAL, TerminalSender(link, link.topics), self.metrics,
+                             max_attempts=settings.sms.max_attempts, failpoints=self.failpoints),
+                OutboxWorker(store, Channel.SMS, sms_sender, self.metrics,
+                             max_attempts=settings.sms.max_attempts, failpoints=self.failpoints),
+            ]  # fmt: skip
+
+            def wake_workers() -> None:
+                for worker in workers:
+                    worker.wake()
+
+            engine.on_commit = wake_workers
+            self.engine, self.link = engine, link
+            await engine.load()
+            runner = await self._start_http(store, engine, link, workers, sms_sender)
+            await self._supervise(engine, link, workers)
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            close = getattr(sms_sender, "close", None)
+            if close is not None:
+                await close()
+            await store.close()
+
+    async def _start_http(
+        self, store: Store, engine: Engine, link: MqttLink, workers: list[OutboxWorker], sms: Sender
+    ) -> web.AppRunner:
+        settings = self.config.settings
+        twilio = settings.twilio
+        deps = WebDeps(
+            call=engine.call,
+            store=store,
+            metrics=self.metrics,
+            health_checks={"mqtt": link.health, "terminal": workers[0].health, f"sms:{sms.name}": workers[1].health},
+            auth_token=twilio.auth_token if twilio.enabled else None,
+            public_url=settings.http.public_url,
+        )
+        runner = web.AppRunner(make_app(deps), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.http.host, settings.http.port)
+        await site.start()
+        _LOGGER.info("HTTP listening on %s:%s", settings.http.host, settings.http.port)
+        return runner
+
+    async def _supervise(self, engine: Engine, link: MqttLink, workers: list[OutboxWorker]) -> None:
+        loop = asyncio.get_running_loop()
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        with contextlib.suppress(RuntimeError):  # not the main thread (tests): no signal handlers
+            loop.add_signal_handler(signal.SIGTERM, self.stop)
+            loop.add_signal_handler(signal.SIGINT, self.stop)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                engine_task = tg.create_task(engine.run(), name="engine")
+                link_task = tg.create_task(link.run(), name="mqtt")
+                worker_tasks = [tg.create_task(w.run(), name=f"outbox-{w.channel}") for w in workers]
+                watchdog = tg.create_task(self._watchdog(), name="watchdog")
+                self.notifier.ready()
+                self.ready.set()
+                _LOGGER.info("alertd ready")
+                await self._stop.wait()
+                _LOGGER.info("Stopping: no new alarms; draining sends in flight (up to %.0f s)", DRAIN_TIMEOUT_S)
+                self.notifier.stopping()
+                # Alarms not yet committed stay unacknowledged at the broker and come back on restart.
+                link_task.cancel()
+                async with asyncio.timeout(DRAIN_TIMEOUT_S + 1):
+                    await asyncio.gather(*(w.drain(DRAIN_TIMEOUT_S) for w in workers))
+                for task in (engine_task, watchdog, *worker_tasks):
+                    task.cancel()
+        finally:
+            for sig in handled:
+                with contextlib.suppress(RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s()
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()  # sent from the event loop: a wedged loop stops the pings
+            await asyncio.sleep(interval)

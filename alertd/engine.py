@@ -1,0 +1,349 @@
+"""The single writer: inputs in, incident state and outbox rows committed, then acknowledged and dispatched."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from alertd.core.events import (
+    Action,
+    Alarm,
+    DeliveryReport,
+    DeviceStatus,
+    Heartbeat,
+    Input,
+    OperatorCommand,
+    Reply,
+    TerminalAck,
+    TestReport,
+    Tick,
+    Via,
+)
+from alertd.core.incidents import (
+    Effects,
+    Incident,
+    Outcome,
+    State,
+    TransitionError,
+    apply_action,
+    fire_due_steps,
+    join_alarm,
+    open_incident,
+)
+from alertd.core.messages import Texts
+from alertd.core.model import Role, Roster
+from alertd.failpoints import AFTER_COMMIT, Failpoints
+from alertd.metrics import Metrics
+from alertd.phones import mask
+from alertd.protocols.replies import parse_reply
+from alertd.store import Batch, DeviceUpdate, Store
+
+_LOGGER = logging.getLogger(__name__)
+
+# Inputs committed together: one fsync for a burst instead of one per alarm.
+MAX_BATCH = 256
+# How often old deduplication entries are forgotten.
+PRUNE_INTERVAL_S = 3600.0
+
+
+@dataclass(slots=True)
+class Envelope:
+    input: Input
+    done: Callable[[str], None] | None = None  # called once the input's effects are committed
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        roster: Roster,
+        texts: Texts,
+        metrics: Metrics,
+        *,
+        join_window_s: float = 600.0,
+        dedup_window_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+        failpoints: Failpoints | None = None,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.roster = roster
+        self.texts = texts
+        self.metrics = metrics
+        self.join_window_s = join_window_s
+        self.dedup_window_s = dedup_window_s
+        self.clock = clock
+        self.failpoints = failpoints or Failpoints()
+        self.on_commit = on_commit
+        self.queue: asyncio.Queue[Envelope] = asyncio.Queue()
+        self.active: dict[int, Incident] = {}
+        self._deadlines: list[tuple[float, int]] = []  # heap of (next_step_at, incident id), lazily pruned
+        self._next_id = 1
+        self._loaded = False
+        self._last_prune = 0.0
+
+    # --- the API for ingress, web and cli ----------------------------------------------------------
+
+    def submit(self, item: Input, done: Callable[[str], None] | None = None) -> None:
+        self.queue.put_nowait(Envelope(item, done))
+
+    async def call(self, item: Input) -> str:
+        """Submit and wait until the input's effects are committed; returns the outcome in words."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def done(result: str) -> None:
+            if not future.done():
+                future.set_result(result)
+
+        self.submit(item, done)
+        return await future
+
+    def replace_roster(self, roster: Roster) -> None:
+        """SIGHUP: new roster for new inputs; open incidents keep their household and policy."""
+        self.roster = roster
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        self._next_id = await self.store.max_incident_id() + 1
+        for incident in await self.store.load_active_incidents():
+            self._track(incident)
+        self._loaded = True
+        _LOGGER.info("Engine resumed %d open incidents", len(self.active))
+        self.metrics.set_active(self.active.values())
+
+    async def run(self) -> None:
+        if not self._loaded:
+            await self.load()
+        # Overdue escalation steps from before a restart fire at once.
+        await self._process([Envelope(Tick())])
+        while True:
+            envelopes = await self._next_inputs()
+            await self._process(envelopes)
+
+    async def _next_inputs(self) -> list[Envelope]:
+        deadline = self._next_deadline()
+        try:
+            if deadline is None:
+                first = await self.queue.get()
+            else:
+                async with asyncio.timeout(max(0.0, deadline - self.clock())):
+                    first = await self.queue.get()
+        except TimeoutError:
+            return [Envelope(Tick())]
+        envelopes = [first]
+        while len(envelopes) < MAX_BATCH and not self.queue.empty():
+            envelopes.append(self.queue.get_nowait())
+        return envelopes
+
+    async def _process(self, envelopes: list[Envelope]) -> None:
+        now = self.clock()
+        batch = Batch(now)
+        results: list[str] = []
+        for envelope in envelopes:
+            try:
+                results.append(await self._handle(envelope.input, now, batch))
+            except Exception:
+                # A bug must not stop the alarms behind this input; it is loud in the log and the metrics.
+                _LOGGER.exception("Internal error handling %r", envelope.input)
+                self.metrics.invalid.labels(reason="internal_error").inc()
+                results.append("internal_error")
+        self._fire_due(now, batch)
+        if batch:
+            await self.store.commit(batch)
+        self.failpoints.hit(AFTER_COMMIT)
+        for envelope, result in zip(envelopes, results, strict=True):
+            if envelope.done is not None:
+                envelope.done(result)
+        if batch.notifications:
+            self.metrics.planned(batch.notifications)
+            self.on_commit()
+        if batch.incidents:
+            self.metrics.set_active(self.active.values())
+        if now - self._last_prune > PRUNE_INTERVAL_S:
+            self._last_prune = now
+            await self.store.prune(now - self.dedup_window_s)
+
+    # --- decisions ------------------------------------------------------------------------------------
+
+    async def _handle(self, item: Input, now: float, batch: Batch) -> str:
+        match item:
+            case Alarm():
+                return await self._on_alarm(item, now, batch)
+            case TerminalAck(device_id=device_id, incident_id=incident_id):
+                return self._on_terminal_ack(device_id, incident_id, now, batch)
+            case Reply():
+                return self._on_reply(item, now, batch)
+            case OperatorCommand():
+                return self._on_operator(item, now, batch)
+            case Heartbeat(device_id=device_id, battery=battery):
+                return self._on_device(DeviceUpdate(device_id, now, online=True, battery=battery), batch)
+            case TestReport(device_id=device_id):
+                return self._on_device(DeviceUpdate(device_id, now, online=True, test=True), batch)
+            case DeviceStatus(device_id=device_id, online=online):
+                return self._on_device(DeviceUpdate(device_id, now, online=online), batch)
+            case DeliveryReport():
+                batch.deliveries.append(item)
+                return "ok"
+            case Tick():
+                return "ok"
+
+    async def _on_alarm(self, alarm: Alarm, now: float, batch: Batch) -> str:
+        household = self.roster.household_of_device(alarm.device_id)
+        if household is None:
+            _LOGGER.warning("Alarm from unknown device %s ignored", alarm.device_id)
+            self.metrics.invalid.labels(reason="unknown_device").inc()
+            return "unknown_device"
+        if alarm.seq is not None:
+            key = (alarm.device_id, alarm.seq)
+            if key in batch.seen or await self.store.seen_alarm(*key, since=now - self.dedup_window_s):
+                _LOGGER.info("Duplicate alarm %s seq %d ignored", alarm.device_id, alarm.seq)
+                self.metrics.duplicates.inc()
+                return "duplicate"
+            batch.seen.append(key)
+        self.metrics.alarms.labels(source=alarm.source, kind=alarm.kind.value).inc()
+        current = self._joinable(household.id, now)
+        if current is not None:
+            incident, effects = join_alarm(current, alarm.kind, now, alarm.source, household.label)
+            self._apply(incident, effects, batch)
+            return f"joined {incident.id}"
+        incident, effects = open_incident(self._next_id, household, alarm.kind, self.roster, now, alarm.source)
+        self._next_id += 1
+        _LOGGER.info("Incident %d opened: %s at %s (%s)", incident.id, alarm.kind, household.id, alarm.device_id)
+        self.metrics.opened.labels(kind=alarm.kind.value).inc()
+        self._apply(incident, effects, batch)
+        self._fire(incident.id, now, batch)
+        return f"opened {incident.id}"
+
+    def _joinable(self, household_id: str, now: float) -> Incident | None:
+        candidates = [
+            i for i in self.active.values() if i.household_id == household_id and now - i.last_alarm_at <= self.join_window_s
+        ]
+        return max(candidates, key=lambda i: i.id, default=None)
+
+    def _on_terminal_ack(self, device_id: str, incident_id: int | None, now: float, batch: Batch) -> str:
+        household = self.roster.household_of_device(device_id)
+        if household is None:
+            self.metrics.invalid.labels(reason="unknown_device").inc()
+            return "unknown_device"
+        in_group = [i for i in self.active.values() if i.group_id == household.group_id]
+        if incident_id is not None:
+            target = next((i for i in in_group if i.id == incident_id), None)
+        else:
+            ringing = [i for i in in_group if device_id in i.rung and i.state == State.OPEN]
+            target = max(ringing or [i for i in in_group if i.state == State.OPEN], key=lambda i: i.id, default=None)
+        if target is None:
+            _LOGGER.info("Acknowledge button on %s: no open incident to acknowledge", device_id)
+            return "no_incident"
+        return self._act(target, Action.ACKNOWLEDGE, household.label, Via.TERMINAL, now, batch)
+
+    def _on_reply(self, reply: Reply, now: float, batch: Batch) -> str:
+        person = self.roster.person_by_phone(reply.phone)
+        if person is None:
+            _LOGGER.warning("SMS from unknown number %s ignored", mask(reply.phone))
+            self.metrics.invalid.labels(reason="unknown_sender").inc()
+            return "unknown_sender"
+        parsed = parse_reply(reply.text)
+        if parsed is None:
+            _LOGGER.info("SMS from %s is not a command", mask(reply.phone))
+            self.metrics.invalid.labels(reason="not_a_command").inc()
+            return "not_a_command"
+        groups = self._groups_of(person.id)
+        relevant = [i for i in self.active.values() if groups is None or i.group_id in groups]
+        if parsed.code is not None:
+            target = next((i for i in relevant if i.code == parsed.code), None)
+        else:
+            target = max(relevant, key=lambda i: i.id, default=None)
+        if target is None:
+            _LOGGER.info("SMS reply from %s matches no open incident", mask(reply.phone))
+            return "no_incident"
+        return self._act(target, parsed.action, person.name, Via.SMS, now, batch, parsed.outcome)
+
+    def _groups_of(self, person_id: str) -> set[str] | None:
+        """Groups a person answers for; None means all (the township duty room)."""
+        if person_id in self.roster.duty:
+            return None
+        groups = {h.group_id for h in self.roster.households.values() if person_id in h.people}
+        for group in self.roster.groups.values():
+            for role in (Role.LEADER, Role.DEPUTY, Role.GRID_WORKER, Role.PATROL):
+                if any(p.id == person_id for p in self.roster.people_for(group.id, role)):
+                    groups.add(group.id)
+        return groups
+
+    def _on_operator(self, command: OperatorCommand, now: float, batch: Batch) -> str:
+        incident = self.active.get(command.incident_id)
+        if incident is None:
+            return f"incident {command.incident_id} is not open"
+        outcome = Outcome(command.outcome) if command.outcome else None
+        return self._act(incident, command.action, command.by, Via.OPERATOR, now, batch, outcome)
+
+    def _on_device(self, update: DeviceUpdate, batch: Batch) -> str:
+        if update.device_id not in self.roster.devices:
+            _LOGGER.warning("Report from unknown device %s ignored", update.device_id)
+            self.metrics.invalid.labels(reason="unknown_device").inc()
+            return "unknown_device"
+        batch.devices.append(update)
+        return "ok"
+
+    def _act(
+        self,
+        incident: Incident,
+        action: Action,
+        actor: str,
+        via: Via,
+        now: float,
+        batch: Batch,
+        outcome: Outcome | None = None,
+    ) -> str:
+        try:
+            updated, effects = apply_action(incident, action, actor, via, now, outcome)
+        except TransitionError as err:
+            return str(err)
+        _LOGGER.info("Incident %d %s by %s via %s", incident.id, updated.state, actor, via)
+        if incident.acknowledged_at is None and updated.acknowledged_at is not None:
+            self.metrics.time_to_ack.observe(updated.acknowledged_at - updated.opened_at)
+        self._apply(updated, effects, batch)
+        return f"{updated.state} {incident.id}"
+
+    # --- bookkeeping ------------------------------------------------------------------------------------
+
+    def _apply(self, incident: Incident, effects: Effects, batch: Batch) -> None:
+        batch.incidents[incident.id] = incident
+        batch.timeline.extend(effects.timeline)
+        batch.notifications.extend(effects.notifications)
+        if incident.active:
+            self._track(incident)
+        else:
+            self.active.pop(incident.id, None)
+
+    def _track(self, incident: Incident) -> None:
+        self.active[incident.id] = incident
+        if incident.next_step_at is not None:
+            heapq.heappush(self._deadlines, (incident.next_step_at, incident.id))
+
+    def _next_deadline(self) -> float | None:
+        while self._deadlines:
+            at, incident_id = self._deadlines[0]
+            incident = self.active.get(incident_id)
+            if incident is not None and incident.next_step_at == at and incident.state == State.OPEN:
+                return at
+            heapq.heappop(self._deadlines)  # stale: acknowledged, closed or rescheduled
+        return None
+
+    def _fire_due(self, now: float, batch: Batch) -> None:
+        while (deadline := self._next_deadline()) is not None and deadline <= now:
+            _, incident_id = heapq.heappop(self._deadlines)
+            self._fire(incident_id, now, batch)
+
+    def _fire(self, incident_id: int, now: float, batch: Batch) -> None:
+        incident = self.active[incident_id]
+        updated, effects = fire_due_steps(incident, self.roster, self.texts, now)
+        if updated != incident or effects.notifications:
+            self._apply(updated, effects, batch)
+        elif updated.next_step_at is not None and updated.next_step_at <= now:
+            # The household left the roster on reload: stop escalating rather than spin.
+            self._apply(replace(updated, next_step=None, next_step_at=None), Effects(), batch)

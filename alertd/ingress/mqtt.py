@@ -1,0 +1,183 @@
+"""The broker link: terminal events in (acknowledged only after commit), ring and stop commands out.
+
+A persistent session (fixed client id, clean session off, QoS 1) makes the broker keep alarms published
+while we are away. paho acknowledges a QoS 1 message on receipt unless manual acknowledgement is on; we
+turn it on and send the PUBACK from the engine's commit callback, so an alarm the broker handed us and a
+crash took away is redelivered, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from alertd.channels.base import Health
+from alertd.core.events import DeviceStatus, Input
+from alertd.errors import TransientError
+from alertd.failpoints import AFTER_RECEIVE, Failpoints
+from alertd.metrics import Metrics
+from alertd.protocols.terminal import MAX_PAYLOAD, ProtocolError, Topics, parse_event, parse_status
+
+_LOGGER = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+PUBLISH_TIMEOUT_S = 10.0
+RECONNECT_MIN_S = 0.5
+RECONNECT_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    url: str
+    client_id: str
+    prefix: str
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = 30
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+Submit = Callable[[Input, Callable[[str], None] | None], None]
+
+
+class MqttLink:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        submit: Submit,
+        metrics: Metrics,
+        *,
+        failpoints: Failpoints | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.prefix)
+        self.submit = submit
+        self.metrics = metrics
+        self.failpoints = failpoints or Failpoints()
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
+        self._client: aiomqtt.Client | None = None
+        self._generation = 0
+        self._last_error = "not connected yet"
+
+    # --- status -------------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def health(self) -> Health:
+        return Health(True) if self.connected else Health(False, self._last_error)
+
+    # --- the connection loop ------------------------------------------------------------------------
+
+    def _make_client(self) -> aiomqtt.Client:
+        url = urlsplit(self.settings.url)
+        tls = url.scheme == "mqtts"
+        tls_context = None
+        if tls:
+            tls_context = ssl.create_default_context(cafile=self.settings.ca_file)
+            if self.settings.cert_file:
+                tls_context.load_cert_chain(self.settings.cert_file, self.settings.key_file)
+        client = aiomqtt.Client(
+            hostname=url.hostname or "127.0.0.1",
+            port=url.port or (8883 if tls else 1883),
+            identifier=self.settings.client_id,
+            username=self.settings.username,
+            password=self.settings.password,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            clean_session=False,
+            keepalive=self.settings.keepalive,
+            tls_context=tls_context,
+            timeout=CONNECT_TIMEOUT_S,
+            # Without TCP_NODELAY, Nagle holds our PUBACKs and ring commands for tens of milliseconds.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        )
+        # aiomqtt 2.x has no manual-ack switch (aiomqtt#345); paho's is the documented way.
+        client._client.manual_ack_set(True)  # noqa: SLF001
+        return client
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            client = self._make_client()
+            try:
+                async with client:
+                    self._generation += 1
+                    # Subscribe every time: the broker may have lost our session while we were away.
+                    for topic in self.topics.subscriptions():
+                        await client.subscribe(topic, qos=1)
+                    self._client = client
+                    self.metrics.mqtt_connected.set(1)
+                    _LOGGER.info("Connected to MQTT broker %s", _safe_url(self.settings.url))
+                    failures = 0
+                    async for message in client.messages:
+                        self._on_message(client, self._generation, message)
+            except aiomqtt.MqttError as err:
+                self._last_error = f"broker link down: {err}"
+                level = logging.WARNING if failures == 0 else logging.DEBUG
+                _LOGGER.log(level, "MQTT broker %s unreachable: %s", _safe_url(self.settings.url), err)
+            finally:
+                self._client = None
+                self.metrics.mqtt_connected.set(0)
+            failures += 1
+            delay = min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2 ** min(failures, 10)) * self._rng.uniform(0.5, 1.0)
+            await asyncio.sleep(delay)
+
+    # --- inbound ------------------------------------------------------------------------------------
+
+    def _on_message(self, client: aiomqtt.Client, generation: int, message: aiomqtt.Message) -> None:
+        self.failpoints.hit(AFTER_RECEIVE)
+        ack = self._acker(client, generation, message.mid, message.qos)
+        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+        try:
+            device_id, leaf = self.topics.parse(message.topic.value)
+            if len(payload) > MAX_PAYLOAD:
+                raise ProtocolError("too_large", f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+            item: Input = (
+                DeviceStatus(device_id, parse_status(payload)) if leaf == "status" else parse_event(device_id, payload)
+            )
+        except ProtocolError as err:
+            self.metrics.invalid.labels(reason=err.reason).inc()
+            _LOGGER.warning("Rejected message on %s: %s", message.topic.value[:200], err)
+            ack("invalid")  # a bad message acknowledged now, or the broker would redeliver it forever
+            return
+        self.submit(item, ack)
+
+    def _acker(self, client: aiomqtt.Client, generation: int, mid: int, qos: int) -> Callable[[str], None]:
+        def ack(_result: str) -> None:
+            # A PUBACK belongs to the connection that received the message; after a reconnect the broker
+            # redelivers it under a new id and our deduplication absorbs the repeat.
+            if qos > 0 and generation == self._generation and self._client is client:
+                client._client.ack(mid, qos)  # noqa: SLF001
+
+        return ack
+
+    # --- outbound -----------------------------------------------------------------------------------
+
+    async def publish(self, topic: str, payload: str) -> None:
+        client = self._client
+        if client is None:
+            raise TransientError(self._last_error)
+        try:
+            await client.publish(topic, payload.encode(), qos=1, timeout=PUBLISH_TIMEOUT_S)
+        except aiomqtt.MqttError as err:
+            raise TransientError(f"publish to {topic} failed: {err}") from err
+
+
+def _safe_url(url: str) -> str:
+    """The broker URL without credentials, for logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}:{parts.port}" if parts.port else f"{parts.scheme}://{host}"
+

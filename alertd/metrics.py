@@ -1,0 +1,49 @@
+"""Prometheus metrics, on a registry of their own (no global state)."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from alertd.core.incidents import Incident, Notification, State
+from alertd.core.model import Kind
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.alarms = Counter("alertd_alarms_received", "Alarms received", ["source", "kind"], registry=r)
+        self.invalid = Counter("alertd_invalid_messages", "Inputs rejected, by reason", ["reason"], registry=r)
+        self.duplicates = Counter("alertd_duplicate_alarms", "Alarms recognised as redeliveries", registry=r)
+        self.opened = Counter("alertd_incidents_opened", "Incidents opened", ["kind"], registry=r)
+        self.incidents = Gauge("alertd_incidents_active", "Active incidents", ["kind", "state"], registry=r)
+        self.notifications = Counter(
+            "alertd_notifications", "Notifications by channel, carrier and status", ["channel", "carrier", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.time_to_ack = Histogram(
+            "alertd_time_to_acknowledge_seconds",
+            "From incident opened to first acknowledgement",
+            buckets=(10, 30, 60, 120, 180, 300, 600, 1200, 3600),
+            registry=r,
+        )
+        self.mqtt_connected = Gauge("alertd_mqtt_connected", "1 while the broker link is up", registry=r)
+        for kind in Kind:
+            for state in (State.OPEN, State.ACKNOWLEDGED, State.ON_SCENE):
+                self.incidents.labels(kind=kind.value, state=state.value).set(0)
+
+    def planned(self, notifications: Iterable[Notification]) -> None:
+        for (channel,), count in Tally((n.channel.value,) for n in notifications).items():
+            self.notifications.labels(channel=channel, carrier="", status="planned").inc(count)
+
+    def set_active(self, incidents: Iterable[Incident]) -> None:
+        tally = Tally((i.kind.value, i.state.value) for i in incidents)
+        for kind in Kind:
+            for state in (State.OPEN, State.ACKNOWLEDGED, State.ON_SCENE):
+                self.incidents.labels(kind=kind.value, state=state.value).set(tally.get((kind.value, state.value), 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,202 @@
+"""Outbox worker: moves one channel's notification rows from pending to sent, failed or dead.
+
+The store is the queue. A row is claimed ('sending') before the carrier is called and its outcome is
+recorded after, so a crash in between leaves a 'sending' row that is reconciled with the carrier before
+anything is sent again: at least once, and a duplicate only when the carrier cannot tell us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from alertd.channels.base import Health, Outbound, Sender
+from alertd.core.incidents import Channel
+from alertd.errors import PermanentError, TransientError
+from alertd.failpoints import MID_FANOUT, Failpoints
+from alertd.metrics import Metrics
+from alertd.phones import mask
+from alertd.store import OutboxRow, SendResult, Status, Store
+
+_LOGGER = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 2.0
+BACKOFF_CAP_S = 300.0
+DEFAULT_CONCURRENCY = 16
+
+
+def backoff_s(attempts: int, rng: random.Random) -> float:
+    """Capped exponential backoff with +-20 % jitter so retries from a burst do not arrive together."""
+    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** max(0, attempts - 1)) * rng.uniform(0.8, 1.2))
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        store: Store,
+        channel: Channel,
+        sender: Sender,
+        metrics: Metrics,
+        *,
+        max_attempts: int = 8,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        clock: Callable[[], float] = time.time,
+        failpoints: Failpoints | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.channel = channel
+        self.sender = sender
+        self.metrics = metrics
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self.failpoints = failpoints or Failpoints()
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
+        self.concurrency = concurrency
+        self._wake = asyncio.Event()
+        self._results: list[SendResult] = []
+        self._results_ready = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._draining = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def health(self) -> Health:
+        return self.sender.health()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def run(self) -> None:
+        await self._reconcile()
+        recorder = asyncio.create_task(self._record_loop(), name=f"outbox-{self.channel}-recorder")
+        try:
+            await self._dispatch_loop()
+        finally:
+            recorder.cancel()
+            for task in self._in_flight:
+                task.cancel()
+
+    async def drain(self, timeout_s: float) -> None:
+        """SIGTERM: take no new rows, let sends in flight finish and be recorded, within timeout_s."""
+        self._draining = True
+        pending = set(self._in_flight)
+        if pending:
+            _LOGGER.info("Draining %d %s sends", len(pending), self.channel)
+            await asyncio.wait(pending, timeout=timeout_s)
+        await self._flush_results()
+
+    async def _reconcile(self) -> None:
+        rows = await self.store.in_sending(self.channel)
+        if not rows:
+            return
+        results = []
+        for row in rows:
+            try:
+                provider_id = await self.sender.find_sent(_outbound(row))
+            except (TransientError, PermanentError) as err:
+                _LOGGER.warning("Cannot reconcile notification %d (%s); it will be sent again", row.id, err)
+                provider_id = None
+            if provider_id is not None:
+                results.append(SendResult(row.id, Status.SENT, self.sender.name, provider_id))
+            else:
+                results.append(SendResult(row.id, Status.PENDING, next_attempt_at=self.clock()))
+        found = sum(r.status == Status.SENT for r in results)
+        _LOGGER.info(
+            "Reconciled %d interrupted %s sends: %d already delivered, %d to resend",
+            len(rows), self.channel, found, len(rows) - found,
+        )  # fmt: skip
+        await self.store.record_results(results, self.clock())
+
+    async def _dispatch_loop(self) -> None:
+        while not self._draining:
+            free = self.concurrency - len(self._in_flight)
+            if free <= 0:
+                await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            self._wake.clear()
+            rows = await self.store.due(self.channel, self.clock(), limit=free)
+            if rows:
+                await self.store.claim([r.id for r in rows], self.sender.name, self.clock())
+                for row in rows:
+                    task = asyncio.create_task(self._send(row), name=f"send-{row.id}")
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+                continue
+            next_at = await self.store.next_due_at(self.channel)
+            timeout = None if next_at is None else max(0.05, next_at - self.clock())
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _send(self, row: OutboxRow) -> None:
+        result = await self._attempt(row)
+        self._results.append(result)
+        self._results_ready.set()
+        self.metrics.notifications.labels(
+            channel=self.channel.value, carrier=self.sender.name, status=result.status.value
+        ).inc()
+        if result.status == Status.SENT:
+            self.failpoints.hit(MID_FANOUT)
+
+    async def _attempt(self, row: OutboxRow) -> SendResult:
+        attempts = row.attempts + 1
+        try:
+            provider_id = await self.sender.send(_outbound(row))
+        except PermanentError as err:
+            _LOGGER.error(
+                "Notification %d to %s failed for good via %s: %s", row.id, _who(row), self.sender.name, err
+            )
+            return SendResult(row.id, Status.FAILED, self.sender.name, error=_describe(err))
+        except TransientError as err:
+            if attempts >= self.max_attempts:
+                _LOGGER.error("Notification %d to %s dead after %d attempts: %s", row.id, _who(row), attempts, err)
+                return SendResult(row.id, Status.DEAD, self.sender.name, error=_describe(err))
+            delay = backoff_s(attempts, self._rng)
+            _LOGGER.warning(
+                "Notification %d to %s: %s; retry %d in %.0f s", row.id, _who(row), err, attempts, delay
+            )
+            return SendResult(
+                row.id, Status.PENDING, self.sender.name, error=_describe(err), next_attempt_at=self.clock() + delay
+            )
+        except Exception as err:  # a carrier bug must not strand the row in 'sending'
+            _LOGGER.exception("Notification %d: unexpected error from %s", row.id, self.sender.name)
+            return SendResult(
+                row.id, Status.PENDING, self.sender.name, error=repr(err),
+                next_attempt_at=self.clock() + backoff_s(attempts, self._rng),
+            )  # fmt: skip
+        return SendResult(row.id, Status.SENT, self.sender.name, provider_id)
+
+    async def _record_loop(self) -> None:
+        while True:
+            await self._results_ready.wait()
+            await self._flush_results()
+
+    async def _flush_results(self) -> None:
+        self._results_ready.clear()
+        results, self._results = self._results, []
+        if not results:
+            return
+        await self.store.record_results(results, self.clock())
+        if any(r.status == Status.PENDING for r in results):
+            self.wake()  # a retry may be due before the dispatcher's current timeout
+
+
+def _outbound(row: OutboxRow) -> Outbound:
+    return Outbound(row.id, row.address, row.body, row.created_at)
+
+
+def _who(row: OutboxRow) -> str:
+    return mask(row.address) if row.address.startswith("+") else row.address
+
+
+def _describe(err: Exception) -> str:
+    code = getattr(err, "code", None)
+    return f"{code}: {err}" if code else str(err)
