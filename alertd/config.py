@@ -320,6 +320,8 @@ def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tup
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name.removeprefix(ENV_PREFIX).lower().partition("__")
+        if section not in data:
+            sources[(section,)] = f"{name} (environment)"  # e.g. a typo'd section name
         table = data.setdefault(section, {})
         if not isinstance(table, dict):
             continue  # the file's own type error is reported
@@ -328,7 +330,6 @@ def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tup
         else:
             table[key] = value
         sources[(section, key)] = f"{name} (environment)"
-        sources.setdefault((section,), f"{name} (environment)")
     return sources
 
 
@@ -629,7 +630,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
             source = sources.get(loc[:2]) or sources.get(loc[:1]) or label
             show = len(loc) >= 2 and error["type"] not in ("extra_forbidden", "missing")
             value = (" ***" if loc[:2] in _SECRETS else " " + _show(error["input"])) if show else ""
-            problems.append(f"{source}: {_where(error['loc'])}{value}: {_reason(error)}")
+            reason = "unknown section" if loc[1:] == () and error["type"] == "extra_forbidden" else _reason(error)
+            problems.append(f"{source}: {_where(error['loc'])}{value}: {reason}")
 
     # Even with broken settings, check the roster too: the operator wants the whole list in one go.
     daemon = data.get("daemon")

@@ -180,11 +180,11 @@ class Daemon:
                 await self._stop.wait()
                 _LOGGER.info("Stopping: no new alarms; draining sends in flight (up to %.0f s)", DRAIN_TIMEOUT_S)
                 self.notifier.stopping()
+                # The link stays up while draining: ring commands in flight still need their PUBACKs.
                 # Alarms not yet committed stay unacknowledged at the broker and come back on restart.
-                link_task.cancel()
                 async with asyncio.timeout(DRAIN_TIMEOUT_S + 1):
                     await asyncio.gather(*(w.drain(DRAIN_TIMEOUT_S) for w in workers))
-                for task in (engine_task, watchdog, *worker_tasks):
+                for task in (link_task, engine_task, watchdog, *worker_tasks):
                     task.cancel()
         finally:
             for sig in handled:

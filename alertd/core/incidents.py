@@ -179,8 +179,10 @@ def fire_due_steps(incident: Incident, roster: Roster, texts: Texts, now: float)
             next_step_at=incident.opened_at + policy.steps[following].after_s if has_more else None,
         )
         effects.notifications.extend(notes)
+        rang = sum(n.channel == Channel.TERMINAL for n in notes)
+        texted = "、".join(p.name for p in people.values()) or "nobody"
         effects.timeline.append(
-            TimelineEntry(incident.id, now, "step", "", f"step {index}: {len(notes)} notifications")
+            TimelineEntry(incident.id, now, f"step {index}", "", f"rang {rang} terminals; SMS to {texted}")
         )
     return incident, effects
 

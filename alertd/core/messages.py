@@ -60,9 +60,9 @@ class Texts:
             limit = GSM7_SEGMENT
         else:
             kind = KIND_ZH[incident.kind]
+            where = household.address or f"{group.village}{group.name}"
             variants = [
-                f"【联防】{household.label} {kind}！{group.village}{group.name} {household.address} {when} "
-                f"回1收到 2到场 3解除 #{incident.code}",
+                f"【联防】{household.label} {kind}！{where} {when} 回1收到 2到场 3解除 #{incident.code}",
                 f"【联防】{household.label} {kind}！{group.village}{group.name} {when} "
                 f"回1收到 2到场 3解除 #{incident.code}",
                 f"【联防】{household.label} {kind}！{when} 回1收到 2到场 3解除 #{incident.code}",

@@ -1,0 +1,164 @@
+"""The `alertd` command: run the daemon, check a config, run the demo, read and act on the response log."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from alertd.config import Config, load_config
+from alertd.errors import ConfigError, StoreError
+from alertd.report import incident_dict, incidents_table, show
+from alertd.store import Store
+
+DEFAULT_CONFIG = Path(os.environ.get("ALERTD_CONFIG", "/etc/alertd/alertd.toml"))
+API_TIMEOUT_S = 15.0
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alertd", description="Joint-defense alarm daemon")
+    parser.add_argument("--log-level", default=os.environ.get("ALERTD_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="settings file (alertd.toml)")
+        return p
+
+    with_config("run", "run the daemon")
+    with_config("check", "validate settings and roster; list every problem (exit 2) or exit 0")
+    demo = sub.add_parser("demo", help="run the end-to-end demo against the local broker")
+    demo.add_argument("-c", "--config", type=Path, default=Path("config/alertd.toml"))
+    p = with_config("incidents", "list incidents, newest first")
+    p.add_argument("--open", action="store_true", help="only incidents not yet resolved")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=200)
+    p = with_config("show", "one incident's timeline and notifications")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    for name, help_text in (
+        ("ack", "acknowledge an incident"),
+        ("on-scene", "report someone on scene"),
+        ("resolve", "resolve an incident"),
+        ("cancel", "cancel an incident (false alarm)"),
+    ):
+        p = with_config(name, help_text)
+        p.add_argument("id", type=int)
+        p.add_argument("--by", required=True, help="who is acting (name)")
+        if name == "resolve":
+            p.add_argument("--outcome", choices=("real", "false_alarm", "drill"), default="real")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return _dispatch(args)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(err.problems)} problem(s) found", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as err:
+        print(f"alertd: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    match args.command:
+        case "check":
+            config = load_config(args.config)
+            roster = config.roster
+            print(
+                f"{args.config}: ok ({len(roster.groups)} groups, {len(roster.households)} households, "
+                f"{len(roster.devices)} devices, {len(roster.people)} people)"
+            )
+            return EXIT_OK
+        case "run":
+            from alertd.daemon import Daemon  # the daemon's imports are only needed here
+
+            asyncio.run(Daemon(load_config(args.config)).run())
+            return EXIT_OK
+        case "demo":
+            from alertd.demo import run_demo
+
+            return asyncio.run(run_demo(args.config))
+        case "incidents" | "show":
+            return asyncio.run(_report(args, load_config(args.config)))
+        case "ack" | "on-scene" | "resolve" | "cancel":
+            return _act(args, load_config(args.config))
+    return EXIT_FAILED
+
+
+async def _report(args: argparse.Namespace, config: Config) -> int:
+    store = await Store.open(config.settings.store.path, readonly=True)
+    zone = config.settings.daemon.zone
+    try:
+        if args.command == "incidents":
+            incidents = await store.incidents(active_only=args.open, limit=args.limit)
+            if args.json:
+                print(json.dumps([incident_dict(i, config.roster) for i in incidents], ensure_ascii=False, indent=1))
+            else:
+                print(incidents_table(incidents, config.roster, zone))
+            return EXIT_OK
+        incident = await store.incident(args.id)
+        if incident is None:
+            print(f"alertd: no incident {args.id}", file=sys.stderr)
+            return EXIT_FAILED
+        timeline, notes = await store.timeline(args.id), await store.notifications(args.id)
+        if args.json:
+            record = incident_dict(incident, config.roster)
+            record["timeline"] = [{"at": t.at, "event": t.event, "actor": t.actor, "detail": t.detail} for t in timeline]
+            record["notifications"] = [
+                {"step": n.step, "purpose": n.purpose.value, "channel": n.channel.value, "carrier": n.carrier,
+                 "recipient": n.recipient, "status": n.status.value, "delivery": n.delivery, "error": n.error}
+                for n in notes
+            ]  # fmt: skip
+            print(json.dumps(record, ensure_ascii=False, indent=1))
+        else:
+            print(show(incident, timeline, notes, config.roster, zone))
+        return EXIT_OK
+    finally:
+        await store.close()
+
+
+def _act(args: argparse.Namespace, config: Config) -> int:
+    """Operator actions go through the running daemon's engine (the single writer), over loopback HTTP."""
+    http = config.settings.http
+    host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host  # noqa: S104 (mapping, not binding)
+    action = args.command.replace("-", "_")
+    url = f"http://{host}:{http.port}/api/incidents/{args.id}/{action}"
+    body: dict[str, str] = {"by": args.by}
+    if getattr(args, "outcome", None):
+        body["outcome"] = args.outcome
+    request = urllib.request.Request(  # noqa: S310 (our own daemon on a configured address)
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=API_TIMEOUT_S) as response:  # noqa: S310
+            reply = json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        reply = json.loads(err.read() or b"{}") if err.code == 409 else {"ok": False, "result": str(err)}
+    except OSError as err:
+        print(f"alertd: cannot reach the daemon at {url}: {err} (is it running?)", file=sys.stderr)
+        return EXIT_FAILED
+    print(reply.get("result", reply))
+    return EXIT_OK if reply.get("ok") else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The response log as people read it: incident lists and one incident's timeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from alertd.core.incidents import STOP_STEP, Incident, TimelineEntry, metrics_times
+from alertd.core.model import Roster
+from alertd.phones import mask
+from alertd.store import OutboxRow
+
+
+def _clock(at: float | None, zone: ZoneInfo, *, date: bool = False) -> str:
+    if at is None:
+        return "-"
+    moment = datetime.fromtimestamp(at, UTC).astimezone(zone)
+    return moment.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def incident_dict(incident: Incident, roster: Roster | None = None) -> dict[str, Any]:
+    household = roster.households.get(incident.household_id) if roster else None
+    return {
+        "id": incident.id,
+        "kind": incident.kind.value,
+        "state": incident.state.value,
+        "outcome": incident.outcome.value if incident.outcome else None,
+        "household": incident.household_id,
+        "label": household.label if household else None,
+        "group": incident.group_id,
+        "opened_at": incident.opened_at,
+        "acknowledged_at": incident.acknowledged_at,
+        "acknowledged_by": incident.acknowledged_by,
+        "on_scene_at": incident.on_scene_at,
+        "resolved_at": incident.resolved_at,
+        **metrics_times(incident),
+    }
+
+
+def incidents_table(incidents: list[Incident], roster: Roster | None, zone: ZoneInfo) -> str:
+    lines = [f"{'ID':>5}  {'OPENED':19}  {'KIND':9}  {'STATE':12}  {'ACK AFTER':9}  HOUSEHOLD"]
+    for i in incidents:
+        household = roster.households.get(i.household_id) if roster else None
+        label = f"{i.household_id} {household.label}" if household else i.household_id
+        ack = _duration(metrics_times(i)["time_to_acknowledge"])
+        lines.append(
+            f"{i.id:>5}  {_clock(i.opened_at, zone, date=True):19}  {i.kind.value:9}  {i.state.value:12}  {ack:9}  {label}"
+        )
+    if not incidents:
+        lines.append("(no incidents)")
+    return "\n".join(lines)
+
+
+def show(
+    incident: Incident, timeline: list[TimelineEntry], notes: list[OutboxRow], roster: Roster | None, zone: ZoneInfo
+) -> str:
+    household = roster.households.get(incident.household_id) if roster else None
+    times = metrics_times(incident)
+    out = [
+        f"Incident {incident.id}: {incident.kind.value} at {incident.household_id}"
+        + (f" {household.label}" if household else "")
+        + (f" ({household.address})" if household and household.address else ""),
+        f"  state {incident.state.value}" + (f", outcome {incident.outcome.value}" if incident.outcome else ""),
+        f"  opened {_clock(incident.opened_at, zone, date=True)}"
+        f"  time to acknowledge {_duration(times['time_to_acknowledge'])}"
+        f"  on scene {_duration(times['time_on_scene'])}"
+        f"  resolve {_duration(times['time_to_resolve'])}",
+        "",
+        "Timeline:",
+    ]
+    for entry in timeline:
+        offset = _duration(entry.at - incident.opened_at)
+        who = f" by {entry.actor}" if entry.actor else ""
+        detail = f": {entry.detail}" if entry.detail else ""
+        out.append(f"  {_clock(entry.at, zone)} (+{offset:>6})  {entry.event}{who}{detail}")
+    out += ["", "Notifications:"]
+    for n in notes:
+        name = n.recipient
+        if roster and n.recipient in roster.people:
+            name = f"{roster.people[n.recipient].name} {mask(n.address)}"
+        via = n.carrier or "-"
+        outcome = n.status.value + (f", {n.delivery}" if n.delivery else "") + (f" [{n.error}]" if n.error else "")
+        out.append(f"  step {n.step if n.step < STOP_STEP else '-'}  {n.purpose.value:5}  {via:8}  {name}: {outcome}")
+    if not notes:
+        out.append("  (none)")
+    return "\n".join(out)
