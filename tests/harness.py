@@ -1,0 +1,274 @@
+"""Real parts for end-to-end tests: a generated village roster, the daemon (in-process or as a real
+process), simulated terminals on the real broker, and the Twilio-shaped server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import aiomqtt
+
+from alertd.config import load_config
+from alertd.daemon import Daemon
+from alertd.protocols.terminal import RingCommand, StopCommand, decode_command
+from tests.fakes.twilio_server import TwilioServer
+
+BROKER_HOST = "127.0.0.1"
+BROKER_PORT = 1883
+ACCOUNT_SID = "AC" + "0" * 32
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+FROM_NUMBER = "+8613900000000"
+WAIT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def leader_phone(group: int) -> str:
+    return f"+86138{group:04d}0005"
+
+
+def resident_phone(group: int, house: int) -> str:
+    return f"+86138{group:04d}{house:04d}"
+
+
+DEPUTY = 8
+LEADER = 5
+PATROL_PHONES = ("+8613900090021", "+8613900090022")
+GRID_PHONE = "+8613900090011"
+DUTY_PHONE = "+8613900090001"
+
+
+@dataclass(slots=True)
+class Village:
+    """Where a test's config lives and what it is called on the broker."""
+
+    settings_path: Path
+    prefix: str
+    client_id: str
+    http_port: int
+    store_path: Path
+    groups: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+def write_village(
+    tmp_path: Path,
+    *,
+    groups: int = 1,
+    steps: tuple[float, float, float] = (0, 120, 300),
+    twilio: TwilioServer | None = None,
+    join_window_s: float = 600,
+    max_attempts: int = 8,
+) -> Village:
+    """A roster of `groups` groups of 10 households (one terminal each), a 2-member patrol, a grid worker,
+    a duty contact; house 5 leads, house 8 deputises. Unique prefix and client id per test."""
+    tag = uuid.uuid4().hex[:8]
+    prefix, client_id, http_port = f"test-{tag}/v1", f"alertd-test-{tag}", free_port()
+    people = [
+        f'{{ id = "duty", name = "值班室", phone = "{DUTY_PHONE}" }}',
+        f'{{ id = "grid", name = "网格员", phone = "{GRID_PHONE}" }}',
+        f'{{ id = "patrol1", name = "护边员甲", phone = "{PATROL_PHONES[0]}" }}',
+        f'{{ id = "patrol2", name = "护边员乙", phone = "{PATROL_PHONES[1]}" }}',
+    ]
+    group_tables, households = [], []
+    for g in range(1, groups + 1):
+        group_tables.append(
+            f'[[groups]]\nid = "g{g}"\nname = "{g}组"\nvillage = "河口村"\n'
+            f'leader = "p{g}-{LEADER}"\ndeputy = "p{g}-{DEPUTY}"\ngrid_worker = "grid"\n'
+        )
+        for h in range(1, 11):
+            people.append(f'{{ id = "p{g}-{h}", name = "{g}组{h}号户主", phone = "{resident_phone(g, h)}" }}')
+            households.append(
+                f'[[households]]\nid = "h{g}-{h}"\ngroup = "g{g}"\nlabel = "{h}号户 {g}组"\n'
+                f'address = "{g}组{h}号"\npeople = ["p{g}-{h}"]\ndevices = [{{ id = "t{g}-{h}" }}]\n'
+            )
+    group_ids = ", ".join(f'"g{g}"' for g in range(1, groups + 1))
+    roster = (
+        'duty = ["duty"]\n'
+        "people = [\n    " + ",\n    ".join(people) + ",\n]\n\n"
+        + "\n".join(group_tables) + "\n" + "\n".join(households) + "\n"
+        f'[[patrols]]\nid = "patrol"\nname = "巡逻队"\nmembers = ["patrol1", "patrol2"]\ngroups = [{group_ids}]\n\n'
+        "[policies.default]\nsteps = [\n"
+        f'  {{ after = {steps[0]}, ring = true, sms = ["leader", "patrol"] }},\n'
+        f'  {{ after = {steps[1]}, sms = ["deputy", "grid_worker", "patrol"] }},\n'
+        f'  {{ after = {steps[2]}, sms = ["duty"] }},\n]\n'
+    )  # fmt: skip
+    (tmp_path / "roster.toml").write_text(roster, encoding="utf-8")
+    twilio_section = ""
+    if twilio is not None:
+        twilio_section = (
+            f'[twilio]\naccount_sid = "{ACCOUNT_SID}"\nauth_token = "{AUTH_TOKEN}"\n'
+            f'from_number = "{FROM_NUMBER}"\napi_base_url = "{twilio.base_url}"\n'
+        )
+    store_path = tmp_path / "alertd.db"
+    settings = (
+        '[daemon]\nroster = "roster.toml"\n'
+        f'[mqtt]\nurl = "mqtt://{BROKER_HOST}:{BROKER_PORT}"\nclient_id = "{client_id}"\nprefix = "{prefix}"\n'
+        f'[store]\npath = "{store_path}"\n'
+        f'[http]\nlisten = "127.0.0.1:{http_port}"\npublic_url = "http://127.0.0.1:{http_port}"\n'
+        f"[incidents]\njoin_window_s = {join_window_s}\n"
+        f"[sms]\nmax_attempts = {max_attempts}\n" + twilio_section
+    )
+    settings_path = tmp_path / "alertd.toml"
+    settings_path.write_text(settings, encoding="utf-8")
+    return Village(settings_path, prefix, client_id, http_port, store_path, groups)
+
+
+@dataclass(slots=True)
+class Command:
+    device: str
+    command: RingCommand | StopCommand
+    at: float
+
+
+@dataclass(slots=True)
+class Terminals:
+    """Every terminal of the village at once: one MQTT client that presses buttons and hears commands."""
+
+    village: Village
+    client: aiomqtt.Client
+    commands: list[Command] = field(default_factory=list)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def rings(self, incident_id: int | None = None) -> list[Command]:
+        return [
+            c for c in self.commands
+            if isinstance(c.command, RingCommand) and incident_id in (None, c.command.incident_id)
+        ]  # fmt: skip
+
+    def stops(self, incident_id: int | None = None) -> list[Command]:
+        return [
+            c for c in self.commands
+            if isinstance(c.command, StopCommand) and incident_id in (None, c.command.incident_id)
+        ]  # fmt: skip
+
+    async def wait_until(self, predicate: object, timeout: float = WAIT_S) -> None:
+        assert callable(predicate)
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def publish(self, device: str, payload: dict[str, object] | bytes | str) -> None:
+        body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+        await self.client.publish(f"{self.village.prefix}/dev/{device}/event", body, qos=1)
+
+    async def alarm(self, device: str, kind: str = "panic", seq: int | None = None) -> None:
+        message: dict[str, object] = {"type": "alarm", "kind": kind}
+        if seq is not None:
+            message["seq"] = seq
+        await self.publish(device, message)
+
+    async def ack(self, device: str, incident: int | None = None) -> None:
+        await self.publish(device, {"type": "ack"} | ({"incident": str(incident)} if incident else {}))
+
+    async def _listen(self) -> None:
+        async for message in self.client.messages:
+            device = message.topic.value.split("/")[-2]
+            command = decode_command(bytes(message.payload))  # type: ignore[arg-type,unused-ignore]
+            async with self._changed:
+                self.commands.append(Command(device, command, time.monotonic()))
+                self._changed.notify_all()
+
+
+@contextlib.asynccontextmanager
+async def terminals(village: Village) -> AsyncIterator[Terminals]:
+    async with aiomqtt.Client(BROKER_HOST, BROKER_PORT, identifier=f"sim-{uuid.uuid4().hex[:8]}") as client:
+        await client.subscribe(f"{village.prefix}/dev/+/cmd", qos=1)
+        sims = Terminals(village, client)
+        listener = asyncio.create_task(sims._listen())
+        try:
+            yield sims
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+
+async def forget_session(village: Village) -> None:
+    """Drop the daemon's persistent session at the broker so tests leave nothing queued behind."""
+    with contextlib.suppress(aiomqtt.MqttError):
+        async with aiomqtt.Client(BROKER_HOST, BROKER_PORT, identifier=village.client_id, clean_session=True):
+            pass
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(village: Village, environ: dict[str, str] | None = None) -> AsyncIterator[Daemon]:
+    """The daemon in this process and loop, connected to the broker."""
+    daemon = Daemon(load_config(village.settings_path, environ={}), environ=environ or {})
+    task = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while not (daemon.ready.is_set() and daemon.link is not None and daemon.link.connected):
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.02)
+        yield daemon
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 30)
+
+
+class DaemonProcess:
+    """`alertd run` as a real process, for kill -9."""
+
+    def __init__(self, village: Village, log_path: Path) -> None:
+        self.village = village
+        self.log_path = log_path
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, failpoint: str | None = None) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")}
+        if failpoint:
+            env["ALERTD_FAILPOINT"] = failpoint
+        log = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "alertd.cli", "run", "-c", str(self.village.settings_path),
+            stdout=log, stderr=log, env=env,
+        )  # fmt: skip
+        log.close()
+        await self.wait_healthy()
+
+    async def wait_healthy(self) -> None:
+        async with aiohttp.ClientSession() as session, asyncio.timeout(WAIT_S):
+            while True:
+                assert self.process is not None
+                if self.process.returncode is not None:
+                    return  # died already (a failpoint may fire at once on redelivery)
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{self.village.base_url}/healthz") as response:
+                        body = await response.json()
+                        if body["checks"]["mqtt"]["ok"]:
+                            return
+                await asyncio.sleep(0.05)
+
+    async def wait_exit(self, timeout: float = WAIT_S) -> int:
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+
+    async def terminate(self) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await self.wait_exit(30)
