@@ -59,6 +59,7 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._results: list[SendResult] = []
         self._results_ready = asyncio.Event()
+        self._flush_lock = asyncio.Lock()  # drain's flush must wait for the recorder's, not skip it
         self._in_flight: set[asyncio.Task[None]] = set()
         self._draining = False
 
@@ -180,11 +181,12 @@ class OutboxWorker:
             await self._flush_results()
 
     async def _flush_results(self) -> None:
-        self._results_ready.clear()
-        results, self._results = self._results, []
-        if not results:
-            return
-        await self.store.record_results(results, self.clock())
+        async with self._flush_lock:
+            self._results_ready.clear()
+            results, self._results = self._results, []
+            if not results:
+                return
+            await self.store.record_results(results, self.clock())
         if any(r.status == Status.PENDING for r in results):
             self.wake()  # a retry may be due before the dispatcher's current timeout
 
