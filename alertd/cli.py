@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from alertd.config import Config, load_config
+from alertd.daemon import Daemon
+from alertd.demo import run_demo
 from alertd.errors import ConfigError, StoreError
 from alertd.report import incident_dict, incidents_table, show
 from alertd.store import Store
@@ -61,9 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _dispatch(args)
     except ConfigError as err:
@@ -89,13 +89,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
             return EXIT_OK
         case "run":
-            from alertd.daemon import Daemon  # the daemon's imports are only needed here
-
             asyncio.run(Daemon(load_config(args.config)).run())
             return EXIT_OK
         case "demo":
-            from alertd.demo import run_demo
-
             return asyncio.run(run_demo(args.config))
         case "incidents" | "show":
             return asyncio.run(_report(args, load_config(args.config)))
@@ -122,7 +118,9 @@ async def _report(args: argparse.Namespace, config: Config) -> int:
         timeline, notes = await store.timeline(args.id), await store.notifications(args.id)
         if args.json:
             record = incident_dict(incident, config.roster)
-            record["timeline"] = [{"at": t.at, "event": t.event, "actor": t.actor, "detail": t.detail} for t in timeline]
+            record["timeline"] = [
+                {"at": t.at, "event": t.event, "actor": t.actor, "detail": t.detail} for t in timeline
+            ]
             record["notifications"] = [
                 {"step": n.step, "purpose": n.purpose.value, "channel": n.channel.value, "carrier": n.carrier,
                  "recipient": n.recipient, "status": n.status.value, "delivery": n.delivery, "error": n.error}
@@ -145,7 +143,7 @@ def _act(args: argparse.Namespace, config: Config) -> int:
     body: dict[str, str] = {"by": args.by}
     if getattr(args, "outcome", None):
         body["outcome"] = args.outcome
-    request = urllib.request.Request(  # noqa: S310 (our own daemon on a configured address)
+    request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
     try:

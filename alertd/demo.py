@@ -13,6 +13,8 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -49,83 +51,94 @@ def _demo_config(config: Config, workdir: Path) -> Config:
     return Config(settings, config.roster, config.settings_path, config.roster_path)
 
 
+@dataclass(slots=True)
+class _Terminals:
+    """The village's terminals as the demo shows them: every command heard, printed as it arrives."""
+
+    client: aiomqtt.Client
+    say: Callable[[str], None]
+    started: float = field(default_factory=time.monotonic)
+    rings: dict[str, RingCommand] = field(default_factory=dict)
+    stops: set[str] = field(default_factory=set)
+
+    async def hear(self, want_rings: int, want_stops: int) -> None:
+        async for message in self.client.messages:
+            device = message.topic.value.split("/")[-2]
+            command = decode_command(bytes(message.payload))  # type: ignore[arg-type,unused-ignore]
+            if isinstance(command, RingCommand) and device not in self.rings:
+                self.rings[device] = command
+                ms = (time.monotonic() - self.started) * 1000
+                self.say(f"    🔔 {device} rings: {command.label} 求救  (incident {command.incident_id}, {ms:.0f} ms)")
+            elif isinstance(command, StopCommand):
+                self.stops.add(device)
+                self.say(f"    🔕 {device} stops ringing")
+            if len(self.rings) >= want_rings and len(self.stops) >= want_stops:
+                return
+
+
 async def run_demo(config_path: Path, out: TextIO = sys.stdout) -> int:
     config = load_config(config_path)
     roster = config.roster
     group = roster.groups[next(iter(roster.groups))]
     caller = roster.households[group.households[1]]  # "2号户 王家" in the shipped roster
-    caller_device = caller.devices[0]
     leader_home = next(h for h in roster.households.values() if group.leader in h.people)
     leader = roster.people[group.leader]
     topics = Topics(DEMO_PREFIX)
+    expected = len(roster.ring_targets(caller.id))
 
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="alertd-demo-") as workdir:
         demo = _demo_config(config, Path(workdir))
+        mqtt = demo.settings.mqtt
         daemon = Daemon(demo, environ={}, sms_stream=out)
         daemon_task = asyncio.create_task(daemon.run(), name="daemon")
-        rings: dict[str, RingCommand] = {}
-        stops: set[str] = set()
         try:
-            async with aiomqtt.Client(demo.settings.mqtt.host, demo.settings.mqtt.port, identifier="alertd-demo-terminals") as sim:
-                await sim.subscribe(f"{DEMO_PREFIX}/dev/+/cmd", qos=1)
+            async with aiomqtt.Client(mqtt.host, mqtt.port, identifier="alertd-demo-terminals") as client:
+                await client.subscribe(f"{DEMO_PREFIX}/dev/+/cmd", qos=1)
+                sims = _Terminals(client, say)
                 await asyncio.wait_for(daemon.ready.wait(), STEP_TIMEOUT_S)
-                while daemon.link is None or not daemon.link.connected:
-                    await asyncio.sleep(0.05)
-                say(f"alertd demo: {group.village}{group.name}, {len(group.households)} households, leader {leader.name}")
-                say(f"\n[1] {caller.label} presses the alarm button ({caller_device})")
-                started = time.monotonic()
-                await sim.publish(
-                    topics.event(caller_device),
-                    json.dumps({"type": "alarm", "kind": "panic", "seq": int(time.time())}),
-                    qos=1,
-                )
-                expected = len(roster.ring_targets(caller.id))
-                incident_id = 0
+                if daemon.link is not None:
+                    await asyncio.wait_for(daemon.link.up.wait(), STEP_TIMEOUT_S)
 
-                async def collect(want_rings: int, want_stops: int) -> None:
-                    async for message in sim.messages:
-                        device = message.topic.value.split("/")[-2]
-                        command = decode_command(bytes(message.payload))  # type: ignore[arg-type,unused-ignore]
-                        if isinstance(command, RingCommand) and device not in rings:
-                            rings[device] = command
-                            ms = (time.monotonic() - started) * 1000
-                            say(f"    🔔 {device} rings: {command.label} 求救  (incident {command.incident_id}, {ms:.0f} ms)")
-                        elif isinstance(command, StopCommand):
-                            stops.add(device)
-                            say(f"    🔕 {device} stops ringing")
-                        if len(rings) >= want_rings and len(stops) >= want_stops:
-                            return
+                say(f"alertd demo: {group.village}{group.name}, {len(group.households)} households")
+                say(f"\n[1] {caller.label} presses the alarm button ({caller.devices[0]})")
+                sims.started = time.monotonic()
+                alarm = {"type": "alarm", "kind": "panic", "seq": int(time.time())}
+                await client.publish(topics.event(caller.devices[0]), json.dumps(alarm), qos=1)
+                await asyncio.wait_for(sims.hear(expected, 0), STEP_TIMEOUT_S)
+                say(f"    → {len(sims.rings)} neighbours' terminals ring; SMS to the leader and the patrol above")
 
-                await asyncio.wait_for(collect(expected, 0), STEP_TIMEOUT_S)
-                incident_id = next(iter(rings.values())).incident_id
-                say(f"    → {len(rings)} neighbours' terminals ring; SMS to the leader and the patrol above")
                 await asyncio.sleep(1.5)
-                leader_device = leader_home.devices[0]
-                say(f"\n[2] Leader {leader.name} ({leader_home.label}) presses acknowledge on {leader_device}")
-                await sim.publish(topics.event(leader_device), json.dumps({"type": "ack"}), qos=1)
-                await asyncio.wait_for(collect(expected, expected), STEP_TIMEOUT_S)
-                say(f"    → all {len(stops)} terminals stopped; escalation to the deputy and grid worker cancelled")
+                say(f"\n[2] Leader {leader.name} ({leader_home.label}) presses acknowledge on {leader_home.devices[0]}")
+                await client.publish(topics.event(leader_home.devices[0]), json.dumps({"type": "ack"}), qos=1)
+                await asyncio.wait_for(sims.hear(expected, expected), STEP_TIMEOUT_S)
+                say(
+                    f"    → all {len(sims.stops)} terminals stopped; escalation to the deputy and grid worker cancelled"
+                )
         finally:
             daemon.stop()
             await asyncio.wait_for(daemon_task, STEP_TIMEOUT_S + 15)
             await _forget_session(demo)
-        store = await Store.open(demo.settings.store.path, readonly=True)
-        try:
-            incident = await store.incident(incident_id)
-            if incident is None:
-                say("demo failed: the incident was not recorded")
-                return 1
-            say(f"\n[3] alertd show {incident_id}\n")
-            zone = demo.settings.daemon.zone
-            say(show(incident, await store.timeline(incident_id), await store.notifications(incident_id), roster, zone))
-        finally:
-            await store.close()
-    ok = len(rings) == expected and len(stops) == expected
+        incident_id = next(iter(sims.rings.values())).incident_id
+        say(f"\n[3] alertd show {incident_id}\n")
+        say(await _show(demo, incident_id))
+    ok = len(sims.rings) == expected and len(sims.stops) == expected
     say("\ndemo " + ("passed" if ok else "FAILED"))
     return 0 if ok else 1
+
+
+async def _show(config: Config, incident_id: int) -> str:
+    store = await Store.open(config.settings.store.path, readonly=True)
+    try:
+        incident = await store.incident(incident_id)
+        if incident is None:
+            return f"incident {incident_id} was not recorded"
+        timeline, notes = await store.timeline(incident_id), await store.notifications(incident_id)
+        return show(incident, timeline, notes, config.roster, config.settings.daemon.zone)
+    finally:
+        await store.close()
 
 
 async def _forget_session(config: Config) -> None:

@@ -24,6 +24,12 @@ from alertd.core.events import (
     Via,
 )
 from alertd.core.incidents import (
+    ACTION_TARGET as _TARGET,
+)
+from alertd.core.incidents import (
+    STATE_ORDER as _ORDER,
+)
+from alertd.core.incidents import (
     Effects,
     Incident,
     Outcome,
@@ -155,7 +161,7 @@ class Engine:
         self._fire_due(now, batch)
         if batch:
             await self.store.commit(batch)
-        self.failpoints.hit(AFTER_COMMIT)
+            self.failpoints.hit(AFTER_COMMIT)
         for envelope, result in zip(envelopes, results, strict=True):
             if envelope.done is not None:
                 envelope.done(result)
@@ -221,7 +227,9 @@ class Engine:
 
     def _joinable(self, household_id: str, now: float) -> Incident | None:
         candidates = [
-            i for i in self.active.values() if i.household_id == household_id and now - i.last_alarm_at <= self.join_window_s
+            i
+            for i in self.active.values()
+            if i.household_id == household_id and now - i.last_alarm_at <= self.join_window_s
         ]
         return max(candidates, key=lambda i: i.id, default=None)
 
@@ -257,7 +265,9 @@ class Engine:
         if parsed.code is not None:
             target = next((i for i in relevant if i.code == parsed.code), None)
         else:
-            target = max(relevant, key=lambda i: i.id, default=None)
+            # The newest incident the reply can still move forward: "1" skips ones already acknowledged.
+            movable = [i for i in relevant if _ORDER[i.state] < _ORDER[_TARGET[parsed.action]]]
+            target = max(movable or relevant, key=lambda i: i.id, default=None)
         if target is None:
             _LOGGER.info("SMS reply from %s matches no open incident", mask(reply.phone))
             return "no_incident"

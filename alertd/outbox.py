@@ -59,7 +59,8 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._results: list[SendResult] = []
         self._results_ready = asyncio.Event()
-        self._flush_lock = asyncio.Lock()  # drain's flush must wait for the recorder's, not skip it
+        self._flush_lock = asyncio.Lock()
+        self._dispatch_lock = asyncio.Lock()  # drain's flush must wait for the recorder's, not skip it
         self._in_flight: set[asyncio.Task[None]] = set()
         self._draining = False
 
@@ -86,7 +87,8 @@ class OutboxWorker:
     async def drain(self, timeout_s: float) -> None:
         """SIGTERM: take no new rows, let sends in flight finish and be recorded, within timeout_s."""
         self._draining = True
-        pending = set(self._in_flight)
+        async with self._dispatch_lock:
+            pending = set(self._in_flight)
         if pending:
             _LOGGER.info("Draining %d %s sends", len(pending), self.channel)
             await asyncio.wait(pending, timeout=timeout_s)
@@ -121,13 +123,17 @@ class OutboxWorker:
                 await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
                 continue
             self._wake.clear()
-            rows = await self.store.due(self.channel, self.clock(), limit=free)
+            async with self._dispatch_lock:  # drain waits for a claim to become tasks it can wait for
+                if self._draining:
+                    return
+                rows = await self.store.due(self.channel, self.clock(), limit=free)
+                if rows:
+                    await self.store.claim([r.id for r in rows], self.sender.name, self.clock())
+                    for row in rows:
+                        task = asyncio.create_task(self._send(row), name=f"send-{row.id}")
+                        self._in_flight.add(task)
+                        task.add_done_callback(self._in_flight.discard)
             if rows:
-                await self.store.claim([r.id for r in rows], self.sender.name, self.clock())
-                for row in rows:
-                    task = asyncio.create_task(self._send(row), name=f"send-{row.id}")
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._in_flight.discard)
                 continue
             next_at = await self.store.next_due_at(self.channel)
             timeout = None if next_at is None else max(0.05, next_at - self.clock())
@@ -152,18 +158,14 @@ class OutboxWorker:
         try:
             provider_id = await self.sender.send(_outbound(row))
         except PermanentError as err:
-            _LOGGER.error(
-                "Notification %d to %s failed for good via %s: %s", row.id, _who(row), self.sender.name, err
-            )
+            _LOGGER.error("Notification %d to %s failed for good via %s: %s", row.id, _who(row), self.sender.name, err)
             return SendResult(row.id, Status.FAILED, self.sender.name, error=_describe(err))
         except TransientError as err:
             if attempts >= self.max_attempts:
                 _LOGGER.error("Notification %d to %s dead after %d attempts: %s", row.id, _who(row), attempts, err)
                 return SendResult(row.id, Status.DEAD, self.sender.name, error=_describe(err))
             delay = backoff_s(attempts, self._rng)
-            _LOGGER.warning(
-                "Notification %d to %s: %s; retry %d in %.0f s", row.id, _who(row), err, attempts, delay
-            )
+            _LOGGER.warning("Notification %d to %s: %s; retry %d in %.0f s", row.id, _who(row), err, attempts, delay)
             return SendResult(
                 row.id, Status.PENDING, self.sender.name, error=_describe(err), next_attempt_at=self.clock() + delay
             )

@@ -51,9 +51,8 @@ def incidents_table(incidents: list[Incident], roster: Roster | None, zone: Zone
         household = roster.households.get(i.household_id) if roster else None
         label = f"{i.household_id} {household.label}" if household else i.household_id
         ack = _duration(metrics_times(i)["time_to_acknowledge"])
-        lines.append(
-            f"{i.id:>5}  {_clock(i.opened_at, zone, date=True):19}  {i.kind.value:9}  {i.state.value:12}  {ack:9}  {label}"
-        )
+        opened = _clock(i.opened_at, zone, date=True)
+        lines.append(f"{i.id:>5}  {opened:19}  {i.kind.value:9}  {i.state.value:12}  {ack:9}  {label}")
     if not incidents:
         lines.append("(no incidents)")
     return "\n".join(lines)

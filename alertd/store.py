@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -202,15 +203,23 @@ class Store:
         self._write_lock = asyncio.Lock()
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self, *, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
+        """durable=False skips the fsync at commit: for outbox status moves, which a crash can only turn
+        into a repeated message (reconciled or resent), never a lost one. Alarms and plans stay FULL."""
         async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                await self._db.execute("PRAGMA synchronous = NORMAL")
             try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    await self._db.execute("ROLLBACK")
+                    raise
+                await self._db.execute("COMMIT")
+            finally:
+                if not durable:
+                    await self._db.execute("PRAGMA synchronous = FULL")
 
     @classmethod
     async def open(cls, path: Path, *, readonly: bool = False) -> Store:
@@ -223,6 +232,9 @@ class Store:
         store = cls(db, path)
         try:
             await store._prepare(readonly=readonly)
+        except sqlite3.DatabaseError as err:
+            await db.close()
+            raise StoreError(f"{path}: unusable database: {err}") from err
         except BaseException:
             await db.close()
             raise
@@ -248,9 +260,7 @@ class Store:
             raise StoreError(f"{self.path}: schema version {version} is newer than this alertd knows")
         for number in range(version, len(MIGRATIONS)):
             _LOGGER.info("Migrating store %s to schema version %d", self.path, number + 1)
-            await self._db.executescript(
-                f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
-            )
+            await self._db.executescript(f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;")
 
     async def close(self) -> None:
         await self._db.close()
@@ -324,7 +334,8 @@ class Store:
             _LOGGER.info("Delivery report for unknown message %s (%s)", provider_id, status)
             return
         # Callbacks can arrive out of order: never let "sent" overwrite "delivered".
-        if _DELIVERY_RANK.get(status, 0) < _DELIVERY_RANK.get(row[1] or "", -1):
+        recorded = (row[1] or "").split(" ", 1)[0]  # "undelivered (30003)" ranks as "undelivered"
+        if _DELIVERY_RANK.get(status, 0) < _DELIVERY_RANK.get(recorded, -1):
             return
         detail = f"{status} ({error})" if error else status
         await self._db.execute(
@@ -333,8 +344,7 @@ class Store:
 
     async def load_active_incidents(self) -> list[Incident]:
         async with self._db.execute(
-            f"SELECT {_INCIDENT_COLUMNS} FROM incidents "
-            "WHERE state IN ('open', 'acknowledged', 'on_scene') ORDER BY id"
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE state IN ('open', 'acknowledged', 'on_scene') ORDER BY id"
         ) as cursor:
             return [_incident_from_row(r) for r in await cursor.fetchall()]
 
@@ -382,7 +392,7 @@ class Store:
 
     async def claim(self, ids: Iterable[int], carrier: str, now: float) -> None:
         """Mark rows as being sent: a crash from here on is reconciled before any resend."""
-        async with self._transaction() as db:
+        async with self._transaction(durable=False) as db:
             await db.executemany(
                 "UPDATE notifications SET status = 'sending', attempts = attempts + 1, carrier = ?, "
                 "updated_at = ? WHERE id = ?",
@@ -390,7 +400,7 @@ class Store:
             )
 
     async def record_results(self, results: Iterable[SendResult], now: float) -> None:
-        async with self._transaction() as db:
+        async with self._transaction(durable=False) as db:
             await db.executemany(
                 "UPDATE notifications SET status = ?, carrier = coalesce(?, carrier), "
                 "provider_id = coalesce(?, provider_id), error = ?, next_attempt_at = ?, updated_at = ? "

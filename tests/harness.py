@@ -63,6 +63,7 @@ class Village:
     http_port: int
     store_path: Path
     groups: int
+    broker_port: int = BROKER_PORT
 
     @property
     def base_url(self) -> str:
@@ -77,6 +78,7 @@ def write_village(
     twilio: TwilioServer | None = None,
     join_window_s: float = 600,
     max_attempts: int = 8,
+    broker_port: int = BROKER_PORT,
 ) -> Village:
     """A roster of `groups` groups of 10 households (one terminal each), a 2-member patrol, a grid worker,
     a duty contact; house 5 leads, house 8 deputises. Unique prefix and client id per test."""
@@ -121,7 +123,7 @@ def write_village(
     store_path = tmp_path / "alertd.db"
     settings = (
         '[daemon]\nroster = "roster.toml"\n'
-        f'[mqtt]\nurl = "mqtt://{BROKER_HOST}:{BROKER_PORT}"\nclient_id = "{client_id}"\nprefix = "{prefix}"\n'
+        f'[mqtt]\nurl = "mqtt://{BROKER_HOST}:{broker_port}"\nclient_id = "{client_id}"\nprefix = "{prefix}"\n'
         f'[store]\npath = "{store_path}"\n'
         f'[http]\nlisten = "127.0.0.1:{http_port}"\npublic_url = "http://127.0.0.1:{http_port}"\n'
         f"[incidents]\njoin_window_s = {join_window_s}\n"
@@ -129,7 +131,7 @@ def write_village(
     )
     settings_path = tmp_path / "alertd.toml"
     settings_path.write_text(settings, encoding="utf-8")
-    return Village(settings_path, prefix, client_id, http_port, store_path, groups)
+    return Village(settings_path, prefix, client_id, http_port, store_path, groups, broker_port)
 
 
 @dataclass(slots=True)
@@ -179,6 +181,10 @@ class Terminals:
         await self.publish(device, {"type": "ack"} | ({"incident": str(incident)} if incident else {}))
 
     async def _listen(self) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):  # the broker went away: the test reconnects if it wants
+            await self._listen_until_disconnected()
+
+    async def _listen_until_disconnected(self) -> None:
         async for message in self.client.messages:
             device = message.topic.value.split("/")[-2]
             command = decode_command(bytes(message.payload))  # type: ignore[arg-type,unused-ignore]
@@ -188,10 +194,18 @@ class Terminals:
 
 
 @contextlib.asynccontextmanager
-async def terminals(village: Village) -> AsyncIterator[Terminals]:
-    async with aiomqtt.Client(BROKER_HOST, BROKER_PORT, identifier=f"sim-{uuid.uuid4().hex[:8]}") as client:
+async def terminals(
+    village: Village, session: str | None = None, commands: list[Command] | None = None
+) -> AsyncIterator[Terminals]:
+    """Simulated terminals; with `session`, a persistent session that survives reconnects and broker restarts."""
+    async with aiomqtt.Client(
+        BROKER_HOST,
+        village.broker_port,
+        identifier=session or f"sim-{uuid.uuid4().hex[:8]}",
+        clean_session=session is None,
+    ) as client:
         await client.subscribe(f"{village.prefix}/dev/+/cmd", qos=1)
-        sims = Terminals(village, client)
+        sims = Terminals(village, client, commands if commands is not None else [])
         listener = asyncio.create_task(sims._listen())
         try:
             yield sims
@@ -204,7 +218,7 @@ async def terminals(village: Village) -> AsyncIterator[Terminals]:
 async def forget_session(village: Village) -> None:
     """Drop the daemon's persistent session at the broker so tests leave nothing queued behind."""
     with contextlib.suppress(aiomqtt.MqttError):
-        async with aiomqtt.Client(BROKER_HOST, BROKER_PORT, identifier=village.client_id, clean_session=True):
+        async with aiomqtt.Client(BROKER_HOST, village.broker_port, identifier=village.client_id, clean_session=True):
             pass
 
 
@@ -272,3 +286,63 @@ class DaemonProcess:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
         return await self.wait_exit(30)
+
+
+class PrivateBroker:
+    """A Mosquitto of the test's own, started from the shipped config/mosquitto.conf (its persistence and
+    queue settings are what is tested) on a free port, so it can be killed and restarted."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: asyncio.subprocess.Process | None = None
+        shipped = (Path(__file__).parent.parent / "config" / "mosquitto.conf").read_text(encoding="utf-8")
+        lines = []
+        replaced = {
+            "listener": f"listener {self.port} 127.0.0.1",
+            "persistence_location": f"persistence_location {workdir}/",
+            "allow_anonymous": "allow_anonymous true",
+            "password_file": None,
+            "acl_file": None,
+        }
+        for line in shipped.splitlines():
+            key = line.split(" ", 1)[0]
+            if key not in replaced:
+                lines.append(line)
+            elif (substitute := replaced[key]) is not None:
+                lines.append(substitute)
+        if os.geteuid() == 0:
+            lines.append("user root")  # mosquitto drops root to "mosquitto", who may not write our tmp dir
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    async def start(self) -> None:
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self.process = await asyncio.create_subprocess_exec("mosquitto", "-c", str(self.conf), stdout=log, stderr=log)
+        log.close()
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection(BROKER_HOST, self.port)
+                except OSError:
+                    await asyncio.sleep(0.05)
+                    continue
+                writer.close()
+                await writer.wait_closed()
+                return
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def private_broker(workdir: Path) -> AsyncIterator[PrivateBroker]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker = PrivateBroker(workdir)
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.kill()

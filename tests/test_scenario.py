@@ -43,7 +43,9 @@ async def test_alarm_rings_neighbours_texts_leader_and_patrol_then_sms_ack_stops
             rung = {c.device for c in sims.rings()}
             assert rung == {f"t1-{h}" for h in range(1, 11)} - {"t1-2"}
             ring = sims.rings()[0].command
-            assert ring.kind == "fire" and ring.household_id == "h1-2" and ring.label == "2号户 1组"
+            assert ring.kind == "fire"
+            assert ring.household_id == "h1-2"
+            assert ring.label == "2号户 1组"
             incident_id = ring.incident_id
 
             sms = await twilio.wait_for_messages(3)
@@ -65,7 +67,8 @@ async def test_alarm_rings_neighbours_texts_leader_and_patrol_then_sms_ack_stops
     assert incident is not None
     assert incident.state == "acknowledged"
     assert incident.acknowledged_by == f"1组{LEADER}号户主"
-    assert incident.acknowledged_at is not None and incident.acknowledged_at >= incident.opened_at
+    assert incident.acknowledged_at is not None
+    assert incident.acknowledged_at >= incident.opened_at
     events = [t.event for t in timeline]
     assert events == ["opened", "step 0", "acknowledged"]
     assert "(sms)" in timeline[-1].actor
@@ -88,9 +91,8 @@ async def test_status_callbacks_are_verified_and_recorded_once(tmp_path, twilio:
             assert await twilio.send_status_callback(leader_sms.sid, "delivered", url) == 204
             # Late, out of order "sent" must not overwrite "delivered".
             assert await twilio.send_status_callback(leader_sms.sid, "sent", url) == 204
-            async with aiohttp.ClientSession() as session:
-                async with session.get(f"{village.base_url}/metrics") as response:
-                    metrics = await response.text()
+            async with aiohttp.ClientSession() as session, session.get(f"{village.base_url}/metrics") as response:
+                metrics = await response.text()
             assert 'alertd_invalid_messages_total{reason="bad_signature"} 1.0' in metrics
         _, _, notes = await _incident(village, 1)
     finally:

@@ -91,4 +91,3 @@ class DeliveryReport:
 
 
 Input = Alarm | TerminalAck | Heartbeat | TestReport | DeviceStatus | Reply | OperatorCommand | Tick | DeliveryReport
-

@@ -168,7 +168,7 @@ def fire_due_steps(incident: Incident, roster: Roster, texts: Texts, now: float)
             for person in roster.people_for(household.group_id, role):
                 people.setdefault(person.id, person)
         for person in people.values():
-            body = texts.alert(incident, household, roster.groups[household.group_id], person.language)
+            body = texts.alert(incident, household, roster.groups[household.group_id], person.language, step=index)
             notes.append(Notification(incident.id, index, Channel.SMS, Purpose.ALERT, person.id, person.phone, body))
         following = index + 1
         has_more = following < len(policy.steps)
@@ -187,7 +187,13 @@ def fire_due_steps(incident: Incident, roster: Roster, texts: Texts, now: float)
     return incident, effects
 
 
-_ORDER = {State.OPEN: 0, State.ACKNOWLEDGED: 1, State.ON_SCENE: 2, State.RESOLVED: 3, State.CANCELLED: 3}
+STATE_ORDER = {State.OPEN: 0, State.ACKNOWLEDGED: 1, State.ON_SCENE: 2, State.RESOLVED: 3, State.CANCELLED: 3}
+ACTION_TARGET = {
+    Action.ACKNOWLEDGE: State.ACKNOWLEDGED,
+    Action.ON_SCENE: State.ON_SCENE,
+    Action.RESOLVE: State.RESOLVED,
+    Action.CANCEL: State.CANCELLED,
+}
 
 
 def apply_action(
@@ -201,13 +207,8 @@ def apply_action(
     """Move an incident forward. Skipped states are filled in (on scene implies acknowledged)."""
     if not incident.active:
         raise TransitionError(f"incident {incident.id} is already {incident.state}")
-    target = {
-        Action.ACKNOWLEDGE: State.ACKNOWLEDGED,
-        Action.ON_SCENE: State.ON_SCENE,
-        Action.RESOLVE: State.RESOLVED,
-        Action.CANCEL: State.CANCELLED,
-    }[action]
-    if _ORDER[target] <= _ORDER[incident.state]:
+    target = ACTION_TARGET[action]
+    if STATE_ORDER[target] <= STATE_ORDER[incident.state]:
         raise TransitionError(f"incident {incident.id} is already {incident.state}")
     effects = Effects()
     who = f"{actor} ({via})"

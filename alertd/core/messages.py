@@ -46,26 +46,34 @@ class Texts:
     def clock(self, at: float) -> str:
         return datetime.fromtimestamp(at, UTC).astimezone(self.time_zone).strftime("%H:%M")
 
-    def alert(self, incident: Incident, household: Household, group: Group, language: str | None = None) -> str:
-        """The alert SMS: who, where, what, when, and how to reply, longest variant that fits one segment."""
+    def alert(
+        self, incident: Incident, household: Household, group: Group, language: str | None = None, step: int = 0
+    ) -> str:
+        """The alert SMS: who, where, what, when, and how to reply, longest variant that fits one segment.
+
+        Later escalation steps say so ("升级1": nobody has answered yet); it also keeps each step's text
+        distinct, which reconciling an interrupted send with the carrier relies on.
+        """
         when = self.clock(incident.opened_at)
         if (language or self.language).lower().startswith("en"):
             kind = KIND_EN[incident.kind]
+            tag = "[Alert]" if step == 0 else f"[Alert, no answer {step}]"
             variants = [
-                f"[Alert] {kind}: {household.label}, {household.address}, {group.village} {group.name} {when}. "
+                f"{tag} {kind}: {household.label}, {household.address}, {group.village} {group.name} {when}. "
                 f"Reply 1 ack, 2 on scene, 3 resolved #{incident.code}",
-                f"[Alert] {kind}: {household.label}, {group.village} {when}. "
+                f"{tag} {kind}: {household.label}, {group.village} {when}. "
                 f"Reply 1 ack, 2 on scene, 3 resolved #{incident.code}",
             ]
             limit = GSM7_SEGMENT
         else:
             kind = KIND_ZH[incident.kind]
+            tag = "【联防】" if step == 0 else f"【联防升级{step}】"
             where = household.address or f"{group.village}{group.name}"
             variants = [
-                f"【联防】{household.label} {kind}！{where} {when} 回1收到 2到场 3解除 #{incident.code}",
-                f"【联防】{household.label} {kind}！{group.village}{group.name} {when} "
+                f"{tag}{household.label} {kind}！{where} {when} 回1收到 2到场 3解除 #{incident.code}",
+                f"{tag}{household.label} {kind}！{group.village}{group.name} {when} "
                 f"回1收到 2到场 3解除 #{incident.code}",
-                f"【联防】{household.label} {kind}！{when} 回1收到 2到场 3解除 #{incident.code}",
+                f"{tag}{household.label} {kind}！{when} 回1收到 2到场 3解除 #{incident.code}",
             ]
             limit = UCS2_SEGMENT
         variants = [" ".join(v.split()) for v in variants]

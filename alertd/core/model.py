@@ -125,9 +125,7 @@ class Roster:
     policies: Mapping[str, Policy] = field(default_factory=lambda: {"default": DEFAULT_POLICY})
     kind_policy: Mapping[Kind, str] = field(default_factory=dict)  # missing kinds use "default"
     _by_phone: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _patrols_by_group: dict[str, tuple[str, ...]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    _patrols_by_group: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for person in self.people.values():

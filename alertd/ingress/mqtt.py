@@ -24,7 +24,7 @@ from alertd.core.events import DeviceStatus, Input
 from alertd.errors import TransientError
 from alertd.failpoints import AFTER_RECEIVE, Failpoints
 from alertd.metrics import Metrics
-from alertd.protocols.terminal import MAX_PAYLOAD, ProtocolError, Topics, parse_event, parse_status
+from alertd.protocols.terminal import ProtocolError, Topics, parse_event, parse_status
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class MqttLink:
         self._client: aiomqtt.Client | None = None
         self._generation = 0
         self._last_error = "not connected yet"
+        self.up = asyncio.Event()  # set while connected and subscribed
 
     # --- status -------------------------------------------------------------------------------------
 
@@ -104,7 +105,7 @@ class MqttLink:
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         # aiomqtt 2.x has no manual-ack switch (aiomqtt#345); paho's is the documented way.
-        client._client.manual_ack_set(True)  # noqa: SLF001
+        client._client.manual_ack_set(True)
         return client
 
     async def run(self) -> None:
@@ -118,6 +119,7 @@ class MqttLink:
                     for topic in self.topics.subscriptions():
                         await client.subscribe(topic, qos=1)
                     self._client = client
+                    self.up.set()
                     self.metrics.mqtt_connected.set(1)
                     _LOGGER.info("Connected to MQTT broker %s", _safe_url(self.settings.url))
                     failures = 0
@@ -129,6 +131,7 @@ class MqttLink:
                 _LOGGER.log(level, "MQTT broker %s unreachable: %s", _safe_url(self.settings.url), err)
             finally:
                 self._client = None
+                self.up.clear()
                 self.metrics.mqtt_connected.set(0)
             failures += 1
             delay = min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2 ** min(failures, 10)) * self._rng.uniform(0.5, 1.0)
@@ -142,8 +145,6 @@ class MqttLink:
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
         try:
             device_id, leaf = self.topics.parse(message.topic.value)
-            if len(payload) > MAX_PAYLOAD:
-                raise ProtocolError("too_large", f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
             item: Input = (
                 DeviceStatus(device_id, parse_status(payload)) if leaf == "status" else parse_event(device_id, payload)
             )
@@ -159,7 +160,7 @@ class MqttLink:
             # A PUBACK belongs to the connection that received the message; after a reconnect the broker
             # redelivers it under a new id and our deduplication absorbs the repeat.
             if qos > 0 and generation == self._generation and self._client is client:
-                client._client.ack(mid, qos)  # noqa: SLF001
+                client._client.ack(mid, qos)
 
         return ack
 
@@ -180,4 +181,3 @@ def _safe_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     return f"{parts.scheme}://{host}:{parts.port}" if parts.port else f"{parts.scheme}://{host}"
-

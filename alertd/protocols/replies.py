@@ -44,9 +44,7 @@ _QUALIFIERS: Final = {"误报": Outcome.FALSE_ALARM, "演练": Outcome.DRILL}
 
 # Longest words first, so "到场" is never read as "到" followed by an unknown "场".
 _WORDS = "|".join(sorted((*_WORD_ACTIONS, *_QUALIFIERS), key=len, reverse=True))
-_TOKEN = re.compile(
-    rf"(?P<sep>[\s,、:;]+)|#\s*(?P<code>[0-9]+)|(?P<number>[0-9]+)|(?P<word>{_WORDS})"
-)
+_TOKEN = re.compile(rf"(?P<sep>[\s,、:;]+)|#\s*(?P<code>[0-9]+)|(?P<number>[0-9]+)|(?P<word>{_WORDS})")
 _TRAILING = ".。!"
 
 

@@ -1,0 +1,328 @@
+"""The SQLite store against a real file: schema, durability, the outbox lifecycle, refusing a bad file."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alertd.core.events import DeliveryReport
+from alertd.core.incidents import (
+    Channel,
+    Incident,
+    Notification,
+    Purpose,
+    State,
+    TimelineEntry,
+)
+from alertd.core.model import Kind
+from alertd.errors import StoreError
+from alertd.store import MIGRATIONS, Batch, SendResult, Status, Store
+
+T0 = 1_800_000_000.0
+
+
+def incident(incident_id: int = 1, **changes: Any) -> Incident:
+    base = Incident(
+        incident_id, "h01", "g1", Kind.FIRE, "default", State.OPEN, T0, T0, next_step=1, next_step_at=T0 + 120,
+        rung=("t02", "t03"),
+    )  # fmt: skip
+    return replace(base, **changes)
+
+
+def sms(incident_id: int = 1, recipient: str = "p05", step: int = 0) -> Notification:
+    return Notification(incident_id, step, Channel.SMS, Purpose.ALERT, recipient, "+8613800000005", "【联防】...")
+
+
+def ring(incident_id: int = 1, device: str = "t02") -> Notification:
+    return Notification(incident_id, 0, Channel.TERMINAL, Purpose.RING, device, device, '{"type":"ring"}')
+
+
+def query(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "alertd.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(db_path)
+    yield opened
+    await opened.close()
+
+
+async def sent_row(store: Store, provider_id: str = "SM1") -> int:
+    await store.commit(Batch(T0, incidents={1: incident()}, notifications=[sms()]))
+    (row,) = await store.notifications(1)
+    await store.claim([row.id], "twilio", T0 + 1)
+    await store.record_results([SendResult(row.id, Status.SENT, "twilio", provider_id)], T0 + 2)
+    return row.id
+
+
+# --- schema and durability -----------------------------------------------------------------------------
+
+
+async def test_new_file_gets_the_schema_and_reopening_is_idempotent(db_path: Path) -> None:
+    first = await Store.open(db_path)
+    await first.commit(Batch(T0, incidents={1: incident()}))
+    await first.close()
+    assert query(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
+    for _ in range(2):
+        again = await Store.open(db_path)  # must not re-run CREATE TABLE
+        assert await again.incident(1) == incident()
+        await again.close()
+    assert query(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
+
+
+async def test_wal_and_synchronous_full(store: Store, db_path: Path) -> None:
+    # journal_mode=WAL is a property of the file: any connection sees it.
+    assert query(db_path, "PRAGMA journal_mode") == [("wal",)]
+    # synchronous is per connection: read it on the store's own connection (read only, nothing changed).
+    async with store._db.execute("PRAGMA synchronous") as cursor:
+        assert await cursor.fetchone() == (2,)  # FULL
+    async with store._db.execute("PRAGMA foreign_keys") as cursor:
+        assert await cursor.fetchone() == (1,)
+
+
+async def test_schema_from_the_future_is_refused(db_path: Path) -> None:
+    await (await Store.open(db_path)).close()
+    with sqlite3.connect(db_path) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreError, match="newer"):
+        await Store.open(db_path)
+
+
+# --- the engine's batch ---------------------------------------------------------------------------------
+
+
+async def test_batch_commit_persists_everything(store: Store, db_path: Path) -> None:
+    batch = Batch(
+        T0,
+        incidents={1: incident()},
+        timeline=[TimelineEntry(1, T0, "opened", "1号户", "fire via mqtt"), TimelineEntry(1, T0, "step 0")],
+        notifications=[ring(), ring(device="t03"), sms()],
+        seen=[("t01", 41)],
+    )
+    await store.commit(batch)
+    await store.close()
+    reopened = await Store.open(db_path)
+    try:
+        assert await reopened.incident(1) == incident()
+        assert [i.id for i in await reopened.load_active_incidents()] == [1]
+        assert [t.event for t in await reopened.timeline(1)] == ["opened", "step 0"]
+        rows = await reopened.notifications(1)
+        assert [(r.recipient, r.status, r.attempts) for r in rows] == [
+            ("t02", Status.PENDING, 0), ("t03", Status.PENDING, 0), ("p05", Status.PENDING, 0),
+        ]  # fmt: skip
+        assert await reopened.seen_alarm("t01", 41, since=T0 - 1)
+        assert not await reopened.seen_alarm("t01", 41, since=T0 + 1)  # outside the window
+        assert not await reopened.seen_alarm("t01", 42, since=T0 - 1)
+        assert await reopened.max_incident_id() == 1
+    finally:
+        await reopened.close()
+
+
+async def test_same_notification_twice_is_one_row(store: Store) -> None:
+    await store.commit(Batch(T0, incidents={1: incident()}, notifications=[sms()]))
+    await store.commit(Batch(T0 + 5, notifications=[sms(), sms(recipient="pat1")]))
+    await store.commit(Batch(T0 + 6, notifications=[sms(step=1)]))  # another step: a new message
+    rows = await store.notifications(1)
+    assert [(r.recipient, r.step) for r in rows] == [("p05", 0), ("pat1", 0), ("p05", 1)]
+    assert rows[0].created_at == T0  # the first plan stands
+
+
+async def test_failed_batch_commits_nothing(store: Store) -> None:
+    await store.commit(Batch(T0, incidents={1: incident()}))
+    # A timeline entry for an incident that does not exist violates the foreign key: the whole batch rolls back.
+    bad = Batch(
+        T0 + 1,
+        incidents={2: incident(2)},
+        timeline=[TimelineEntry(2, T0 + 1, "opened"), TimelineEntry(99, T0 + 1, "ghost")],
+        notifications=[sms(2)],
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.commit(bad)
+    assert await store.incident(2) is None
+    assert await store.notifications(2) == []
+    assert await store.timeline(2) == []
+    # And the store still works afterwards.
+    await store.commit(Batch(T0 + 2, incidents={2: incident(2)}))
+    assert await store.incident(2) is not None
+
+
+async def test_incident_update_replaces_the_row_and_keeps_its_timeline(store: Store) -> None:
+    await store.commit(Batch(T0, incidents={1: incident()}, timeline=[TimelineEntry(1, T0, "opened")]))
+    acked = incident(state=State.ACKNOWLEDGED, acknowledged_at=T0 + 9, acknowledged_by="住户5", next_step=None,
+                     next_step_at=None)  # fmt: skip
+    await store.commit(Batch(T0 + 9, incidents={1: acked}, timeline=[TimelineEntry(1, T0 + 9, "acknowledged")]))
+    assert await store.incident(1) == acked
+    assert [t.event for t in await store.timeline(1)] == ["opened", "acknowledged"]
+
+
+# --- the outbox lifecycle ---------------------------------------------------------------------------------
+
+
+async def test_claim_and_record_results(store: Store) -> None:
+    planned = [sms(), sms(recipient="pat1"), sms(recipient="pat2"), ring()]
+    await store.commit(Batch(T0, incidents={1: incident()}, notifications=planned))
+    due = await store.due(Channel.SMS, T0, 10)
+    assert [r.recipient for r in due] == ["p05", "pat1", "pat2"]
+    assert await store.due(Channel.SMS, T0 - 1, 10) == []
+    assert len(await store.due(Channel.SMS, T0, 2)) == 2
+    ids = [r.id for r in due]
+    await store.claim(ids, "twilio", T0 + 1)
+    rows = {r.id: r for r in await store.notifications(1)}
+    assert all(rows[i].status == Status.SENDING and rows[i].attempts == 1 for i in ids)
+    assert all(rows[i].carrier == "twilio" for i in ids)
+    assert await store.due(Channel.SMS, T0 + 100, 10) == []  # claimed rows are not due again
+    assert [r.recipient for r in await store.due(Channel.TERMINAL, T0, 10)] == ["t02"]
+
+    await store.record_results(
+        [
+            SendResult(ids[0], Status.SENT, "twilio", "SM1"),
+            SendResult(ids[1], Status.PENDING, error="HTTP 503", next_attempt_at=T0 + 30),
+            SendResult(ids[2], Status.FAILED, error="21211 invalid number"),
+        ],
+        T0 + 2,
+    )
+    rows = {r.id: r for r in await store.notifications(1)}
+    assert (rows[ids[0]].status, rows[ids[0]].provider_id, rows[ids[0]].error) == (Status.SENT, "SM1", None)
+    assert (rows[ids[1]].status, rows[ids[1]].next_attempt_at, rows[ids[1]].error) == (
+        Status.PENDING, T0 + 30, "HTTP 503",
+    )  # fmt: skip
+    assert rows[ids[1]].carrier == "twilio"  # kept: the result had no carrier
+    assert (rows[ids[2]].status, rows[ids[2]].error) == (Status.FAILED, "21211 invalid number")
+    assert await store.due(Channel.SMS, T0 + 29, 10) == []
+    assert [r.id for r in await store.due(Channel.SMS, T0 + 30, 10)] == [ids[1]]
+    assert await store.next_due_at(Channel.SMS) == T0 + 30
+    await store.claim([ids[1]], "modem", T0 + 31)
+    (retried,) = [r for r in await store.notifications(1) if r.id == ids[1]]
+    assert (retried.attempts, retried.carrier) == (2, "modem")
+
+
+async def test_claimed_rows_survive_a_crash_as_sending(db_path: Path) -> None:
+    store = await Store.open(db_path)
+    await store.commit(Batch(T0, incidents={1: incident()}, notifications=[sms(), sms(recipient="pat1")]))
+    first, second = await store.due(Channel.SMS, T0, 10)
+    await store.claim([first.id], "twilio", T0 + 1)
+    await store.close()  # crash: the send outcome was never recorded
+
+    reopened = await Store.open(db_path)
+    try:
+        stuck = await reopened.in_sending(Channel.SMS)
+        assert [(r.id, r.status, r.attempts) for r in stuck] == [(first.id, Status.SENDING, 1)]
+        assert await reopened.in_sending(Channel.TERMINAL) == []
+        assert [r.id for r in await reopened.due(Channel.SMS, T0, 10)] == [second.id]
+    finally:
+        await reopened.close()
+
+
+async def test_late_sent_never_overwrites_delivered(store: Store) -> None:
+    row_id = await sent_row(store)
+    await store.commit(Batch(T0 + 3, deliveries=[DeliveryReport("SM1", "delivered")]))
+    await store.commit(Batch(T0 + 4, deliveries=[DeliveryReport("SM1", "sent")]))
+    await store.commit(Batch(T0 + 5, deliveries=[DeliveryReport("SM1", "queued")]))
+    (row,) = [r for r in await store.notifications(1) if r.id == row_id]
+    assert row.delivery == "delivered"
+
+
+async def test_delivery_moves_forward(store: Store) -> None:
+    await sent_row(store)
+    await store.commit(Batch(T0 + 3, deliveries=[DeliveryReport("SM1", "sent")]))
+    assert (await store.notifications(1))[0].delivery == "sent"
+    await store.commit(Batch(T0 + 4, deliveries=[DeliveryReport("SM1", "delivered")]))
+    assert (await store.notifications(1))[0].delivery == "delivered"
+
+
+async def test_late_sent_never_overwrites_undelivered_with_error_code(store: Store) -> None:
+    # Twilio reports undelivered/failed together with an error code; a retried earlier "sent" arrives after.
+    await sent_row(store)
+    await store.commit(Batch(T0 + 3, deliveries=[DeliveryReport("SM1", "undelivered", "30003")]))
+    assert (await store.notifications(1))[0].delivery == "undelivered (30003)"
+    await store.commit(Batch(T0 + 4, deliveries=[DeliveryReport("SM1", "sent")]))
+    assert (await store.notifications(1))[0].delivery == "undelivered (30003)"
+
+
+async def test_report_for_unknown_message_is_ignored(store: Store) -> None:
+    await sent_row(store)
+    await store.commit(Batch(T0 + 3, deliveries=[DeliveryReport("SM-unknown", "delivered")]))
+    assert (await store.notifications(1))[0].delivery is None
+
+
+async def test_duplicate_webhook_token_is_recorded_once(store: Store, db_path: Path) -> None:
+    await sent_row(store)
+    await store.commit(Batch(T0 + 3, deliveries=[DeliveryReport("SM1", "sent", token="tok-1")]))
+    # The same callback retried (same token) must not be applied again, even if it would now rank higher.
+    await store.commit(Batch(T0 + 4, deliveries=[DeliveryReport("SM1", "delivered", token="tok-1")]))
+    assert (await store.notifications(1))[0].delivery == "sent"
+    await store.commit(Batch(T0 + 5, deliveries=[DeliveryReport("SM1", "delivered", token="tok-2")]))
+    assert (await store.notifications(1))[0].delivery == "delivered"
+    assert query(db_path, "SELECT token FROM webhook_tokens ORDER BY token") == [("tok-1",), ("tok-2",)]
+    await store.prune(T0 + 10)
+    assert query(db_path, "SELECT count(*) FROM webhook_tokens") == [(0,)]
+
+
+# --- refusing a bad file ----------------------------------------------------------------------------------
+
+
+async def _filled_copy(db_path: Path, tmp_path: Path) -> Path:
+    store = await Store.open(db_path)
+    await store.commit(
+        Batch(
+            T0,
+            incidents={i: incident(i) for i in range(1, 200)},
+            timeline=[TimelineEntry(i, T0, "opened", "x" * 200) for i in range(1, 200)],
+        )
+    )
+    await store.close()  # checkpoints the WAL into the main file
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(db_path, copy)
+    return copy
+
+
+async def test_garbage_header_raises_store_error(db_path: Path, tmp_path: Path) -> None:
+    copy = await _filled_copy(db_path, tmp_path)
+    with copy.open("r+b") as f:
+        f.write(b"this is not an sqlite database at all" * 4)
+    with pytest.raises(StoreError):
+        await Store.open(copy)
+
+
+async def test_corrupted_pages_raise_store_error(db_path: Path, tmp_path: Path) -> None:
+    copy = await _filled_copy(db_path, tmp_path)
+    size = copy.stat().st_size
+    assert size > 4 * 4096
+    with copy.open("r+b") as f:
+        f.seek(2 * 4096)  # a b-tree page, past the header and the schema
+        f.write(b"\xde\xad\xbe\xef" * 1024)
+    with pytest.raises(StoreError):
+        await Store.open(copy)
+
+
+async def test_readonly_open_of_missing_file_raises_store_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "alertd.db"
+    with pytest.raises(StoreError):
+        await Store.open(missing, readonly=True)
+    assert not missing.parent.exists()  # and it created nothing
+
+
+async def test_readonly_store_reads_and_refuses_writes(db_path: Path) -> None:
+    writer = await Store.open(db_path)
+    await writer.commit(Batch(T0, incidents={1: incident()}))
+    reader = await Store.open(db_path, readonly=True)
+    try:
+        assert await reader.incident(1) == incident()
+        with pytest.raises(sqlite3.OperationalError):
+            await reader.commit(Batch(T0, incidents={2: incident(2)}))
+    finally:
+        await reader.close()
+        await writer.close()
