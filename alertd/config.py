@@ -187,6 +187,7 @@ class TwilioSettings(_Section):
     auth_token: str | None = Field(default=None, repr=False)
     from_number: str | None = None
     api_base_url: str | None = None
+    timeout_s: float = Field(default=15.0, gt=0, le=120)  # one API call; past it the send is retried
 
     @field_validator("from_number")
     @classmethod

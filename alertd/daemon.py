@@ -81,6 +81,7 @@ class Daemon:
                 twilio.from_number,
                 twilio.api_base_url,
                 status_callback=f"{public.rstrip('/')}/twilio/status" if public else None,
+                timeout_s=twilio.timeout_s,
             )
         _LOGGER.warning("No Twilio account configured: SMS are printed by the console channel")
         return ConsoleSender(self.sms_stream)

@@ -156,6 +156,10 @@ class OutboxWorker:
     async def _attempt(self, row: OutboxRow) -> SendResult:
         attempts = row.attempts + 1
         try:
+            if row.attempts > 0 and (found := await self.sender.find_sent(_outbound(row))) is not None:
+                # A timed-out attempt may have reached the carrier after all: ask before sending again.
+                _LOGGER.info("Notification %d was delivered by an earlier attempt", row.id)
+                return SendResult(row.id, Status.SENT, self.sender.name, found)
             provider_id = await self.sender.send(_outbound(row))
         except PermanentError as err:
             _LOGGER.error("Notification %d to %s failed for good via %s: %s", row.id, _who(row), self.sender.name, err)

@@ -1,0 +1,232 @@
+"""The `alertd` command as operators run it: a real subprocess, its exit code and what it prints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fakes.twilio_server import TwilioServer
+from tests.harness import (
+    DaemonProcess,
+    forget_session,
+    terminals,
+    write_village,
+)
+
+ROOT = Path(__file__).parent.parent
+CLI_TIMEOUT_S = 30.0
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")}
+
+
+def alertd_sync(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "alertd.cli", *args],
+        capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=CLI_TIMEOUT_S, check=False,
+    )  # fmt: skip
+
+
+async def alertd(*args: str) -> tuple[int, str, str]:
+    """Run the CLI without blocking the loop (the Twilio-shaped server lives in this loop)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "alertd.cli", *args,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=ROOT,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def test_check_shipped_example_is_ok() -> None:
+    result = alertd_sync("check", "-c", "config/alertd.toml")
+    assert result.returncode == 0, result.stderr
+    assert "config/alertd.toml: ok" in result.stdout
+    assert "3 groups, 30 households" in result.stdout
+
+
+BROKEN_SETTINGS = """\
+[daemon]
+roster = "roster.toml"
+timezone = "Asia/Shanghai"
+[mqtt]
+url = "http://127.0.0.1:1883"
+"""
+
+BROKEN_ROSTER = """\
+people = [
+    { id = "p1", name = "甲", phone = "+8613800010001" },
+    { id = "p2", name = "乙", phone = "+8613800010002" },
+    { id = "p3", name = "丙", phone = "12345" },
+    { id = "p-out", name = "外人", phone = "+8613800010004" },
+]
+
+[[groups]]
+id = "g1"
+name = "1组"
+village = "河口村"
+leader = "p-out"
+
+[[households]]
+id = "h1"
+group = "g1"
+label = "1号户"
+people = ["p1"]
+devices = [{ id = "d1" }]
+
+[[households]]
+id = "h2"
+group = "g1"
+label = "2号户"
+people = ["p2", "p-ghost"]
+devices = [{ id = "d1" }]
+
+[[households]]
+id = "h3"
+group = "g9"
+label = "3号户"
+people = ["p3"]
+
+[kinds]
+fire = "nosuch"
+"""
+
+
+def test_check_lists_every_problem_with_file_entry_and_value(tmp_path: Path) -> None:
+    settings, roster = tmp_path / "alertd.toml", tmp_path / "roster.toml"
+    settings.write_text(BROKEN_SETTINGS, encoding="utf-8")
+    roster.write_text(BROKEN_ROSTER, encoding="utf-8")
+
+    result = alertd_sync("check", "-c", str(settings))
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "ok" not in result.stdout
+    lines = result.stderr.splitlines()
+    expected = [
+        f"{settings}: daemon.timezone: unknown key",
+        f'{settings}: mqtt.url "http://127.0.0.1:1883": scheme must be mqtt:// or mqtts://',
+        f'{roster}: people[3] (id "p3"): phone "12345": not a valid phone number',
+        f'{roster}: households[2] (id "h2"): person "p-ghost": unknown person',
+        f'{roster}: households[2] (id "h2"): devices[1] (id "d1"): duplicate device id, '
+        f'first used by households[1] (id "h1"): devices[1]',
+        f'{roster}: households[3] (id "h3"): group "g9": unknown group',
+        f'{roster}: groups[1] (id "g1"): leader "p-out": does not live in a household of this group',
+        f'{roster}: kinds.fire: policy "nosuch": unknown policy',
+    ]
+    for line in expected:
+        assert line in lines, f"missing {line!r} in:\n{result.stderr}"
+    assert f"{len(expected)} problem(s) found" in lines
+
+
+async def test_incident_lifecycle_through_the_cli(tmp_path: Path, twilio: TwilioServer) -> None:
+    village = write_village(tmp_path, twilio=twilio)
+    daemon = DaemonProcess(village, tmp_path / "daemon.log")
+    cfg = ("-c", str(village.settings_path))
+    try:
+        async with terminals(village) as sims:
+            await daemon.start()
+            await sims.alarm("t1-2", "fire", seq=1)
+            await sims.wait_until(lambda: len(sims.rings()) == 9)
+            incident_id = sims.rings()[0].command.incident_id
+            await twilio.wait_for_messages(3, timeout=20)
+
+            rc, out, err = await alertd("incidents", *cfg)
+            assert rc == 0, err
+            row = next(line for line in out.splitlines() if line.split()[:1] == [str(incident_id)])
+            assert "fire" in row
+            assert "open" in row
+            assert "h1-2" in row
+
+            rc, out, err = await alertd("incidents", "--open", "--json", *cfg)
+            assert rc == 0, err
+            listed = json.loads(out)
+            assert [(i["id"], i["state"], i["household"], i["kind"]) for i in listed] == [
+                (incident_id, "open", "h1-2", "fire")
+            ]
+            assert listed[0]["time_to_acknowledge"] is None
+
+            rc, out, err = await alertd("ack", str(incident_id), "--by", "张三", *cfg)
+            assert rc == 0, out + err
+            assert f"acknowledged {incident_id}" in out
+            await sims.wait_until(lambda: len(sims.stops(incident_id)) == 9)
+            assert {c.device for c in sims.stops(incident_id)} == {c.device for c in sims.rings(incident_id)}
+
+            rc, out, err = await alertd("ack", str(incident_id), "--by", "张三", *cfg)
+            assert rc == 1
+            assert "already acknowledged" in out + err
+
+            rc, out, err = await alertd(
+                "resolve", str(incident_id), "--by", "张三", "--outcome", "false_alarm", *cfg
+            )
+            assert rc == 0, out + err
+            assert f"resolved {incident_id}" in out
+
+            rc, out, err = await alertd("incidents", "--open", "--json", *cfg)
+            assert rc == 0, err
+            assert json.loads(out) == []
+
+            rc, text, err = await alertd("show", str(incident_id), *cfg)
+            assert rc == 0, err
+            rc, out, err = await alertd("show", str(incident_id), "--json", *cfg)
+            assert rc == 0, err
+            record = json.loads(out)
+
+            rc, out, err = await alertd("show", "999", *cfg)
+            assert rc == 1
+            assert "no incident 999" in err
+            assert await daemon.terminate() == 0
+    finally:
+        await daemon.kill()
+        await forget_session(village)
+
+    # The human view: header, timeline in order, notifications with their status.
+    assert f"Incident {incident_id}: fire at h1-2" in text
+    assert "state resolved, outcome false_alarm" in text
+    assert "time to acknowledge" in text
+    assert "time to acknowledge -" not in text
+    timeline_text = text.split("Timeline:")[1].split("Notifications:")[0]
+    positions = [timeline_text.find(f"  {event}") for event in ("opened", "step 0", "acknowledged", "resolved")]
+    assert -1 not in positions, timeline_text
+    assert positions == sorted(positions), timeline_text
+    assert "acknowledged by 张三" in timeline_text
+    assert "resolved by 张三" in timeline_text
+    notes_text = text.split("Notifications:")[1]
+    assert "(none)" not in notes_text
+    sms_lines = [line for line in notes_text.splitlines() if " alert " in line]
+    assert len(sms_lines) == 3, notes_text
+    assert all("twilio" in line and line.endswith(": sent") for line in sms_lines), notes_text
+    assert "1组5号户主" in notes_text  # recipients by name (the leader), numbers masked
+
+    # The JSON view.
+    assert record["id"] == incident_id
+    assert record["state"] == "resolved"
+    assert record["outcome"] == "false_alarm"
+    assert record["acknowledged_by"] == "张三"
+    assert isinstance(record["time_to_acknowledge"], (int, float))
+    assert record["time_to_acknowledge"] >= 0
+    assert [t["event"] for t in record["timeline"]] == ["opened", "step 0", "acknowledged", "resolved"]
+    sms = [n for n in record["notifications"] if n["channel"] == "sms"]
+    assert len(sms) == 3
+    assert all(n["status"] == "sent" and n["carrier"] == "twilio" for n in sms)
+    rings = [n for n in record["notifications"] if n["channel"] == "terminal" and n["purpose"] == "ring"]
+    stops = [n for n in record["notifications"] if n["channel"] == "terminal" and n["purpose"] == "stop"]
+    assert len(rings) == 9
+    assert len(stops) == 9
+
+
+async def test_ack_without_a_running_daemon_says_it_cannot_reach_it(tmp_path: Path) -> None:
+    village = write_village(tmp_path)  # a free port nobody listens on
+    rc, out, err = await alertd("ack", "1", "--by", "张三", "-c", str(village.settings_path))
+    assert rc == 1
+    assert "cannot reach the daemon" in err
+    assert f"127.0.0.1:{village.http_port}" in err
