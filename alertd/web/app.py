@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -94,6 +95,9 @@ _ACTIONS = {"ack": Action.ACKNOWLEDGE, "on_scene": Action.ON_SCENE, "resolve": A
 
 async def operator_action(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
+    # The HTTP side may face the internet for Twilio's webhooks; operator actions never do.
+    if not _is_loopback(request.remote):
+        raise web.HTTPForbidden(text="operator actions are accepted from this machine only")
     action = _ACTIONS.get(request.match_info["action"])
     if action is None:
         raise web.HTTPNotFound(text=f"unknown action; use one of {', '.join(_ACTIONS)}")
@@ -110,6 +114,13 @@ async def operator_action(request: web.Request) -> web.Response:
     result = await deps.call(OperatorCommand(int(request.match_info["id"]), action, by, outcome))
     ok = not result.startswith(("incident ", "internal"))
     return web.json_response({"ok": ok, "result": result}, status=200 if ok else 409)
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
 
 
 async def healthz(request: web.Request) -> web.Response:
