@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -243,6 +243,27 @@ class IncidentSettings(_Section):
 
 class SmsSettings(_Section):
     max_attempts: int = Field(default=8, ge=1)
+    # Which carrier an SMS tries first when both are configured; the other takes over when it fails.
+    prefer: Literal["twilio", "modem"] = "twilio"
+
+
+class ModemSettings(_Section):
+    """A GSM modem on a serial line: SMS out and in when the internet is down (3GPP TS 27.005)."""
+
+    url: str | None = None  # /dev/ttyUSB1, socket://host:port, rfc2217://host:port; None: no modem
+    baudrate: int = Field(default=115200, gt=0)
+    command_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    sweep_interval_s: float = Field(default=60.0, gt=0)  # AT+CMGL in case a +CMTI was missed
+    smsc: str | None = None  # service centre; None: the SIM's
+
+
+class ReceiverSettings(_Section):
+    """A Contact ID alarm receiver printing reports on a serial line."""
+
+    name: str = Field(min_length=1)
+    url: str = Field(min_length=1)
+    baudrate: int = Field(default=9600, gt=0)
+    format: str = "plain"  # a key of alertd.protocols.contact_id.LINE_FORMATS
 
 
 class Settings(_Section):
@@ -253,13 +274,15 @@ class Settings(_Section):
     http: HttpSettings = Field(default_factory=HttpSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     sms: SmsSettings = Field(default_factory=SmsSettings)
+    modem: ModemSettings = Field(default_factory=ModemSettings)
+    receivers: list[ReceiverSettings] = []
 
     @model_validator(mode="before")
     @classmethod
     def _every_section(cls, data: object) -> object:
         # A missing section is validated as an empty table, so its relative default paths get resolved too.
         if isinstance(data, dict):
-            return {name: {} for name in cls.model_fields} | data
+            return {name: {} for name in cls.model_fields if name != "receivers"} | data
         return data
 
 
@@ -356,6 +379,8 @@ class _DeviceIn(_Entry):
     id: Id
     profile: str = "alertd-terminal"
     ringable: bool = True
+    account: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{4,6}$")] | None = None  # Contact ID account
+    zone: Annotated[int, Field(ge=0, le=999)] | None = None
 
 
 class _HouseholdIn(_Entry):
@@ -473,6 +498,7 @@ def _read_roster(path: Path, label: str) -> tuple[Roster | None, list[str]]:
     phones = _check_phones(r, people)
     devices: dict[str, Device] = {}
     device_where: dict[str, str] = {}
+    account_where: dict[tuple[str, int | None], str] = {}
     members: dict[str, list[str]] = {}  # group id -> household ids, file order
     residents: dict[str, set[str]] = {}  # group id -> person ids
     for household_id, (where, household) in households.items():
@@ -489,7 +515,17 @@ def _read_roster(path: Path, label: str) -> tuple[Roster | None, list[str]]:
                 )
                 continue
             device_where[device.id] = f"{where}: devices[{index}]"
-            devices[device.id] = Device(device.id, household_id, device.profile, device.ringable)
+            if device.account is not None:
+                key = (device.account.upper(), device.zone)
+                if key in account_where:
+                    r.problem(
+                        f"{where}: devices[{index}] (id {_show(device.id)})",
+                        f"account {_show(device.account)} zone {device.zone}: already mapped to {account_where[key]}",
+                    )
+                account_where[key] = f"{where}: devices[{index}]"
+            devices[device.id] = Device(
+                device.id, household_id, device.profile, device.ringable, device.account, device.zone
+            )
 
     _check_groups(r, groups, members, residents)
 

@@ -33,6 +33,9 @@ _LOGGER = logging.getLogger(__name__)
 
 # SIGTERM: sends already handed to a carrier get this long to finish and be recorded.
 DRAIN_TIMEOUT_S = 10.0
+# Ring commands are small and the broker acknowledges them in microseconds; keep many in flight, within
+# the shipped mosquitto.conf's max_inflight_messages (100).
+TERMINAL_CONCURRENCY = 64
 
 
 class Daemon:
@@ -120,7 +123,8 @@ class Daemon:
             )
             workers = [
                 OutboxWorker(store, Channel.TERMINAL, TerminalSender(link, link.topics), self.metrics,
-                             max_attempts=settings.sms.max_attempts, failpoints=self.failpoints),
+                             max_attempts=settings.sms.max_attempts, failpoints=self.failpoints,
+                             concurrency=TERMINAL_CONCURRENCY),
                 OutboxWorker(store, Channel.SMS, sms_sender, self.metrics,
                              max_attempts=settings.sms.max_attempts, failpoints=self.failpoints),
             ]  # fmt: skip

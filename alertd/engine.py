@@ -18,6 +18,8 @@ from alertd.core.events import (
     Input,
     OperatorCommand,
     Reply,
+    Restore,
+    Supervision,
     TerminalAck,
     TestReport,
     Tick,
@@ -34,6 +36,7 @@ from alertd.core.incidents import (
     Incident,
     Outcome,
     State,
+    TimelineEntry,
     TransitionError,
     apply_action,
     fire_due_steps,
@@ -87,6 +90,7 @@ class Engine:
         self.on_commit = on_commit
         self.queue: asyncio.Queue[Envelope] = asyncio.Queue()
         self.active: dict[int, Incident] = {}
+        self._by_household: dict[str, set[int]] = {}  # household id -> its active incidents
         self._deadlines: list[tuple[float, int]] = []  # heap of (next_step_at, incident id), lazily pruned
         self._next_id = 1
         self._loaded = False
@@ -180,6 +184,10 @@ class Engine:
         match item:
             case Alarm():
                 return await self._on_alarm(item, now, batch)
+            case Restore(device_id=device_id, detail=detail):
+                return self._on_restore(device_id, detail, now, batch)
+            case Supervision(device_id=device_id, event=event, restore=restore):
+                return self._on_supervision(device_id, event, restore, now, batch)
             case TerminalAck(device_id=device_id, incident_id=incident_id):
                 return self._on_terminal_ack(device_id, incident_id, now, batch)
             case Reply():
@@ -217,7 +225,9 @@ class Engine:
             incident, effects = join_alarm(current, alarm.kind, now, alarm.source, household.label)
             self._apply(incident, effects, batch)
             return f"joined {incident.id}"
-        incident, effects = open_incident(self._next_id, household, alarm.kind, self.roster, now, alarm.source)
+        incident, effects = open_incident(
+            self._next_id, household, alarm.kind, self.roster, now, alarm.source, alarm.silent
+        )
         self._next_id += 1
         _LOGGER.info("Incident %d opened: %s at %s (%s)", incident.id, alarm.kind, household.id, alarm.device_id)
         self.metrics.opened.labels(kind=alarm.kind.value).inc()
@@ -226,12 +236,35 @@ class Engine:
         return f"opened {incident.id}"
 
     def _joinable(self, household_id: str, now: float) -> Incident | None:
-        candidates = [
-            i
-            for i in self.active.values()
-            if i.household_id == household_id and now - i.last_alarm_at <= self.join_window_s
-        ]
-        return max(candidates, key=lambda i: i.id, default=None)
+        incident = self._newest_active(household_id)
+        return incident if incident is not None and now - incident.last_alarm_at <= self.join_window_s else None
+
+    def _newest_active(self, household_id: str) -> Incident | None:
+        ids = self._by_household.get(household_id)
+        return self.active[max(ids)] if ids else None
+
+    def _on_restore(self, device_id: str, detail: str, now: float, batch: Batch) -> str:
+        household = self.roster.household_of_device(device_id)
+        if household is None:
+            self.metrics.invalid.labels(reason="unknown_device").inc()
+            return "unknown_device"
+        incident = self._newest_active(household.id)
+        if incident is None:
+            _LOGGER.info("Restore from %s with no open incident: %s", device_id, detail)
+            return "no_incident"
+        batch.timeline.append(TimelineEntry(incident.id, now, "restore", household.label, detail))
+        return f"restore {incident.id}"
+
+    def _on_supervision(self, device_id: str, event: str, restore: bool, now: float, batch: Batch) -> str:
+        if device_id not in self.roster.devices:
+            self.metrics.invalid.labels(reason="unknown_device").inc()
+            return "unknown_device"
+        # Maintenance incidents for these belong to device supervision; until then they are logged and counted.
+        self.metrics.supervision.labels(event=event, restore=str(restore).lower()).inc()
+        level = logging.INFO if restore or event == "test" else logging.WARNING
+        _LOGGER.log(level, "Device %s: %s%s", device_id, event, " restored" if restore else "")
+        batch.devices.append(DeviceUpdate(device_id, now, online=True, test=event == "test"))
+        return "ok"
 
     def _on_terminal_ack(self, device_id: str, incident_id: int | None, now: float, batch: Batch) -> str:
         household = self.roster.household_of_device(device_id)
@@ -329,9 +362,11 @@ class Engine:
             self._track(incident)
         else:
             self.active.pop(incident.id, None)
+            self._by_household.get(incident.household_id, set()).discard(incident.id)
 
     def _track(self, incident: Incident) -> None:
         self.active[incident.id] = incident
+        self._by_household.setdefault(incident.household_id, set()).add(incident.id)
         if incident.next_step_at is not None:
             heapq.heappush(self._deadlines, (incident.next_step_at, incident.id))
 

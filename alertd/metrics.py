@@ -30,6 +30,9 @@ class Metrics:
             buckets=(10, 30, 60, 120, 180, 300, 600, 1200, 3600),
             registry=r,
         )
+        self.supervision = Counter(
+            "alertd_supervision_events", "Device health reports", ["event", "restore"], registry=r
+        )
         self.mqtt_connected = Gauge("alertd_mqtt_connected", "1 while the broker link is up", registry=r)
         for kind in Kind:
             for state in (State.OPEN, State.ACKNOWLEDGED, State.ON_SCENE):

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable
 
-from alertd.channels.base import Health, Outbound, Sender
+from alertd.channels.base import Health, Outbound, Receipt, Sender
 from alertd.core.incidents import Channel
 from alertd.errors import PermanentError, TransientError
 from alertd.failpoints import MID_FANOUT, Failpoints
@@ -106,7 +106,7 @@ class OutboxWorker:
                 _LOGGER.warning("Cannot reconcile notification %d (%s); it will be sent again", row.id, err)
                 provider_id = None
             if provider_id is not None:
-                results.append(SendResult(row.id, Status.SENT, self.sender.name, provider_id))
+                results.append(self._sent(row, provider_id))
             else:
                 results.append(SendResult(row.id, Status.PENDING, next_attempt_at=self.clock()))
         found = sum(r.status == Status.SENT for r in results)
@@ -159,8 +159,8 @@ class OutboxWorker:
             if row.attempts > 0 and (found := await self.sender.find_sent(_outbound(row))) is not None:
                 # A timed-out attempt may have reached the carrier after all: ask before sending again.
                 _LOGGER.info("Notification %d was delivered by an earlier attempt", row.id)
-                return SendResult(row.id, Status.SENT, self.sender.name, found)
-            provider_id = await self.sender.send(_outbound(row))
+                return self._sent(row, found)
+            return self._sent(row, await self.sender.send(_outbound(row)))
         except PermanentError as err:
             _LOGGER.error("Notification %d to %s failed for good via %s: %s", row.id, _who(row), self.sender.name, err)
             return SendResult(row.id, Status.FAILED, self.sender.name, error=_describe(err))
@@ -179,7 +179,11 @@ class OutboxWorker:
                 row.id, Status.PENDING, self.sender.name, error=repr(err),
                 next_attempt_at=self.clock() + backoff_s(attempts, self._rng),
             )  # fmt: skip
-        return SendResult(row.id, Status.SENT, self.sender.name, provider_id)
+
+    def _sent(self, row: OutboxRow, receipt: str | Receipt | None) -> SendResult:
+        if isinstance(receipt, Receipt):
+            return SendResult(row.id, Status.SENT, receipt.carrier, receipt.provider_id)
+        return SendResult(row.id, Status.SENT, self.sender.name, receipt)
 
     async def _record_loop(self) -> None:
         while True:

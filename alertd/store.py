@@ -108,6 +108,16 @@ MIGRATIONS: Sequence[str] = (
         at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: duress and silent panic (Contact ID 121/122)
+    """
+    ALTER TABLE incidents ADD COLUMN silent INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 3: the dispatcher asks for status = 'pending' only; an IN (...) partial index is never used for it
+    """
+    DROP INDEX notifications_due;
+    CREATE INDEX notifications_pending ON notifications(channel, next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX notifications_sending ON notifications(channel) WHERE status = 'sending';
+    """,
 )
 
 
@@ -161,7 +171,7 @@ class Batch:
 
 _INCIDENT_COLUMNS = (
     "id, household_id, group_id, kind, policy, state, opened_at, last_alarm_at, next_step, next_step_at, "
-    "acknowledged_at, acknowledged_by, on_scene_at, resolved_at, outcome, rung"
+    "acknowledged_at, acknowledged_by, on_scene_at, resolved_at, outcome, rung, silent"
 )
 _OUTBOX_COLUMNS = (
     "id, key, incident_id, step, channel, purpose, recipient, address, body, status, attempts, carrier, "
@@ -174,7 +184,7 @@ def _incident_params(i: Incident) -> tuple[Any, ...]:
     return (
         i.id, i.household_id, i.group_id, i.kind.value, i.policy, i.state.value, i.opened_at, i.last_alarm_at,
         i.next_step, i.next_step_at, i.acknowledged_at, i.acknowledged_by, i.on_scene_at, i.resolved_at,
-        i.outcome.value if i.outcome else None, json.dumps(list(i.rung)),
+        i.outcome.value if i.outcome else None, json.dumps(list(i.rung)), int(i.silent),
     )  # fmt: skip
 
 
@@ -183,7 +193,7 @@ def _incident_from_row(r: Sequence[Any]) -> Incident:
         id=r[0], household_id=r[1], group_id=r[2], kind=Kind(r[3]), policy=r[4], state=State(r[5]),
         opened_at=r[6], last_alarm_at=r[7], next_step=r[8], next_step_at=r[9], acknowledged_at=r[10],
         acknowledged_by=r[11], on_scene_at=r[12], resolved_at=r[13],
-        outcome=Outcome(r[14]) if r[14] else None, rung=tuple(json.loads(r[15])),
+        outcome=Outcome(r[14]) if r[14] else None, rung=tuple(json.loads(r[15])), silent=bool(r[16]),
     )  # fmt: skip
 
 
@@ -276,7 +286,7 @@ class Store:
             if batch.incidents:
                 await db.executemany(
                     f"INSERT OR REPLACE INTO incidents ({_INCIDENT_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [_incident_params(i) for i in batch.incidents.values()],
                 )
             if batch.timeline:

@@ -17,6 +17,14 @@ class Outbound:
 
 
 @dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a composite sender (failover) returns: which carrier took the message, and its id there."""
+
+    carrier: str
+    provider_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     ok: bool
     detail: str = "ok"
@@ -27,11 +35,12 @@ class Sender(Protocol):
 
     name: str
 
-    async def send(self, message: Outbound) -> str | None:
-        """Send once; return the provider's id for the message if it has one."""
+    async def send(self, message: Outbound) -> str | Receipt | None:
+        """Send once; return the provider's id for the message if it has one (a Receipt when the
+        sender chooses among carriers)."""
         ...
 
-    async def find_sent(self, message: Outbound) -> str | None:
+    async def find_sent(self, message: Outbound) -> str | Receipt | None:
         """After a crash mid-send: the provider id if the provider already has this message, else None."""
         ...
 

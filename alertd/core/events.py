@@ -30,6 +30,24 @@ class Alarm:
     kind: Kind
     seq: int | None  # device sequence number; None: deduplicate by content within a window
     source: str = "mqtt"
+    silent: bool = False  # duress or silent panic: nothing may sound; only the leader and patrol are told
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """A device reports its alarm condition cleared (Contact ID qualifier 3): a timeline entry."""
+
+    device_id: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Supervision:
+    """Device health news that is not an alarm: tamper, low battery, AC loss, periodic test."""
+
+    device_id: str
+    event: str
+    restore: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,4 +108,4 @@ class DeliveryReport:
     token: str | None = None  # the carrier's idempotency token: a retried report is recorded once
 
 
-Input = Alarm | TerminalAck | Heartbeat | TestReport | DeviceStatus | Reply | OperatorCommand | Tick | DeliveryReport
+Input = Alarm | Restore | Supervision | TerminalAck | Heartbeat | TestReport | DeviceStatus | Reply | OperatorCommand | Tick | DeliveryReport

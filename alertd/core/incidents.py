@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from alertd.core.events import Action, Via
 from alertd.core.messages import Texts
-from alertd.core.model import SEVERITY, Household, Kind, Person, Roster
+from alertd.core.model import SEVERITY, Household, Kind, Person, Role, Roster
 from alertd.protocols import terminal
 
 
@@ -18,6 +18,9 @@ class State(StrEnum):
     RESOLVED = "resolved"
     CANCELLED = "cancelled"
 
+
+# A duress or silent panic goes to these roles only: no neighbour learns of it by a ringing terminal.
+SILENT_ROLES = frozenset({Role.LEADER, Role.PATROL})
 
 # Stop commands are planned once per incident; a reserved step number keeps their outbox keys unique.
 STOP_STEP = 1000
@@ -60,6 +63,7 @@ class Incident:
     resolved_at: float | None = None
     outcome: Outcome | None = None
     rung: tuple[str, ...] = ()  # terminals told to ring; they get a stop when it is over
+    silent: bool = False  # duress / silent panic: never ring, tell only the leader and the patrol
 
     @property
     def active(self) -> bool:
@@ -113,7 +117,7 @@ class TransitionError(ValueError):
 
 
 def open_incident(
-    incident_id: int, household: Household, kind: Kind, roster: Roster, now: float, source: str
+    incident_id: int, household: Household, kind: Kind, roster: Roster, now: float, source: str, silent: bool = False
 ) -> tuple[Incident, Effects]:
     incident = Incident(
         id=incident_id,
@@ -126,8 +130,10 @@ def open_incident(
         last_alarm_at=now,
         next_step=0,
         next_step_at=now,
+        silent=silent,
     )
-    effects = Effects(timeline=[TimelineEntry(incident_id, now, "opened", household.label, f"{kind} via {source}")])
+    detail = f"{kind} via {source}" + (" (silent)" if silent else "")
+    effects = Effects(timeline=[TimelineEntry(incident_id, now, "opened", household.label, detail)])
     return incident, effects
 
 
@@ -155,7 +161,7 @@ def fire_due_steps(incident: Incident, roster: Roster, texts: Texts, now: float)
         step = policy.steps[index]
         rung = list(incident.rung)
         notes: list[Notification] = []
-        if step.ring:
+        if step.ring and not incident.silent:
             ring_body = terminal.encode_ring(incident.id, incident.kind, household.id, household.label)
             for device in roster.ring_targets(household.id):
                 notes.append(
@@ -164,7 +170,8 @@ def fire_due_steps(incident: Incident, roster: Roster, texts: Texts, now: float)
                 if device.id not in rung:
                     rung.append(device.id)
         people: dict[str, Person] = {}
-        for role in step.sms:
+        roles = [r for r in step.sms if r in SILENT_ROLES] if incident.silent else step.sms
+        for role in roles:
             for person in roster.people_for(household.group_id, role):
                 people.setdefault(person.id, person)
         for person in people.values():

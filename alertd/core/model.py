@@ -58,6 +58,8 @@ class Device:
     household_id: str
     profile: str = "alertd-terminal"
     ringable: bool = True
+    account: str | None = None  # Contact ID account of the alarm panel or dialer
+    zone: int | None = None  # Contact ID zone; None: any zone of the account
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,7 @@ class Roster:
     kind_policy: Mapping[Kind, str] = field(default_factory=dict)  # missing kinds use "default"
     _by_phone: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
     _patrols_by_group: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _by_account: dict[tuple[str, int | None], str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for person in self.people.values():
@@ -135,6 +138,14 @@ class Roster:
             for group_id in team.groups:
                 by_group.setdefault(group_id, []).append(team.id)
         self._patrols_by_group.update({g: tuple(t) for g, t in by_group.items()})
+        for device in self.devices.values():
+            if device.account is not None:
+                self._by_account.setdefault((device.account.upper(), device.zone), device.id)
+
+    def device_for_account(self, account: str, zone: int | None) -> Device | None:
+        """The device a Contact ID report comes from: the account's zone if mapped, else the account."""
+        device_id = self._by_account.get((account.upper(), zone)) or self._by_account.get((account.upper(), None))
+        return self.devices[device_id] if device_id else None
 
     def policy_for(self, kind: Kind) -> Policy:
         return self.policies.get(self.kind_policy.get(kind, "default"), DEFAULT_POLICY)

@@ -32,6 +32,7 @@ CONNECT_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 10.0
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
+PENDING_PUBLISHES_EXPECTED = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,8 @@ class MqttLink:
         )
         # aiomqtt 2.x has no manual-ack switch (aiomqtt#345); paho's is the documented way.
         client._client.manual_ack_set(True)
+        # The terminal outbox keeps many publishes in flight on purpose; aiomqtt warns past this many.
+        client.pending_calls_threshold = PENDING_PUBLISHES_EXPECTED
         return client
 
     async def run(self) -> None:
