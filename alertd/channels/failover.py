@@ -57,7 +57,9 @@ class FailoverSender:
                 failures.append(f"{carrier.name}: {err.code + ' ' if err.code else ''}{err}")
             else:
                 if failures:
-                    _LOGGER.warning("Notification %d sent via %s after %s", message.id, carrier.name, "; ".join(failures))
+                    _LOGGER.warning(
+                        "Notification %d sent via %s after %s", message.id, carrier.name, "; ".join(failures)
+                    )
                 self._set_all_down(False)
                 return result if isinstance(result, Receipt) else Receipt(carrier.name, result)
         summary = "; ".join(failures)
