@@ -337,7 +337,9 @@ class Store:
                 return  # a retried callback we already recorded
         provider_id, status, error = report.provider_id, report.status, report.error_code
         async with self._db.execute(
-            "SELECT id, delivery FROM notifications WHERE provider_id = ?", (provider_id,)
+            # Newest first: a modem's message reference wraps at 256, so old rows may share it.
+            "SELECT id, delivery FROM notifications WHERE provider_id = ? ORDER BY id DESC LIMIT 1",
+            (provider_id,),
         ) as cursor:
             row = await cursor.fetchone()
         if row is None:
