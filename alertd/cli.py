@@ -139,7 +139,8 @@ def _act(args: argparse.Namespace, config: Config) -> int:
     http = config.settings.http
     host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host  # noqa: S104 (mapping, not binding)
     action = args.command.replace("-", "_")
-    url = f"http://{host}:{http.port}/api/incidents/{args.id}/{action}"
+    authority = f"[{host}]" if ":" in host else host  # an IPv6 literal needs brackets in a URL
+    url = f"http://{authority}:{http.port}/api/incidents/{args.id}/{action}"
     body: dict[str, str] = {"by": args.by}
     if getattr(args, "outcome", None):
         body["outcome"] = args.outcome

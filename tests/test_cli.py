@@ -165,9 +165,7 @@ async def test_incident_lifecycle_through_the_cli(tmp_path: Path, twilio: Twilio
             assert rc == 1
             assert "already acknowledged" in out + err
 
-            rc, out, err = await alertd(
-                "resolve", str(incident_id), "--by", "张三", "--outcome", "false_alarm", *cfg
-            )
+            rc, out, err = await alertd("resolve", str(incident_id), "--by", "张三", "--outcome", "false_alarm", *cfg)
             assert rc == 0, out + err
             assert f"resolved {incident_id}" in out
 
@@ -228,5 +226,6 @@ async def test_ack_without_a_running_daemon_says_it_cannot_reach_it(tmp_path: Pa
     village = write_village(tmp_path)  # a free port nobody listens on
     rc, out, err = await alertd("ack", "1", "--by", "张三", "-c", str(village.settings_path))
     assert rc == 1
+    assert out == ""
     assert "cannot reach the daemon" in err
     assert f"127.0.0.1:{village.http_port}" in err
