@@ -380,7 +380,7 @@ class _DeviceIn(_Entry):
     id: Id
     profile: str = "alertd-terminal"
     ringable: bool = True
-    account: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{4,6}$")] | None = None  # Contact ID account
+    account: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{4}$")] | None = None  # Contact ID account
     zone: Annotated[int, Field(ge=0, le=999)] | None = None
 
 

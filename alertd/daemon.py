@@ -7,13 +7,15 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Mapping
-from typing import TextIO
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TextIO
 
 from aiohttp import web
 
-from alertd.channels.base import Sender
+from alertd.channels.base import Health, Sender
 from alertd.channels.console import ConsoleSender
+from alertd.channels.failover import FailoverSender
+from alertd.channels.gsm_modem import GsmModem
 from alertd.channels.terminal import TerminalSender
 from alertd.channels.twilio_sms import TwilioSender
 from alertd.config import Config, load_roster
@@ -22,7 +24,9 @@ from alertd.core.messages import Texts
 from alertd.engine import Engine
 from alertd.errors import ConfigError
 from alertd.failpoints import Failpoints
+from alertd.ingress.contact_id import ContactIdReceiver
 from alertd.ingress.mqtt import BrokerSettings, MqttLink
+from alertd.ingress.serial import LineSettings
 from alertd.metrics import Metrics
 from alertd.outbox import OutboxWorker
 from alertd.sdnotify import Notifier
@@ -50,6 +54,7 @@ class Daemon:
         self.notifier = Notifier.from_env(self.environ)
         self.engine: Engine | None = None
         self.link: MqttLink | None = None
+        self.modem: GsmModem | None = None
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -74,26 +79,35 @@ class Daemon:
             )  # fmt: skip
         self.notifier.ready()
 
-    def _sms_sender(self) -> Sender:
-        twilio = self.config.settings.twilio
+    def _sms_sender(self, modem: GsmModem | None) -> Sender:
+        """Twilio and/or the GSM modem, the preferred one first; the console when neither is configured."""
+        settings = self.config.settings
+        twilio = settings.twilio
+        carriers: list[Sender] = []
         if twilio.enabled and twilio.account_sid and twilio.auth_token and twilio.from_number:
-            public = self.config.settings.http.public_url
-            return TwilioSender(
-                twilio.account_sid,
-                twilio.auth_token,
-                twilio.from_number,
-                twilio.api_base_url,
-                status_callback=f"{public.rstrip('/')}/twilio/status" if public else None,
-                timeout_s=twilio.timeout_s,
+            public = settings.http.public_url
+            carriers.append(
+                TwilioSender(
+                    twilio.account_sid,
+                    twilio.auth_token,
+                    twilio.from_number,
+                    twilio.api_base_url,
+                    status_callback=f"{public.rstrip('/')}/twilio/status" if public else None,
+                    timeout_s=twilio.timeout_s,
+                )
             )
-        _LOGGER.warning("No Twilio account configured: SMS are printed by the console channel")
-        return ConsoleSender(self.sms_stream)
+        if modem is not None:
+            carriers.insert(0 if settings.sms.prefer == "modem" else len(carriers), modem)
+        if not carriers:
+            _LOGGER.warning("No Twilio account or GSM modem configured: SMS are printed by the console channel")
+            return ConsoleSender(self.sms_stream)
+        return carriers[0] if len(carriers) == 1 else FailoverSender(carriers)
 
     async def run(self) -> None:
         settings = self.config.settings
         store = await Store.open(settings.store.path)
-        sms_sender = self._sms_sender()
         runner: web.AppRunner | None = None
+        sms_sender: Sender | None = None
         try:
             engine = Engine(
                 store,
@@ -121,6 +135,27 @@ class Daemon:
                 self.metrics,
                 failpoints=self.failpoints,
             )
+            modem = None
+            if settings.modem.url:
+                modem = GsmModem(
+                    LineSettings("modem", settings.modem.url, settings.modem.baudrate),
+                    engine.submit,
+                    self.metrics,
+                    command_timeout_s=settings.modem.command_timeout_s,
+                    sweep_interval_s=settings.modem.sweep_interval_s,
+                    smsc=settings.modem.smsc,
+                )
+            receivers = [
+                ContactIdReceiver(
+                    LineSettings(r.name, r.url, r.baudrate),
+                    r.format,
+                    lambda: engine.roster,
+                    engine.submit,
+                    self.metrics,
+                )
+                for r in settings.receivers
+            ]
+            sms_sender = self._sms_sender(modem)
             workers = [
                 OutboxWorker(store, Channel.TERMINAL, TerminalSender(link, link.topics), self.metrics,
                              max_attempts=settings.sms.max_attempts, failpoints=self.failpoints,
@@ -134,10 +169,23 @@ class Daemon:
                     worker.wake()
 
             engine.on_commit = wake_workers
-            self.engine, self.link = engine, link
+            self.engine, self.link, self.modem = engine, link, modem
             await engine.load()
-            runner = await self._start_http(store, engine, link, workers, sms_sender)
-            await self._supervise(engine, link, workers)
+            health: dict[str, Callable[[], Health]] = {
+                "mqtt": link.health,
+                "terminal": workers[0].health,
+                f"sms:{sms_sender.name}": workers[1].health,
+            }
+            if modem is not None:
+                health["modem"] = modem.health
+            health.update({f"receiver:{r.name}": r.line.health for r in receivers})
+            runner = await self._start_http(store, engine, health)
+            loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+                (f"receiver-{r.name}", r.run) for r in receivers
+            ]
+            if modem is not None:
+                loops.append(("modem", modem.run))
+            await self._supervise(engine, link, workers, loops)
         finally:
             if runner is not None:
                 await runner.cleanup()
@@ -147,7 +195,7 @@ class Daemon:
             await store.close()
 
     async def _start_http(
-        self, store: Store, engine: Engine, link: MqttLink, workers: list[OutboxWorker], sms: Sender
+        self, store: Store, engine: Engine, health_checks: Mapping[str, Callable[[], Health]]
     ) -> web.AppRunner:
         settings = self.config.settings
         twilio = settings.twilio
@@ -155,7 +203,7 @@ class Daemon:
             call=engine.call,
             store=store,
             metrics=self.metrics,
-            health_checks={"mqtt": link.health, "terminal": workers[0].health, f"sms:{sms.name}": workers[1].health},
+            health_checks=health_checks,
             auth_token=twilio.auth_token if twilio.enabled else None,
             public_url=settings.http.public_url,
         )
@@ -166,7 +214,13 @@ class Daemon:
         _LOGGER.info("HTTP listening on %s:%s", settings.http.host, settings.http.port)
         return runner
 
-    async def _supervise(self, engine: Engine, link: MqttLink, workers: list[OutboxWorker]) -> None:
+    async def _supervise(
+        self,
+        engine: Engine,
+        link: MqttLink,
+        workers: list[OutboxWorker],
+        loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]],
+    ) -> None:
         loop = asyncio.get_running_loop()
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         with contextlib.suppress(RuntimeError):  # not the main thread (tests): no signal handlers
@@ -178,6 +232,7 @@ class Daemon:
                 engine_task = tg.create_task(engine.run(), name="engine")
                 link_task = tg.create_task(link.run(), name="mqtt")
                 worker_tasks = [tg.create_task(w.run(), name=f"outbox-{w.channel}") for w in workers]
+                line_tasks = [tg.create_task(run(), name=name) for name, run in loops]
                 watchdog = tg.create_task(self._watchdog(), name="watchdog")
                 self.notifier.ready()
                 self.ready.set()
@@ -185,11 +240,11 @@ class Daemon:
                 await self._stop.wait()
                 _LOGGER.info("Stopping: no new alarms; draining sends in flight (up to %.0f s)", DRAIN_TIMEOUT_S)
                 self.notifier.stopping()
-                # The link stays up while draining: ring commands in flight still need their PUBACKs.
+                # The link and the modem stay up while draining: sends in flight still need their answers.
                 # Alarms not yet committed stay unacknowledged at the broker and come back on restart.
                 async with asyncio.timeout(DRAIN_TIMEOUT_S + 1):
                     await asyncio.gather(*(w.drain(DRAIN_TIMEOUT_S) for w in workers))
-                for task in (link_task, engine_task, watchdog, *worker_tasks):
+                for task in (link_task, engine_task, watchdog, *worker_tasks, *line_tasks):
                     task.cancel()
         finally:
             for sig in handled:

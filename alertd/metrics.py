@@ -33,6 +33,15 @@ class Metrics:
         self.supervision = Counter(
             "alertd_supervision_events", "Device health reports", ["event", "restore"], registry=r
         )
+        self.modem_up = Gauge("alertd_modem_up", "1 while the GSM modem answers and is initialised", registry=r)
+        self.modem_registered = Gauge("alertd_modem_registered", "1 while the modem is on the network", registry=r)
+        self.modem_signal = Gauge("alertd_modem_signal_rssi", "Modem signal, AT+CSQ 0-31 (-1 unknown)", registry=r)
+        self.contact_id = Counter(
+            "alertd_contact_id_reports",
+            "Contact ID reports by receiver and outcome",
+            ["receiver", "outcome"],
+            registry=r,
+        )
         self.mqtt_connected = Gauge("alertd_mqtt_connected", "1 while the broker link is up", registry=r)
         for kind in Kind:
             for state in (State.OPEN, State.ACKNOWLEDGED, State.ON_SCENE):

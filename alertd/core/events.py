@@ -108,4 +108,16 @@ class DeliveryReport:
     token: str | None = None  # the carrier's idempotency token: a retried report is recorded once
 
 
-Input = Alarm | Restore | Supervision | TerminalAck | Heartbeat | TestReport | DeviceStatus | Reply | OperatorCommand | Tick | DeliveryReport
+Input = (
+    Alarm
+    | Restore
+    | Supervision
+    | TerminalAck
+    | Heartbeat
+    | TestReport
+    | DeviceStatus
+    | Reply
+    | OperatorCommand
+    | Tick
+    | DeliveryReport
+)

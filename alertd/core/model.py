@@ -140,11 +140,12 @@ class Roster:
         self._patrols_by_group.update({g: tuple(t) for g, t in by_group.items()})
         for device in self.devices.values():
             if device.account is not None:
-                self._by_account.setdefault((device.account.upper(), device.zone), device.id)
+                self._by_account.setdefault((_account_key(device.account), device.zone), device.id)
 
     def device_for_account(self, account: str, zone: int | None) -> Device | None:
         """The device a Contact ID report comes from: the account's zone if mapped, else the account."""
-        device_id = self._by_account.get((account.upper(), zone)) or self._by_account.get((account.upper(), None))
+        key = _account_key(account)
+        device_id = self._by_account.get((key, zone)) or self._by_account.get((key, None))
         return self.devices[device_id] if device_id else None
 
     def policy_for(self, kind: Kind) -> Policy:
@@ -195,3 +196,8 @@ class Roster:
                 if device.ringable:
                     targets.append(device)
         return targets
+
+
+def _account_key(account: str) -> str:
+    # Contact ID transmits the digit 0 as "A": account A234 is account 0234.
+    return account.upper().replace("A", "0")
