@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from alertd import decode
 from alertd.config import Config, load_config
 from alertd.daemon import Daemon
 from alertd.demo import run_demo
@@ -40,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     with_config("check", "validate settings and roster; list every problem (exit 2) or exit 0")
     demo = sub.add_parser("demo", help="run the end-to-end demo against the local broker")
     demo.add_argument("-c", "--config", type=Path, default=Path("config/alertd.toml"))
+    decode = sub.add_parser("decode", help="show what alertd makes of receiver lines or SMS PDUs (JSON lines)")
+    what = decode.add_subparsers(dest="what", required=True)
+    cid = what.add_parser("contact-id", help="Contact ID lines as a receiver prints them")
+    cid.add_argument("--format", default="plain", help="receiver line format (plain, mlr2, mlr2000)")
+    cid.add_argument("lines", nargs="+")
+    pdu = what.add_parser("sms-pdu", help="SMS PDUs in hex, as AT+CMGL/AT+CMGR print them")
+    pdu.add_argument("pdus", nargs="+")
     p = with_config("incidents", "list incidents, newest first")
     p.add_argument("--open", action="store_true", help="only incidents not yet resolved")
     p.add_argument("--json", action="store_true")
@@ -93,6 +101,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             return EXIT_OK
         case "demo":
             return asyncio.run(run_demo(args.config))
+        case "decode":
+            results = (
+                decode.contact_id(args.lines, args.format) if args.what == "contact-id" else decode.sms_pdu(args.pdus)
+            )
+            for result in results:
+                print(json.dumps(result, ensure_ascii=False))
+            return EXIT_OK if all(r["valid"] for r in results) else EXIT_FAILED
         case "incidents" | "show":
             return asyncio.run(_report(args, load_config(args.config)))
         case "ack" | "on-scene" | "resolve" | "cancel":
