@@ -55,8 +55,13 @@ class Daemon:
         self.engine: Engine | None = None
         self.link: MqttLink | None = None
         self.modem: GsmModem | None = None
+        self.health_checks: dict[str, Callable[[], Health]] = {}
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
+
+    def health_of(self, part: str) -> Health:
+        """One part's health as /healthz reports it (mqtt, terminal, sms:<carrier>, modem, receiver:<name>)."""
+        return self.health_checks[part]()
 
     def stop(self) -> None:
         self._stop.set()
@@ -171,7 +176,7 @@ class Daemon:
             engine.on_commit = wake_workers
             self.engine, self.link, self.modem = engine, link, modem
             await engine.load()
-            health: dict[str, Callable[[], Health]] = {
+            self.health_checks = health = {
                 "mqtt": link.health,
                 "terminal": workers[0].health,
                 f"sms:{sms_sender.name}": workers[1].health,

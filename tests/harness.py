@@ -38,6 +38,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def contact_id_account(group: int, house: int) -> str:
+    """The Contact ID account of a household's alarm dialer: group digit and house number."""
+    return f"{group}{house:03d}"
+
+
 def leader_phone(group: int) -> str:
     return f"+86138{group:04d}0005"
 
@@ -79,6 +84,9 @@ def write_village(
     join_window_s: float = 600,
     max_attempts: int = 8,
     broker_port: int = BROKER_PORT,
+    modem: str | None = None,
+    receiver: tuple[str, str] | None = None,
+    prefer: str = "twilio",
 ) -> Village:
     """A roster of `groups` groups of 10 households (one terminal each), a 2-member patrol, a grid worker,
     a duty contact; house 5 leads, house 8 deputises. Unique prefix and client id per test."""
@@ -100,7 +108,9 @@ def write_village(
             people.append(f'{{ id = "p{g}-{h}", name = "{g}组{h}号户主", phone = "{resident_phone(g, h)}" }}')
             households.append(
                 f'[[households]]\nid = "h{g}-{h}"\ngroup = "g{g}"\nlabel = "{h}号户 {g}组"\n'
-                f'address = "{g}组{h}号"\npeople = ["p{g}-{h}"]\ndevices = [{{ id = "t{g}-{h}" }}]\n'
+                f'address = "{g}组{h}号"\npeople = ["p{g}-{h}"]\n'
+                f'devices = [{{ id = "t{g}-{h}" }}, {{ id = "c{g}-{h}", profile = "contact-id", '
+                f'ringable = false, account = "{contact_id_account(g, h)}" }}]\n'
             )
     group_ids = ", ".join(f'"g{g}"' for g in range(1, groups + 1))
     roster = (
@@ -127,8 +137,12 @@ def write_village(
         f'[store]\npath = "{store_path}"\n'
         f'[http]\nlisten = "127.0.0.1:{http_port}"\npublic_url = "http://127.0.0.1:{http_port}"\n'
         f"[incidents]\njoin_window_s = {join_window_s}\n"
-        f"[sms]\nmax_attempts = {max_attempts}\n" + twilio_section
+        f'[sms]\nmax_attempts = {max_attempts}\nprefer = "{prefer}"\n' + twilio_section
     )
+    if modem is not None:
+        settings += f'[modem]\nurl = "{modem}"\ncommand_timeout_s = 1.0\nsweep_interval_s = 1.0\n'
+    if receiver is not None:
+        settings += f'[[receivers]]\nname = "rx"\nurl = "{receiver[0]}"\nformat = "{receiver[1]}"\n'
     settings_path = tmp_path / "alertd.toml"
     settings_path.write_text(settings, encoding="utf-8")
     return Village(settings_path, prefix, client_id, http_port, store_path, groups, broker_port)
