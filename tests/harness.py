@@ -106,11 +106,15 @@ def write_village(
         )
         for h in range(1, 11):
             people.append(f'{{ id = "p{g}-{h}", name = "{g}组{h}号户主", phone = "{resident_phone(g, h)}" }}')
+            dialer = (
+                f', {{ id = "c{g}-{h}", profile = "contact-id", ringable = false, '
+                f'account = "{contact_id_account(g, h)}" }}'
+                if g <= 9  # Contact ID accounts have four digits
+                else ""
+            )
             households.append(
                 f'[[households]]\nid = "h{g}-{h}"\ngroup = "g{g}"\nlabel = "{h}号户 {g}组"\n'
-                f'address = "{g}组{h}号"\npeople = ["p{g}-{h}"]\n'
-                f'devices = [{{ id = "t{g}-{h}" }}, {{ id = "c{g}-{h}", profile = "contact-id", '
-                f'ringable = false, account = "{contact_id_account(g, h)}" }}]\n'
+                f'address = "{g}组{h}号"\npeople = ["p{g}-{h}"]\ndevices = [{{ id = "t{g}-{h}" }}{dialer}]\n'
             )
     group_ids = ", ".join(f'"g{g}"' for g in range(1, groups + 1))
     roster = (
@@ -272,6 +276,9 @@ class DaemonProcess:
         )  # fmt: skip
         log.close()
         await self.wait_healthy()
+        if self.process.returncode is not None and not failpoint:
+            tail = self.log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise RuntimeError(f"alertd exited with {self.process.returncode} at start:\n{tail}")
 
     async def wait_healthy(self) -> None:
         async with aiohttp.ClientSession() as session, asyncio.timeout(WAIT_S):

@@ -146,6 +146,7 @@ async def test_broker_kill9_and_restart_mid_run_loses_nothing(tmp_path: Path, tw
     assert sorted(h for _, h, _ in await _incidents(village)) == ["h1-1", "h2-3", "h3-5"]
 
 
+@pytest.mark.timeout(300)
 async def test_randomized_kills_during_a_thousand_alarms_lose_nothing(tmp_path: Path, twilio: TwilioServer) -> None:
     """1,000 alarms (one per household, 100 groups) while the daemon is killed -9 at random moments."""
     rng = random.Random(20261128)

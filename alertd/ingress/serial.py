@@ -8,6 +8,7 @@ pty in a test take the same path. I/O runs on the event loop (pyserial-asyncio-f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from alertd.channels.base import Health
 _LOGGER = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 2.0
 REOPEN_MIN_S = 0.5
 REOPEN_MAX_S = 30.0
 READ_CHUNK = 1024
@@ -72,7 +74,7 @@ class SerialLine:
                 self._set_down(f"{type(err).__name__}: {err}", failures)
             finally:
                 if writer is not None:
-                    writer.close()
+                    await _close(writer)
             delay = min(REOPEN_MAX_S, REOPEN_MIN_S * 2 ** min(failures, 10)) * self._rng.uniform(0.5, 1.0)
             await asyncio.sleep(delay)
 
@@ -90,6 +92,14 @@ class SerialLine:
         # One line when it goes down; repeats of the same outage only at DEBUG.
         level = logging.WARNING if was_up or failures == 1 else logging.DEBUG
         _LOGGER.log(level, "Serial line %s (%s) down: %s", self.settings.name, self.settings.url, reason)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close the port and wait for it: pyserial closes the device in an executor, which must not outlive us."""
+    writer.close()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await writer.wait_closed()
 
 
 async def read_chunks(reader: asyncio.StreamReader) -> bytes:

@@ -1,0 +1,134 @@
+"""The GSM modem channel driving the simulated modem on a real pty: init, PDU sending (Chinese,
+multipart), +CMS errors, a wedged modem, replies by +CMTI and by sweep, delivery reports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from alertd.channels.base import Outbound
+from alertd.channels.gsm_modem import GsmModem
+from alertd.core.events import DeliveryReport, Input, Reply
+from alertd.errors import PermanentError, TransientError
+from alertd.ingress.serial import LineSettings
+from alertd.metrics import Metrics
+from tests.fakes.gsm_modem import FakeModem
+
+LEADER = "+8613800010005"
+
+
+class Engine:
+    """Stands in for the engine's submit(): records inputs and commits at once."""
+
+    def __init__(self) -> None:
+        self.inputs: list[Input] = []
+
+    def submit(self, item: Input, done: Callable[[str], None] | None) -> None:
+        self.inputs.append(item)
+        if done is not None:
+            done("ok")
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running(fake: FakeModem, engine: Engine, **options: float) -> AsyncIterator[GsmModem]:
+    modem = GsmModem(LineSettings("modem", fake.path, 115200), engine.submit, Metrics(), **options)  # type: ignore[arg-type]
+    task = asyncio.create_task(modem.run())
+    try:
+        await until(lambda: modem.health().ok)
+        yield modem
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_initialises_the_modem_for_pdu_mode_and_reports_signal() -> None:
+    async with FakeModem(rssi=23) as fake, running(fake, Engine()) as modem:
+        assert fake.commands[-5:] != []
+        for expected in ("ATE0", "AT+CMEE=1", "AT+CPIN?", "AT+CMGF=0", "AT+CNMI=2,1,0,1,0", "AT+CREG?", "AT+CSQ"):
+            assert expected in fake.commands
+        assert modem.health().detail == "registered, signal 23/31"
+
+
+async def test_chinese_alert_goes_out_as_one_ucs2_part_and_long_text_as_concatenated_parts() -> None:
+    short = "【联防】2号户 王家 火警！河口村一组 16:05 回1收到 2到场 3解除 #17"
+    long = "河口村一组二号户王家发生火警请立即前往" * 8  # 152 characters: three UCS-2 parts
+    async with FakeModem() as fake, running(fake, Engine()) as modem:
+        first = await modem.send(Outbound(1, LEADER, short, 0.0))
+        second = await modem.send(Outbound(2, LEADER, long, 0.0))
+    assert [(m.to, m.text, m.parts, m.encoding) for m in fake.sent] == [
+        (LEADER, short, 1, "ucs2"),
+        (LEADER, long, 3, "ucs2"),
+    ]
+    assert first == f"modem:{fake.sent[0].mrs[-1]}"
+    assert second == f"modem:{fake.sent[1].mrs[-1]}"
+
+
+async def test_cms_errors_are_permanent_or_transient_by_code() -> None:
+    async with FakeModem() as fake, running(fake, Engine()) as modem:
+        fake.cms_error_next(1)  # unassigned number
+        with pytest.raises(PermanentError) as refused:
+            await modem.send(Outbound(1, LEADER, "测试", 0.0))
+        assert refused.value.code == "CMS 1"
+        fake.cms_error_next(42)  # congestion
+        with pytest.raises(TransientError):
+            await modem.send(Outbound(2, LEADER, "测试", 0.0))
+        assert await modem.send(Outbound(3, LEADER, "测试", 0.0))
+    assert len(fake.sent) == 1
+
+
+async def test_a_silent_modem_times_out_per_command_is_reported_down_and_recovers() -> None:
+    async with FakeModem() as fake, running(fake, Engine(), command_timeout_s=0.5, sweep_interval_s=0.5) as modem:
+        fake.silence(True)
+        with pytest.raises(TransientError, match="no answer"):
+            await modem.send(Outbound(1, LEADER, "测试", 0.0))
+        await until(lambda: not modem.health().ok)
+        with pytest.raises(TransientError, match="modem down"):
+            await modem.send(Outbound(2, LEADER, "测试", 0.0))
+        fake.silence(False)
+        await until(lambda: modem.health().ok, 20)
+        assert await modem.send(Outbound(3, LEADER, "测试", 0.0))
+
+
+async def test_replies_arrive_by_cmti_and_by_sweep_and_are_deleted_after_commit() -> None:
+    engine = Engine()
+    async with FakeModem() as fake, running(fake, engine, sweep_interval_s=0.5):
+        await fake.receive_sms(LEADER, "收到")
+        await fake.receive_sms(LEADER, "3 误报", notify=False)  # no +CMTI: only the sweep finds it
+        await fake.receive_sms(LEADER, "解除 #17 " + "谢谢大家" * 20)  # a multipart reply
+        await until(lambda: len([i for i in engine.inputs if isinstance(i, Reply)]) == 3)
+        await until(lambda: not fake.stored)
+    replies = sorted((i.phone, i.text, i.carrier) for i in engine.inputs if isinstance(i, Reply))
+    assert replies == sorted(
+        [(LEADER, "收到", "modem"), (LEADER, "3 误报", "modem"), (LEADER, "解除 #17 " + "谢谢大家" * 20, "modem")]
+    )
+
+
+async def test_delivery_reports_become_delivery_inputs_for_the_message_reference() -> None:
+    engine = Engine()
+    async with FakeModem(delivery_reports=True) as fake, running(fake, engine) as modem:
+        provider_id = await modem.send(Outbound(1, LEADER, "测试", 0.0))
+        await until(lambda: any(isinstance(i, DeliveryReport) for i in engine.inputs))
+    report = next(i for i in engine.inputs if isinstance(i, DeliveryReport))
+    assert report.provider_id == provider_id
+    assert report.status == "delivered"
+
+
+async def test_unplugged_modem_is_down_then_back_without_a_restart() -> None:
+    async with FakeModem() as fake, running(fake, Engine()) as modem:
+        await fake.unplug()
+        await until(lambda: not modem.health().ok)
+        with pytest.raises(TransientError):
+            await modem.send(Outbound(1, LEADER, "测试", 0.0))
+        await fake.replug()
+        await until(lambda: modem.health().ok, 20)
+        assert await modem.send(Outbound(2, LEADER, "测试", 0.0))
