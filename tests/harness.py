@@ -167,6 +167,8 @@ class Terminals:
     client: aiomqtt.Client
     commands: list[Command] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    rung: set[tuple[str, int]] = field(default_factory=set)  # (device, incident), kept as commands arrive
+
 
     def rings(self, incident_id: int | None = None) -> list[Command]:
         return [
@@ -208,6 +210,8 @@ class Terminals:
             command = decode_command(bytes(message.payload))  # type: ignore[arg-type,unused-ignore]
             async with self._changed:
                 self.commands.append(Command(device, command, time.monotonic()))
+                if isinstance(command, RingCommand):
+                    self.rung.add((device, command.incident_id))
                 self._changed.notify_all()
 
 
