@@ -370,10 +370,15 @@ def _split(units: list[list[int]], single: int, per_part: int) -> list[list[int]
 
 
 def _ucs2_units(text: str) -> list[list[int]]:
+    """UTF-16 code units per character: one below U+10000, a surrogate pair above (kept together)."""
     units = []
     for char in text:
-        data = char.encode("utf-16-be", "surrogatepass")
-        units.append([int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)])
+        code = ord(char)
+        if code < 0x10000:
+            units.append([code])
+        else:
+            code -= 0x10000
+            units.append([0xD800 | (code >> 10), 0xDC00 | (code & 0x3FF)])
     return units
 
 
