@@ -45,6 +45,7 @@ from alertd.core.model import (
 )
 from alertd.errors import ConfigError
 from alertd.phones import mask, normalize
+from alertd.protocols.contact_id import LINE_FORMATS
 
 __all__ = [
     "Config",
@@ -264,7 +265,17 @@ class ReceiverSettings(_Section):
     name: str = Field(min_length=1)
     url: str = Field(min_length=1)
     baudrate: int = Field(default=9600, gt=0)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
     format: str = "plain"  # a key of alertd.protocols.contact_id.LINE_FORMATS
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in LINE_FORMATS:
+            raise ValueError(f"unknown line format; one of {', '.join(LINE_FORMATS)}")
+        return value
 
 
 class Settings(_Section):

@@ -152,7 +152,7 @@ class Daemon:
                 )
             receivers = [
                 ContactIdReceiver(
-                    LineSettings(r.name, r.url, r.baudrate),
+                    LineSettings(r.name, r.url, r.baudrate, r.bytesize, r.parity, r.stopbits),
                     r.format,
                     lambda: engine.roster,
                     engine.submit,

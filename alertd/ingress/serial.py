@@ -33,6 +33,9 @@ class LineSettings:
     name: str
     url: str
     baudrate: int = 9600
+    bytesize: int = 8
+    parity: str = "N"  # N, E, O (Sur-Gard receivers print 7E1)
+    stopbits: float = 1
 
 
 Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -63,7 +66,11 @@ class SerialLine:
             try:
                 async with asyncio.timeout(OPEN_TIMEOUT_S):
                     reader, writer = await serial_asyncio_fast.open_serial_connection(
-                        url=self.settings.url, baudrate=self.settings.baudrate
+                        url=self.settings.url,
+                        baudrate=self.settings.baudrate,
+                        bytesize=self.settings.bytesize,
+                        parity=self.settings.parity,
+                        stopbits=self.settings.stopbits,
                     )
                 self._opened(failures)
                 failures = 0
