@@ -19,6 +19,7 @@ from alertd.channels.gsm_modem import GsmModem
 from alertd.channels.terminal import TerminalSender
 from alertd.channels.twilio_sms import TwilioSender
 from alertd.config import Config, load_roster
+from alertd.core.commands import CommandBook
 from alertd.core.incidents import Channel
 from alertd.core.messages import Texts
 from alertd.engine import Engine
@@ -122,6 +123,7 @@ class Daemon:
                 join_window_s=settings.incidents.join_window_s,
                 dedup_window_s=settings.incidents.dedup_window_s,
                 failpoints=self.failpoints,
+                commands=CommandBook(prefix=settings.mqtt.prefix),
             )
             mqtt = settings.mqtt
             link = MqttLink(
@@ -162,7 +164,7 @@ class Daemon:
             ]
             sms_sender = self._sms_sender(modem)
             workers = [
-                OutboxWorker(store, Channel.TERMINAL, TerminalSender(link, link.topics), self.metrics,
+                OutboxWorker(store, Channel.TERMINAL, TerminalSender(link), self.metrics,
                              max_attempts=settings.sms.max_attempts, failpoints=self.failpoints,
                              concurrency=TERMINAL_CONCURRENCY),
                 OutboxWorker(store, Channel.SMS, sms_sender, self.metrics,

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from alertd.core.commands import CommandBook
 from alertd.core.events import (
     Action,
     Alarm,
@@ -78,9 +79,11 @@ class Engine:
         clock: Callable[[], float] = time.time,
         failpoints: Failpoints | None = None,
         on_commit: Callable[[], None] = lambda: None,
+        commands: CommandBook | None = None,
     ) -> None:
         self.store = store
         self.roster = roster
+        self.commands = replace(commands or CommandBook(), devices=roster.devices)
         self.texts = texts
         self.metrics = metrics
         self.join_window_s = join_window_s
@@ -115,6 +118,7 @@ class Engine:
     def replace_roster(self, roster: Roster) -> None:
         """SIGHUP: new roster for new inputs; open incidents keep their household and policy."""
         self.roster = roster
+        self.commands = replace(self.commands, devices=roster.devices)
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -343,7 +347,7 @@ class Engine:
         outcome: Outcome | None = None,
     ) -> str:
         try:
-            updated, effects = apply_action(incident, action, actor, via, now, outcome)
+            updated, effects = apply_action(incident, action, actor, via, now, outcome, self.commands)
         except TransitionError as err:
             return str(err)
         _LOGGER.info("Incident %d %s by %s via %s", incident.id, updated.state, actor, via)
@@ -386,7 +390,7 @@ class Engine:
 
     def _fire(self, incident_id: int, now: float, batch: Batch) -> None:
         incident = self.active[incident_id]
-        updated, effects = fire_due_steps(incident, self.roster, self.texts, now)
+        updated, effects = fire_due_steps(incident, self.roster, self.texts, now, self.commands)
         if updated != incident or effects.notifications:
             self._apply(updated, effects, batch)
         elif updated.next_step_at is not None and updated.next_step_at <= now:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Protocol
 
 from alertd.channels.base import Health, Outbound
-from alertd.protocols.terminal import Topics
 
 
 class Publisher(Protocol):
@@ -15,16 +14,16 @@ class Publisher(Protocol):
 
 
 class TerminalSender:
-    """A carrier whose address is a device id; sent means the broker took the command (PUBACK)."""
+    """Ring and stop commands to terminals and sirens; the address is the MQTT topic (the core renders it
+    from the device's profile). Sent means the broker took the command (PUBACK)."""
 
     name = "mqtt"
 
-    def __init__(self, publisher: Publisher, topics: Topics) -> None:
+    def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher
-        self._topics = topics
 
     async def send(self, message: Outbound) -> str | None:
-        await self._publisher.publish(self._topics.cmd(message.address), message.body)
+        await self._publisher.publish(message.address, message.body)
         return None
 
     async def find_sent(self, message: Outbound) -> str | None:

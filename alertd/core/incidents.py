@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from alertd.core.commands import CommandBook
 from alertd.core.events import Action, Via
 from alertd.core.messages import Texts
 from alertd.core.model import SEVERITY, Household, Kind, Person, Role, Roster
-from alertd.protocols import terminal
 
 
 class State(StrEnum):
@@ -21,6 +21,9 @@ class State(StrEnum):
 
 # A duress or silent panic goes to these roles only: no neighbour learns of it by a ringing terminal.
 SILENT_ROLES = frozenset({Role.LEADER, Role.PATROL})
+
+# Terminals of our own protocol under the default prefix: what a core caller without profiles gets.
+_PLAIN_TERMINALS = CommandBook()
 
 # Stop commands are planned once per incident; a reserved step number keeps their outbox keys unique.
 STOP_STEP = 1000
@@ -145,7 +148,9 @@ def join_alarm(incident: Incident, kind: Kind, now: float, source: str, actor: s
     return updated, Effects(timeline=[TimelineEntry(incident.id, now, "alarm", actor, detail)])
 
 
-def fire_due_steps(incident: Incident, roster: Roster, texts: Texts, now: float) -> tuple[Incident, Effects]:
+def fire_due_steps(
+    incident: Incident, roster: Roster, texts: Texts, now: float, commands: CommandBook = _PLAIN_TERMINALS
+) -> tuple[Incident, Effects]:
     """Every escalation step whose deadline has passed, in order; overdue steps fire at once."""
     effects = Effects()
     policy = roster.policies.get(incident.policy) or roster.policy_for(incident.kind)
@@ -162,10 +167,15 @@ def fire_due_steps(incident: Incident, roster: Roster, texts: Texts, now: float)
         rung = list(incident.rung)
         notes: list[Notification] = []
         if step.ring and not incident.silent:
-            ring_body = terminal.encode_ring(incident.id, incident.kind, household.id, household.label)
-            for device in roster.ring_targets(household.id):
+            for device in roster.group_devices(household.id):
+                if device.household_id == household.id and commands.is_terminal(device):
+                    continue  # the caller's own terminal is where the alarm came from; its siren may sound
+                command = commands.ring(device, incident.id, incident.kind, household)
+                if command is None:
+                    continue
+                topic, payload = command
                 notes.append(
-                    Notification(incident.id, index, Channel.TERMINAL, Purpose.RING, device.id, device.id, ring_body)
+                    Notification(incident.id, index, Channel.TERMINAL, Purpose.RING, device.id, topic, payload)
                 )
                 if device.id not in rung:
                     rung.append(device.id)
@@ -210,6 +220,7 @@ def apply_action(
     via: Via,
     now: float,
     outcome: Outcome | None = None,
+    commands: CommandBook = _PLAIN_TERMINALS,
 ) -> tuple[Incident, Effects]:
     """Move an incident forward. Skipped states are filled in (on scene implies acknowledged)."""
     if not incident.active:
@@ -232,10 +243,13 @@ def apply_action(
     effects.timeline.append(TimelineEntry(incident.id, now, target.value, who, detail))
     if incident.state == State.OPEN:
         # The first acknowledgement silences every terminal we rang.
-        body = terminal.encode_stop(incident.id)
-        effects.notifications.extend(
-            Notification(incident.id, STOP_STEP, Channel.TERMINAL, Purpose.STOP, d, d, body) for d in incident.rung
-        )
+        for device_id in incident.rung:
+            command = commands.stop(device_id, incident.id, incident.kind)
+            if command is not None:
+                topic, payload = command
+                effects.notifications.append(
+                    Notification(incident.id, STOP_STEP, Channel.TERMINAL, Purpose.STOP, device_id, topic, payload)
+                )
     return updated, effects
 
 

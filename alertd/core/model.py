@@ -183,6 +183,11 @@ class Roster:
                 seen[person_id] = self.people[person_id]
         return list(seen.values())
 
+    def group_devices(self, household_id: str) -> list[Device]:
+        """Every device of every household in the caller's group, in roster order."""
+        group = self.groups[self.households[household_id].group_id]
+        return [self.devices[d] for h in group.households for d in self.households[h].devices]
+
     def ring_targets(self, household_id: str) -> list[Device]:
         """Ringable devices of every other household in the caller's group."""
         caller = self.households[household_id]

@@ -1,0 +1,49 @@
+"""Which ring and stop commands a device gets, as (topic, payload): our terminal protocol for terminals,
+the device profile's templates for everything else (Zigbee2MQTT sirens...)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from alertd.core.model import Device, Household, Kind
+from alertd.core.profile import Command, DeviceProfile, Transport
+from alertd.protocols import terminal
+
+
+@dataclass(frozen=True, slots=True)
+class CommandBook:
+    prefix: str = terminal.DEFAULT_PREFIX  # our terminal protocol's topic prefix
+    zigbee_base: str = "zigbee2mqtt"
+    profiles: Mapping[str, DeviceProfile] = field(default_factory=dict)
+    devices: Mapping[str, Device] = field(default_factory=dict)  # the roster's, to stop what was rung
+
+    def is_terminal(self, device: Device) -> bool:
+        profile = self.profiles.get(device.profile)
+        return profile is None or profile.transport == Transport.ALERTD
+
+    def ring(self, device: Device, incident_id: int, kind: Kind, caller: Household) -> tuple[str, str] | None:
+        """The command that makes `device` sound for an incident at `caller`; None if it cannot sound."""
+        if not device.ringable:
+            return None
+        if self.is_terminal(device):
+            return f"{self.prefix}/dev/{device.id}/cmd", terminal.encode_ring(
+                incident_id, kind, caller.id, caller.label
+            )
+        profile = self.profiles[device.profile]
+        return None if profile.ring is None else self._render(profile.ring, device, incident_id, kind)
+
+    def stop(self, device_id: str, incident_id: int, kind: Kind) -> tuple[str, str] | None:
+        device = self.devices.get(device_id)
+        if device is None or self.is_terminal(device):
+            return f"{self.prefix}/dev/{device_id}/cmd", terminal.encode_stop(incident_id)
+        profile = self.profiles.get(device.profile)
+        return (
+            None if profile is None or profile.stop is None else self._render(profile.stop, device, incident_id, kind)
+        )
+
+    def _render(self, command: Command, device: Device, incident_id: int, kind: Kind) -> tuple[str, str]:
+        values = {"base": self.zigbee_base, "name": device.id, "incident": str(incident_id), "kind": kind.value}
+        return command.topic.format_map(values), command.payload.replace("{incident}", str(incident_id)).replace(
+            "{kind}", kind.value
+        )
