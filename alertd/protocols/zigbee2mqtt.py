@@ -245,6 +245,31 @@ class DeviceState:
     battery_low: bool = False
     tamper: bool = False
 
+    def to_json(self) -> str:
+        """For the store (devices.state), so that after a restart ``previous`` is known, not None."""
+        body = {
+            "alarms": sorted(self.alarms),
+            "battery": self.battery,
+            "battery_low": self.battery_low,
+            "tamper": self.tamper,
+        }
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> DeviceState:
+        """The inverse of :meth:`to_json`; anything else is ``bad_value`` (then start from None)."""
+        try:
+            data = _json(text)
+        except (ValueError, RecursionError):
+            data = None
+        match data:
+            case {"alarms": list(alarms), "battery": battery, "battery_low": bool(low), "tamper": bool(tamper)} if all(
+                isinstance(a, str) for a in alarms
+            ) and (battery is None or (isinstance(battery, int) and not isinstance(battery, bool))):
+                return cls(frozenset(alarms), battery, low, tamper)
+            case _:
+                raise Z2mError("bad_value", f"not a stored device state: {_show(text)}")
+
 
 def interpret(
     device_id: str,
