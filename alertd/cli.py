@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -18,7 +19,9 @@ from alertd.config import Config, load_config
 from alertd.daemon import Daemon
 from alertd.demo import run_demo
 from alertd.errors import ConfigError, StoreError
-from alertd.report import incident_dict, incidents_table, show
+from alertd.mqtt_acl import password_steps, render_acl, write_file
+from alertd.profiles import load_profiles
+from alertd.report import device_dict, device_health, devices_table, incident_dict, incidents_table, show
 from alertd.store import Store
 
 DEFAULT_CONFIG = Path(os.environ.get("ALERTD_CONFIG", "/etc/alertd/alertd.toml"))
@@ -52,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--open", action="store_true", help="only incidents not yet resolved")
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=200)
+    p = with_config("devices", "every device's health: which can still raise an alarm, which can still ring")
+    p.add_argument("--group", help="only this group's devices")
+    p.add_argument("--json", action="store_true")
+    p = with_config("mqtt-acl", "write the Mosquitto ACL: each terminal may use only its own topics")
+    p.add_argument("-o", "--output", type=Path, help="write here (atomically) instead of standard output")
+    with_config("mqtt-passwords", "print the shell steps that create the Mosquitto password file")
     p = with_config("show", "one incident's timeline and notifications")
     p.add_argument("id", type=int)
     p.add_argument("--json", action="store_true")
@@ -108,6 +117,20 @@ def _dispatch(args: argparse.Namespace) -> int:
             for result in results:
                 print(json.dumps(result, ensure_ascii=False))
             return EXIT_OK if all(r["valid"] for r in results) else EXIT_FAILED
+        case "mqtt-acl" | "mqtt-passwords":
+            config = load_config(args.config)
+            try:
+                text = render_acl(config) if args.command == "mqtt-acl" else password_steps(config)
+            except ValueError as err:
+                print(f"alertd: {err}", file=sys.stderr)
+                return EXIT_FAILED
+            if getattr(args, "output", None):
+                write_file(args.output, text)
+            else:
+                sys.stdout.write(text)
+            return EXIT_OK
+        case "devices":
+            return asyncio.run(_devices(args, load_config(args.config)))
         case "incidents" | "show":
             return asyncio.run(_report(args, load_config(args.config)))
         case "ack" | "on-scene" | "resolve" | "cancel":
@@ -147,6 +170,28 @@ async def _report(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK
     finally:
         await store.close()
+
+
+async def _devices(args: argparse.Namespace, config: Config) -> int:
+    roster = config.roster
+    if args.group is not None and args.group not in roster.groups:
+        print(f"alertd: no group {args.group} (groups: {', '.join(roster.groups)})", file=sys.stderr)
+        return EXIT_FAILED
+    store = await Store.open(config.settings.store.path, readonly=True)
+    try:
+        records = await store.devices()
+    finally:
+        await store.close()
+    rows = [
+        (device, health)
+        for device, health in device_health(roster, records, load_profiles(), time.time())
+        if args.group is None or roster.households[device.household_id].group_id == args.group
+    ]
+    if args.json:
+        print(json.dumps([device_dict(d, h, roster) for d, h in rows], ensure_ascii=False, indent=1))
+    else:
+        print(devices_table(rows, roster, config.settings.daemon.zone))
+    return EXIT_OK
 
 
 def _act(args: argparse.Namespace, config: Config) -> int:

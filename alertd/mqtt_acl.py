@@ -206,7 +206,7 @@ def password_steps(
         'SHEET="${SHEET:-/root/alertd-mqtt-passwords.txt}"',
         "new_password() { head -c 18 /dev/urandom | base64; }",
         "",
-        f"# The daemon ([mqtt] username = {daemon!r}); -c creates the file.",
+        f"# The daemon (username {daemon}: [mqtt] username in alertd.toml); -c creates the file.",
         *_add_user(passwd, daemon, first=True),
         "",
         "# Zigbee2MQTT.",

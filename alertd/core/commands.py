@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from alertd.core.model import Device, Household, Kind
 from alertd.core.profile import Command, DeviceProfile, Transport
-from alertd.protocols import terminal
+from alertd.protocols import terminal, zigbee2mqtt
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +42,8 @@ class CommandBook:
             None if profile is None or profile.stop is None else self._render(profile.stop, device, incident_id, kind)
         )
 
-    def _render(self, command: Command, device: Device, incident_id: int, kind: Kind) -> tuple[str, str]:
-        values = {"base": self.zigbee_base, "name": device.id, "incident": str(incident_id), "kind": kind.value}
-        return command.topic.format_map(values), command.payload.replace("{incident}", str(incident_id)).replace(
-            "{kind}", kind.value
-        )
+    def _render(self, command: Command, device: Device, incident_id: int, kind: Kind) -> tuple[str, str] | None:
+        try:
+            return zigbee2mqtt.render(command, base=self.zigbee_base, name=device.id, incident=incident_id, kind=kind)
+        except zigbee2mqtt.Z2mError:
+            return None  # profiles are validated at load; a device name unfit for a topic cannot be rung
