@@ -10,7 +10,7 @@ import json
 import logging
 import os
 from collections.abc import Container, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -43,8 +43,10 @@ from alertd.core.model import (
     Roster,
     Step,
 )
+from alertd.core.profile import DeviceProfile
 from alertd.errors import ConfigError
 from alertd.phones import mask, normalize
+from alertd.profiles import check_roster_profiles, load_profiles
 from alertd.protocols.contact_id import LINE_FORMATS
 
 __all__ = [
@@ -111,6 +113,7 @@ class _Section(BaseModel):
 
 class DaemonSettings(_Section):
     roster: SettingsPath = Path("roster.toml")
+    profiles: list[SettingsPath] = []  # folders of local device profiles, beside the shipped ones
     time_zone: str = "Asia/Shanghai"
     language: Language = "zh-CN"
 
@@ -214,6 +217,13 @@ class TwilioSettings(_Section):
         return bool(self.account_sid and self.auth_token and self.from_number)
 
 
+class ZigbeeSettings(_Section):
+    """Zigbee2MQTT on the same broker: sensors and sirens named in the roster by their friendly name."""
+
+    enabled: bool = True
+    base: str = Field(default="zigbee2mqtt", pattern=r"^[^#+\s]+$")
+
+
 class HttpSettings(_Section):
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
@@ -287,6 +297,7 @@ class Settings(_Section):
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     sms: SmsSettings = Field(default_factory=SmsSettings)
     modem: ModemSettings = Field(default_factory=ModemSettings)
+    zigbee2mqtt: ZigbeeSettings = Field(default_factory=ZigbeeSettings)
     receivers: list[ReceiverSettings] = []
 
     @model_validator(mode="before")
@@ -304,6 +315,7 @@ class Config:
     roster: Roster
     settings_path: Path
     roster_path: Path
+    profiles: Mapping[str, DeviceProfile] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -642,10 +654,12 @@ def _read_policy(r: _Reader, name: str, raw: dict[str, Any]) -> Policy | None:
 # ---------------------------------------------------------------------------------------------- public
 
 
-def load_roster(path: Path) -> Roster:
-    """Read and check a roster file on its own (SIGHUP reloads only this); ConfigError lists every problem."""
+def load_roster(path: Path, profiles: Mapping[str, DeviceProfile] | None = None) -> Roster:
+    """Read and check a roster file on its own (SIGHUP); ConfigError lists every problem."""
     roster, problems = _read_roster(path, str(path))
-    if roster is None:
+    if roster is not None and profiles is not None:
+        problems += check_roster_profiles(roster, profiles, str(path))
+    if roster is None or problems:
         raise ConfigError(problems)
     _LOGGER.info(
         "roster %s: %d groups, %d households, %d devices, %d people",
@@ -688,7 +702,14 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     roster_path = path.parent / (raw_roster if isinstance(raw_roster, str) else "roster.toml")
     roster, roster_problems = _read_roster(roster_path, str(roster_path))
     problems += roster_problems
+    profiles: dict[str, DeviceProfile] = {}
+    try:
+        profiles = load_profiles(settings.daemon.profiles if settings is not None else ())
+    except ConfigError as err:
+        problems += err.problems
+    if roster is not None and profiles:
+        problems += check_roster_profiles(roster, profiles, str(roster_path))
 
-    if settings is None or roster is None:
+    if settings is None or roster is None or problems:
         raise ConfigError(problems)
-    return Config(settings, roster, path.absolute(), settings.daemon.roster)
+    return Config(settings, roster, path.absolute(), settings.daemon.roster, profiles)

@@ -30,6 +30,7 @@ from alertd.ingress.mqtt import BrokerSettings, MqttLink
 from alertd.ingress.serial import LineSettings
 from alertd.metrics import Metrics
 from alertd.outbox import OutboxWorker
+from alertd.profiles import load_profiles
 from alertd.sdnotify import Notifier
 from alertd.store import Store
 from alertd.web.app import WebDeps, make_app
@@ -73,12 +74,13 @@ class Daemon:
             return
         self.notifier.reloading()
         try:
-            roster = load_roster(self.config.roster_path)
+            profiles = load_profiles(self.config.settings.daemon.profiles)
+            roster = load_roster(self.config.roster_path, profiles)
         except ConfigError as err:
             for problem in err.problems:
                 _LOGGER.error("Roster reload refused: %s", problem)
         else:
-            self.engine.replace_roster(roster)
+            self.engine.replace_roster(roster, profiles)
             _LOGGER.info(
                 "Roster reloaded: %d groups, %d households, %d devices",
                 len(roster.groups), len(roster.households), len(roster.devices),
@@ -123,7 +125,11 @@ class Daemon:
                 join_window_s=settings.incidents.join_window_s,
                 dedup_window_s=settings.incidents.dedup_window_s,
                 failpoints=self.failpoints,
-                commands=CommandBook(prefix=settings.mqtt.prefix),
+                commands=CommandBook(
+                    prefix=settings.mqtt.prefix,
+                    zigbee_base=settings.zigbee2mqtt.base,
+                    profiles=self.config.profiles,
+                ),
             )
             mqtt = settings.mqtt
             link = MqttLink(
@@ -137,6 +143,7 @@ class Daemon:
                     ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
                     cert_file=str(mqtt.cert_file) if mqtt.cert_file else None,
                     key_file=str(mqtt.key_file) if mqtt.key_file else None,
+                    zigbee_base=settings.zigbee2mqtt.base if settings.zigbee2mqtt.enabled else None,
                 ),
                 engine.submit,
                 self.metrics,

@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from alertd.core.commands import CommandBook
@@ -20,6 +20,7 @@ from alertd.core.events import (
     OperatorCommand,
     Reply,
     Restore,
+    SensorState,
     Supervision,
     TerminalAck,
     TestReport,
@@ -46,9 +47,11 @@ from alertd.core.incidents import (
 )
 from alertd.core.messages import Texts
 from alertd.core.model import Role, Roster
+from alertd.core.profile import DeviceProfile, Transport
 from alertd.failpoints import AFTER_COMMIT, Failpoints
 from alertd.metrics import Metrics
 from alertd.phones import mask
+from alertd.protocols import zigbee2mqtt
 from alertd.protocols.replies import parse_reply
 from alertd.store import Batch, DeviceUpdate, Store
 
@@ -94,6 +97,7 @@ class Engine:
         self.queue: asyncio.Queue[Envelope] = asyncio.Queue()
         self.active: dict[int, Incident] = {}
         self._by_household: dict[str, set[int]] = {}  # household id -> its active incidents
+        self._sensor_states: dict[str, zigbee2mqtt.DeviceState] = {}  # last state of each Zigbee sensor
         self._deadlines: list[tuple[float, int]] = []  # heap of (next_step_at, incident id), lazily pruned
         self._next_id = 1
         self._loaded = False
@@ -115,15 +119,20 @@ class Engine:
         self.submit(item, done)
         return await future
 
-    def replace_roster(self, roster: Roster) -> None:
-        """SIGHUP: new roster for new inputs; open incidents keep their household and policy."""
+    def replace_roster(self, roster: Roster, profiles: Mapping[str, DeviceProfile] | None = None) -> None:
+        """SIGHUP: new roster (and device profiles) for new inputs; open incidents keep their household and policy."""
         self.roster = roster
-        self.commands = replace(self.commands, devices=roster.devices)
+        self.commands = replace(
+            self.commands, devices=roster.devices, profiles=self.commands.profiles if profiles is None else profiles
+        )
 
     # --- the loop -----------------------------------------------------------------------------------
 
     async def load(self) -> None:
         self._next_id = await self.store.max_incident_id() + 1
+        for record in (await self.store.devices()).values():
+            if record.state is not None:
+                self._sensor_states[record.id] = zigbee2mqtt.DeviceState.from_json(record.state)
         for incident in await self.store.load_active_incidents():
             self._track(incident)
         self._loaded = True
@@ -198,6 +207,8 @@ class Engine:
                 return self._on_reply(item, now, batch)
             case OperatorCommand():
                 return self._on_operator(item, now, batch)
+            case SensorState():
+                return await self._on_sensor_state(item, now, batch)
             case Heartbeat(device_id=device_id, battery=battery):
                 return self._on_device(DeviceUpdate(device_id, now, online=True, battery=battery), batch)
             case TestReport(device_id=device_id):
@@ -247,6 +258,28 @@ class Engine:
         ids = self._by_household.get(household_id)
         return self.active[max(ids)] if ids else None
 
+    async def _on_sensor_state(self, message: SensorState, now: float, batch: Batch) -> str:
+        device = self.roster.devices.get(message.device_id)
+        profile = self.commands.profiles.get(device.profile) if device is not None else None
+        if device is None or profile is None or profile.transport != Transport.ZIGBEE2MQTT:
+            # Zigbee2MQTT also publishes devices alertd does not watch (lights, plugs): not an error.
+            _LOGGER.debug("Zigbee2MQTT state of %s ignored: not a watched device", message.device_id)
+            return "not_watched"
+        previous = self._sensor_states.get(device.id)
+        try:
+            state, events = zigbee2mqtt.interpret(
+                device.id, profile, previous, message.payload, retained=message.retained
+            )
+        except zigbee2mqtt.Z2mError as err:
+            self.metrics.invalid.labels(reason=f"zigbee2mqtt_{err.reason}").inc()
+            _LOGGER.warning("Zigbee2MQTT state of %s rejected: %s", device.id, err)
+            return f"invalid: {err.reason}"
+        if state != previous:
+            self._sensor_states[device.id] = state
+            batch.devices.append(DeviceUpdate(device.id, now, state=state.to_json()))
+        results = [await self._handle(event, now, batch) for event in events]
+        return "; ".join(results) or "ok"
+
     def _on_restore(self, device_id: str, detail: str, now: float, batch: Batch) -> str:
         household = self.roster.household_of_device(device_id)
         if household is None:
@@ -267,7 +300,12 @@ class Engine:
         self.metrics.supervision.labels(event=event, restore=str(restore).lower()).inc()
         level = logging.INFO if restore or event == "test" else logging.WARNING
         _LOGGER.log(level, "Device %s: %s%s", device_id, event, " restored" if restore else "")
-        batch.devices.append(DeviceUpdate(device_id, now, online=True, test=event == "test"))
+        update = DeviceUpdate(device_id, now, online=True, test=event == "test")
+        if event == "low_battery":
+            update = replace(update, battery_low=not restore)
+        elif event == "tamper":
+            update = replace(update, tampered=not restore)
+        batch.devices.append(update)
         return "ok"
 
     def _on_terminal_ack(self, device_id: str, incident_id: int | None, now: float, batch: Batch) -> str:

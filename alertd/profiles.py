@@ -4,6 +4,7 @@ One file per device model or protocol, named after the profile id (zigbee-smoke.
 The shipped files are installed as the package `alertd.devices`; a site may add a folder of its own. Every
 file is checked as a whole and every problem is reported at once, each naming the file, the entry and the
 value, as `ConfigError` problems (the same style as alertd.config). Schema: devices/README.md.
+Command templates are filled in by alertd.protocols.zigbee2mqtt.render; they are checked here, at load.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ __all__ = [
     "SHIPPED_PACKAGE",
     "check_roster_profiles",
     "load_profiles",
-    "render",
-    "render_command",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -39,9 +38,10 @@ _LOGGER = logging.getLogger(__name__)
 SHIPPED_PACKAGE = "alertd.devices"  # the top-level devices/ folder, mapped into the package when installed
 PLACEHOLDERS = ("base", "name", "incident", "kind")  # what a [ring] or [stop] template may use
 
-# {word}: a placeholder. JSON braces never look like this ('{"' or '{}'), so payloads need no escaping.
-_PLACEHOLDER = re.compile(r"\{(\w*)\}")
-_SAMPLE = "x"  # stands in for every placeholder when a payload is checked for JSON
+# The same pattern alertd.protocols.zigbee2mqtt.render fills in: JSON braces never look like this ('{"' or
+# '{}'), so payloads need no escaping.
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SAMPLE = "x"  # stands in for every placeholder when a template is checked
 _KINDS = frozenset(k.value for k in Kind)
 _TRANSPORTS = frozenset(t.value for t in Transport)
 
@@ -74,22 +74,6 @@ def _reason(error: ErrorDetails) -> str:
     return msg[:1].lower() + msg[1:]
 
 
-def render(template: str, values: Mapping[str, str], *, json_string: bool = False) -> str:
-    """Fill {base}, {name}, {incident}, {kind}; json_string escapes values for use inside a JSON string."""
-
-    def fill(match: re.Match[str]) -> str:
-        value = values.get(match[1], "")
-        return json.dumps(value, ensure_ascii=False)[1:-1] if json_string else value
-
-    return _PLACEHOLDER.sub(fill, template)
-
-
-def render_command(command: Command, *, base: str, name: str, incident: int | str = "", kind: str = "") -> tuple[str, str]:
-    """(topic, payload) to publish; placeholders in the payload are JSON-escaped (they sit inside strings)."""
-    values = {"base": base, "name": name, "incident": str(incident), "kind": str(kind)}
-    return render(command.topic, values), render(command.payload, values, json_string=True)
-
-
 def _unknown_placeholders(template: str) -> str | None:
     unknown = sorted({f"{{{p}}}" for p in _PLACEHOLDER.findall(template) if p not in PLACEHOLDERS})
     if not unknown:
@@ -115,7 +99,7 @@ def _transport(value: object) -> object:
 
 def _scalar(value: object) -> object:
     if not isinstance(value, bool | int | float | str):
-        raise ValueError("must be a boolean, a number or a string")
+        raise ValueError("must be a boolean, a number or a string")  # noqa: TRY004 - pydantic reports ValueError only
     return value
 
 
@@ -135,10 +119,13 @@ class _CommandIn(_In):
     @classmethod
     def _topic(cls, value: str) -> str:
         problems = [p] if (p := _unknown_placeholders(value)) else []
-        if "+" in value or "#" in value:
+        topic = _PLACEHOLDER.sub(_SAMPLE, value)
+        if any(c in topic for c in "+#\0"):
             problems.append("wildcards (+, #) cannot be published to")
-        if "{" in _PLACEHOLDER.sub("", value) or "}" in _PLACEHOLDER.sub("", value):
+        if "{" in topic or "}" in topic:
             problems.append("stray brace (placeholders are {base}, {name}, {incident}, {kind})")
+        if any(not level for level in topic.split("/")):
+            problems.append("empty topic level (a leading, trailing or double /)")
         if problems:
             raise ValueError("; ".join(problems))
         return value
@@ -148,9 +135,12 @@ class _CommandIn(_In):
     def _payload(cls, value: str) -> str:
         problems = [p] if (p := _unknown_placeholders(value)) else []
         try:
-            json.loads(_PLACEHOLDER.sub(_SAMPLE, value))
+            body = json.loads(_PLACEHOLDER.sub(_SAMPLE, value))
         except json.JSONDecodeError as err:
             problems.append(f"not valid JSON ({err.msg} at column {err.colno}; placeholders go inside strings)")
+        else:
+            if not isinstance(body, dict):
+                problems.append("must be a JSON object")
         if problems:
             raise ValueError("; ".join(problems))
         return value
@@ -197,9 +187,7 @@ def _cross_checks(profile: _ProfileIn) -> list[str]:
     for index, rule in enumerate(profile.alarms, 1):
         key = (rule.field, json.dumps(rule.value))  # json: true and 1 are different values here
         if key in seen:
-            problems.append(
-                f"alarms[{index}]: {rule.field} = {_show(rule.value)} already in alarms[{seen[key]}]"
-            )
+            problems.append(f"alarms[{index}]: {rule.field} = {_show(rule.value)} already in alarms[{seen[key]}]")
         seen.setdefault(key, index)
     return problems
 
@@ -287,7 +275,9 @@ def load_profiles(extra: Sequence[Path] = (), *, shipped: bool = True) -> dict[s
             if profile is None:
                 continue
             if profile.id in defined_in:
-                problems.append(f"{where}: id {_show(profile.id)}: duplicate profile id, also in {defined_in[profile.id]}")
+                problems.append(
+                    f"{where}: id {_show(profile.id)}: duplicate profile id, also in {defined_in[profile.id]}"
+                )
                 continue
             defined_in[profile.id] = where
             profiles[profile.id] = profile
@@ -297,7 +287,9 @@ def load_profiles(extra: Sequence[Path] = (), *, shipped: bool = True) -> dict[s
     return profiles
 
 
-def check_roster_profiles(roster: Roster, profiles: Mapping[str, DeviceProfile], label: str = "roster.toml") -> list[str]:
+def check_roster_profiles(
+    roster: Roster, profiles: Mapping[str, DeviceProfile], label: str = "roster.toml"
+) -> list[str]:
     """Problems of the roster's devices against the profiles: unknown profile names, and settings a profile rules out.
 
     `label` names the roster file in the messages, as alertd.config does.
@@ -311,9 +303,7 @@ def check_roster_profiles(roster: Roster, profiles: Mapping[str, DeviceProfile],
             problems.append(f"{where}: profile {_show(device.profile)}: unknown profile (known: {known})")
             continue
         if device.ringable and not profile.ringable:
-            problems.append(
-                f"{where}: ringable, but profile {_show(profile.id)} cannot be rung (set ringable = false)"
-            )
+            problems.append(f"{where}: ringable, but profile {_show(profile.id)} cannot be rung (set ringable = false)")
         if profile.transport == Transport.CONTACT_ID and device.account is None:
             problems.append(f"{where}: profile {_show(profile.id)} needs the panel's Contact ID account")
         if profile.transport != Transport.CONTACT_ID and (device.account is not None or device.zone is not None):

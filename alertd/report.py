@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from alertd.core.incidents import STOP_STEP, Incident, TimelineEntry, metrics_times
-from alertd.core.model import Roster
+from alertd.core.model import Device, Roster
+from alertd.core.profile import DeviceProfile
+from alertd.core.supervision import DeviceHealth, Reported, assess
 from alertd.phones import mask
-from alertd.store import OutboxRow
+from alertd.store import DeviceRecord, OutboxRow
 
 
 def _clock(at: float | None, zone: ZoneInfo, *, date: bool = False) -> str:
@@ -91,3 +94,48 @@ def show(
     if not notes:
         out.append("  (none)")
     return "\n".join(out)
+
+
+def device_health(
+    roster: Roster, records: Mapping[str, DeviceRecord], profiles: Mapping[str, DeviceProfile], now: float
+) -> list[tuple[Device, DeviceHealth]]:
+    """Every device of the roster with its health, in roster order."""
+    out = []
+    for device in roster.devices.values():
+        record = records.get(device.id)
+        reported = (
+            Reported(record.online, record.last_seen, record.battery, record.battery_low, record.tampered)
+            if record is not None
+            else Reported()
+        )
+        out.append((device, assess(device, profiles.get(device.profile), reported, now)))
+    return out
+
+
+def devices_table(rows: list[tuple[Device, DeviceHealth]], roster: Roster, zone: ZoneInfo) -> str:
+    lines = [f"{'DEVICE':14}  {'HOUSEHOLD':16}  {'PROFILE':18}  {'LAST SEEN':19}  {'BATT':>4}  STATE"]
+    for device, health in rows:
+        household = roster.households[device.household_id]
+        battery = "-" if health.battery is None else f"{health.battery}%"
+        state = ", ".join(c.value for c in health.conditions)
+        lines.append(
+            f"{device.id:14}  {household.label:16}  {device.profile:18}  "
+            f"{_clock(health.last_seen, zone, date=True):19}  {battery:>4}  {state}"
+        )
+    unhealthy = sum(not h.healthy for _, h in rows)
+    lines.append(f"{len(rows)} devices, {len(rows) - unhealthy} healthy, {unhealthy} need attention")
+    return "\n".join(lines)
+
+
+def device_dict(device: Device, health: DeviceHealth, roster: Roster) -> dict[str, Any]:
+    return {
+        "id": device.id,
+        "household": device.household_id,
+        "group": roster.households[device.household_id].group_id,
+        "profile": device.profile,
+        "ringable": device.ringable,
+        "healthy": health.healthy,
+        "conditions": [c.value for c in health.conditions],
+        "last_seen": health.last_seen,
+        "battery": health.battery,
+    }

@@ -118,6 +118,12 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX notifications_pending ON notifications(channel, next_attempt_at) WHERE status = 'pending';
     CREATE INDEX notifications_sending ON notifications(channel) WHERE status = 'sending';
     """,
+    # 4: device health (battery low, tamper) and the last state a sensor reported (transition detection)
+    """
+    ALTER TABLE devices ADD COLUMN battery_low INTEGER;
+    ALTER TABLE devices ADD COLUMN tampered INTEGER;
+    ALTER TABLE devices ADD COLUMN state TEXT;
+    """,
 )
 
 
@@ -144,11 +150,28 @@ class OutboxRow:
 
 @dataclass(frozen=True, slots=True)
 class DeviceUpdate:
+    """What one input says about a device; None leaves the stored value as it was."""
+
     device_id: str
     at: float
     online: bool | None = None
     battery: int | None = None
     test: bool = False
+    battery_low: bool | None = None
+    tampered: bool | None = None
+    state: str | None = None  # JSON of the sensor's last interpreted state
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    id: str
+    online: bool | None
+    battery: int | None
+    last_seen: float | None
+    last_test: float | None
+    battery_low: bool | None
+    tampered: bool | None
+    state: str | None
 
 
 @dataclass(slots=True)
@@ -203,6 +226,14 @@ def _outbox_from_row(r: Sequence[Any]) -> OutboxRow:
         recipient=r[6], address=r[7], body=r[8], status=Status(r[9]), attempts=r[10], carrier=r[11],
         provider_id=r[12], error=r[13], delivery=r[14], created_at=r[15], next_attempt_at=r[16],
     )  # fmt: skip
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _bool(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
 
 
 class Store:
@@ -313,16 +344,22 @@ class Store:
                 )
             for update in batch.devices:
                 await db.execute(
-                    "INSERT INTO devices (id, online, battery, last_seen, last_test) VALUES (?, ?, ?, ?, ?) "
+                    "INSERT INTO devices (id, online, battery, last_seen, last_test, battery_low, tampered, state) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(id) DO UPDATE SET online = coalesce(excluded.online, online), "
                     "battery = coalesce(excluded.battery, battery), last_seen = excluded.last_seen, "
-                    "last_test = coalesce(excluded.last_test, last_test)",
+                    "last_test = coalesce(excluded.last_test, last_test), "
+                    "battery_low = coalesce(excluded.battery_low, battery_low), "
+                    "tampered = coalesce(excluded.tampered, tampered), state = coalesce(excluded.state, state)",
                     (
                         update.device_id,
-                        None if update.online is None else int(update.online),
+                        _flag(update.online),
                         update.battery,
                         update.at,
                         update.at if update.test else None,
+                        _flag(update.battery_low),
+                        _flag(update.tampered),
+                        update.state,
                     ),
                 )
             for report in batch.deliveries:
@@ -375,6 +412,15 @@ class Store:
         """Forget deduplication and webhook tokens older than their windows."""
         await self._db.execute("DELETE FROM seen_alarms WHERE at < ?", (before,))
         await self._db.execute("DELETE FROM webhook_tokens WHERE at < ?", (before,))
+
+    async def devices(self) -> dict[str, DeviceRecord]:
+        async with self._db.execute(
+            "SELECT id, online, battery, last_seen, last_test, battery_low, tampered, state FROM devices"
+        ) as cursor:
+            return {
+                r[0]: DeviceRecord(r[0], _bool(r[1]), r[2], r[3], r[4], _bool(r[5]), _bool(r[6]), r[7])
+                for r in await cursor.fetchall()
+            }
 
     # --- the outbox workers' side ----------------------------------------------------------------
 

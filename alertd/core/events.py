@@ -57,6 +57,15 @@ class TerminalAck:
 
 
 @dataclass(frozen=True, slots=True)
+class SensorState:
+    """A Zigbee2MQTT device's whole state, as published; the engine finds the transitions in it."""
+
+    device_id: str
+    payload: bytes
+    retained: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     device_id: str
     battery: int | None = None
@@ -113,6 +122,7 @@ Input = (
     | Restore
     | Supervision
     | TerminalAck
+    | SensorState
     | Heartbeat
     | TestReport
     | DeviceStatus

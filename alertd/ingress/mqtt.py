@@ -20,11 +20,12 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from alertd.channels.base import Health
-from alertd.core.events import DeviceStatus, Input
+from alertd.core.events import DeviceStatus, Input, SensorState
 from alertd.errors import TransientError
 from alertd.failpoints import AFTER_RECEIVE, Failpoints
 from alertd.metrics import Metrics
 from alertd.protocols.terminal import ProtocolError, Topics, parse_event, parse_status
+from alertd.protocols.zigbee2mqtt import Z2mError, Z2mTopics, parse_availability
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class BrokerSettings:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    zigbee_base: str | None = None  # Zigbee2MQTT's base topic; None: not watched
 
 
 Submit = Callable[[Input, Callable[[str], None] | None], None]
@@ -63,6 +65,7 @@ class MqttLink:
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.prefix)
+        self.zigbee = Z2mTopics(settings.zigbee_base) if settings.zigbee_base else None
         self.submit = submit
         self.metrics = metrics
         self.failpoints = failpoints or Failpoints()
@@ -119,7 +122,7 @@ class MqttLink:
                 async with client:
                     self._generation += 1
                     # Subscribe every time: the broker may have lost our session while we were away.
-                    for topic in self.topics.subscriptions():
+                    for topic in self.topics.subscriptions() + (self.zigbee.subscriptions() if self.zigbee else []):
                         await client.subscribe(topic, qos=1)
                     self._client = client
                     self.up.set()
@@ -146,6 +149,10 @@ class MqttLink:
         self.failpoints.hit(AFTER_RECEIVE)
         ack = self._acker(client, generation, message.mid, message.qos)
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+        topic = message.topic.value
+        if self.zigbee is not None and topic.startswith(self.zigbee.base + "/"):
+            self._on_zigbee(self.zigbee, topic, payload, bool(message.retain), ack)
+            return
         try:
             device_id, leaf = self.topics.parse(message.topic.value)
             item: Input = (
@@ -155,6 +162,24 @@ class MqttLink:
             self.metrics.invalid.labels(reason=err.reason).inc()
             _LOGGER.warning("Rejected message on %s: %s", message.topic.value[:200], err)
             ack("invalid")  # a bad message acknowledged now, or the broker would redeliver it forever
+            return
+        self.submit(item, ack)
+
+    def _on_zigbee(
+        self, zigbee: Z2mTopics, topic: str, payload: bytes, retained: bool, ack: Callable[[str], None]
+    ) -> None:
+        try:
+            name, what = zigbee.parse(topic)
+            item: Input = (
+                DeviceStatus(name, parse_availability(payload))
+                if what == "availability"
+                else SensorState(name, payload, retained)
+            )
+        except Z2mError as err:
+            if err.reason != "bad_topic":  # the bridge's own topics are not device messages
+                self.metrics.invalid.labels(reason=f"zigbee2mqtt_{err.reason}").inc()
+                _LOGGER.warning("Rejected Zigbee2MQTT message on %s: %s", topic[:200], err)
+            ack("invalid")
             return
         self.submit(item, ack)
 

@@ -1,0 +1,1 @@
+"""Device profiles shipped with alertd (TOML files), installed as the package alertd.devices."""
