@@ -38,6 +38,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def zigbee_devices(group: int, house: int) -> str:
+    """A Zigbee smoke sensor in every household, and a siren in house 1 of each group."""
+    smoke = f', {{ id = "z{group}-{house}", profile = "zigbee-smoke", ringable = false }}'
+    siren = f', {{ id = "s{group}-{house}", profile = "zigbee-siren" }}' if house == 1 else ""
+    return smoke + siren
+
+
+def zigbee_base(prefix: str) -> str:
+    """Each test its own Zigbee2MQTT base topic on the shared broker."""
+    return "z2m-" + prefix.split("/", maxsplit=1)[0]
+
+
 def contact_id_account(group: int, house: int) -> str:
     """The Contact ID account of a household's alarm dialer: group digit and house number."""
     return f"{group}{house:03d}"
@@ -87,6 +99,7 @@ def write_village(
     modem: str | None = None,
     receiver: tuple[str, str] | None = None,
     prefer: str = "twilio",
+    zigbee: bool = False,
 ) -> Village:
     """A roster of `groups` groups of 10 households (one terminal each), a 2-member patrol, a grid worker,
     a duty contact; house 5 leads, house 8 deputises. Unique prefix and client id per test."""
@@ -114,7 +127,8 @@ def write_village(
             )
             households.append(
                 f'[[households]]\nid = "h{g}-{h}"\ngroup = "g{g}"\nlabel = "{h}号户 {g}组"\n'
-                f'address = "{g}组{h}号"\npeople = ["p{g}-{h}"]\ndevices = [{{ id = "t{g}-{h}" }}{dialer}]\n'
+                f'address = "{g}组{h}号"\npeople = ["p{g}-{h}"]\ndevices = [{{ id = "t{g}-{h}" }}{dialer}'
+                f"{zigbee_devices(g, h) if zigbee else ''}]\n"
             )
     group_ids = ", ".join(f'"g{g}"' for g in range(1, groups + 1))
     roster = (
@@ -143,6 +157,8 @@ def write_village(
         f"[incidents]\njoin_window_s = {join_window_s}\n"
         f'[sms]\nmax_attempts = {max_attempts}\nprefer = "{prefer}"\n' + twilio_section
     )
+    if zigbee:
+        settings += f'[zigbee2mqtt]\nbase = "{zigbee_base(prefix)}"\n'
     if modem is not None:
         settings += f'[modem]\nurl = "{modem}"\ncommand_timeout_s = 1.0\nsweep_interval_s = 1.0\n'
     if receiver is not None:
@@ -168,7 +184,6 @@ class Terminals:
     commands: list[Command] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     rung: set[tuple[str, int]] = field(default_factory=set)  # (device, incident), kept as commands arrive
-
 
     def rings(self, incident_id: int | None = None) -> list[Command]:
         return [
