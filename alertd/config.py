@@ -6,7 +6,6 @@ The roster (roster.toml) is read entry by entry, then cross-checked, then built 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Container, Mapping
@@ -28,7 +27,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
 
 from alertd.core.model import (
     DEFAULT_POLICY,
@@ -46,6 +44,9 @@ from alertd.core.model import (
 from alertd.core.profile import DeviceProfile
 from alertd.errors import ConfigError
 from alertd.phones import mask, normalize
+from alertd.problems import reason as _reason
+from alertd.problems import show as _show
+from alertd.problems import where as _where
 from alertd.profiles import check_roster_profiles, load_profiles
 from alertd.protocols.contact_id import LINE_FORMATS
 
@@ -319,31 +320,6 @@ class Config:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _show(value: object) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _where(loc: tuple[int | str, ...]) -> str:
-    """("devices", 0, "profile") -> "devices[1].profile": humans count entries from 1."""
-    out = ""
-    for part in loc:
-        out += f"[{part + 1}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
-def _reason(error: ErrorDetails) -> str:
-    match error["type"]:
-        case "extra_forbidden":
-            return "unknown key"
-        case "missing":
-            return "required key missing"
-        case "value_error":
-            return str(error.get("ctx", {}).get("error", error["msg"]))
-    msg = error["msg"]
-    return msg[:1].lower() + msg[1:]
 
 
 def _read_toml(path: Path, label: str) -> tuple[dict[str, Any] | None, list[str]]:

@@ -20,11 +20,13 @@ from typing import Annotated, Any
 
 import tomli
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import ErrorDetails
 
 from alertd.core.model import Kind, Roster
 from alertd.core.profile import AlarmRule, Command, DeviceProfile, Transport, Value
 from alertd.errors import ConfigError
+from alertd.problems import reason as _reason
+from alertd.problems import show as _show
+from alertd.problems import where as _where
 
 __all__ = [
     "PLACEHOLDERS",
@@ -47,31 +49,6 @@ _TRANSPORTS = frozenset(t.value for t in Transport)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _show(value: object) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _where(loc: tuple[int | str, ...]) -> str:
-    """("alarms", 0, "kind") -> "alarms[1].kind": humans count entries from 1."""
-    out = ""
-    for part in loc:
-        out += f"[{part + 1}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
-def _reason(error: ErrorDetails) -> str:
-    match error["type"]:
-        case "extra_forbidden":
-            return "unknown key"
-        case "missing":
-            return "required key missing"
-        case "value_error":
-            return str(error.get("ctx", {}).get("error", error["msg"]))
-    msg = error["msg"]
-    return msg[:1].lower() + msg[1:]
 
 
 def _unknown_placeholders(template: str) -> str | None:

@@ -25,7 +25,7 @@ import re
 import typing
 from dataclasses import dataclass
 
-from alertd.errors import AlertdError
+from alertd.protocols.common import CodecError
 
 __all__ = [
     "CMS_CHANNEL_DOWN",
@@ -56,12 +56,8 @@ MAX_LINE: typing.Final = 1024  # bytes; a PDU line is at most ~360 hex digits, a
 AtReason = typing.Literal["bad_response"]
 
 
-class AtError(AlertdError, ValueError):
-    """A response line we cannot read. ``reason`` is a short, fixed label for metrics."""
-
-    def __init__(self, reason: AtReason, message: str) -> None:
-        super().__init__(message)
-        self.reason: AtReason = reason
+class AtError(CodecError[AtReason]):
+    """A response line we cannot read."""
 
 
 # --- events -------------------------------------------------------------------------------------

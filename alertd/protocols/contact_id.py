@@ -92,7 +92,7 @@ from types import MappingProxyType
 from typing import Final, Literal, get_args
 
 from alertd.core.model import Kind
-from alertd.errors import AlertdError
+from alertd.protocols.common import QUOTE_LIMIT, CodecError, quote
 
 __all__ = [
     "ACK",
@@ -124,7 +124,6 @@ ACK: Final = b"\x06"
 NAK: Final = b"\x15"
 DC4: Final = b"\x14"
 MAX_LINE: Final = 256  # bytes without a terminator before we give up on a line; a frame is ~25
-_SHOW: Final = 40  # characters of an offending value quoted in an error message
 
 Reason = Literal["bad_length", "bad_digit", "bad_checksum", "bad_type", "bad_qualifier", "unknown_code"]
 REASONS: Final[frozenset[str]] = frozenset(get_args(Reason))
@@ -154,17 +153,9 @@ _VALUE_DIGITS: Final[Mapping[int, str]] = MappingProxyType(
 _DECIMAL = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() would let "²" through
 
 
-class ContactIdError(AlertdError, ValueError):
-    """A Contact ID message we cannot accept. ``reason`` is a short, fixed label for metrics."""
+class ContactIdError(CodecError[Reason]):
+    """A Contact ID message we cannot accept."""
 
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason: Reason = reason
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOW else text[: _SHOW - 3] + "..."
 
 
 # --- the event code table ---------------------------------------------------------------------
@@ -248,7 +239,7 @@ def digit_value(char: str) -> int:
     try:
         return _DIGIT_VALUES[char.upper()]
     except KeyError:
-        raise ContactIdError("bad_digit", f"not a Contact ID digit: {_show(char)}") from None
+        raise ContactIdError("bad_digit", f"not a Contact ID digit: {quote(char)}") from None
 
 
 def _values(text: str) -> list[int]:
@@ -256,7 +247,7 @@ def _values(text: str) -> list[int]:
     for position, char in enumerate(text):
         value = _DIGIT_VALUES.get(char.upper())
         if value is None:
-            raise ContactIdError("bad_digit", f"not a Contact ID digit at position {position}: {_show(text)}")
+            raise ContactIdError("bad_digit", f"not a Contact ID digit at position {position}: {quote(text)}")
         values.append(value)
     return values
 
@@ -264,7 +255,7 @@ def _values(text: str) -> list[int]:
 def checksum_digit(first15: str) -> str:
     """The checksum digit ``S`` that makes ``first15 + S`` a valid message (never worth 0)."""
     if len(first15) != 15:
-        raise ContactIdError("bad_length", f"need the first 15 digits, got {len(first15)}: {_show(first15)}")
+        raise ContactIdError("bad_length", f"need the first 15 digits, got {len(first15)}: {quote(first15)}")
     value = 15 - sum(_values(first15)) % 15  # 1..15
     return _VALUE_DIGITS[value]
 
@@ -333,7 +324,7 @@ def _normalize(text: str) -> str:
 
 def _decimal(name: str, text: str, raw: str) -> int:
     if not _DECIMAL.fullmatch(text):
-        raise ContactIdError("bad_digit", f"{name} must be decimal, got {text!r} in {_show(raw)}")
+        raise ContactIdError("bad_digit", f"{name} must be decimal, got {text!r} in {quote(raw)}")
     return int(text)
 
 
@@ -353,16 +344,16 @@ def _report(
     account, message_type, qualifier = _normalize(account), _normalize(message_type), _normalize(qualifier)
     xyz, gg, ccc = _normalize(xyz), _normalize(gg), _normalize(ccc)
     if message_type not in MESSAGE_TYPES:
-        raise ContactIdError("bad_type", f"message type must be 18 or 98, got {message_type!r} in {_show(raw)}")
+        raise ContactIdError("bad_type", f"message type must be 18 or 98, got {message_type!r} in {quote(raw)}")
     q = int(qualifier) if _DECIMAL.fullmatch(qualifier) else -1
     if q not in QUALIFIERS:
-        raise ContactIdError("bad_qualifier", f"qualifier must be 1, 3 or 6, got {qualifier!r} in {_show(raw)}")
+        raise ContactIdError("bad_qualifier", f"qualifier must be 1, 3 or 6, got {qualifier!r} in {quote(raw)}")
     code = _decimal("event code", xyz, raw)
     group = _decimal("group", gg, raw)
     zone = _decimal("zone", ccc, raw)
     entry = EVENT_CODES.get(code)
     if entry is None:
-        raise ContactIdError("unknown_code", f"unknown event code {xyz} in {_show(raw)}")
+        raise ContactIdError("unknown_code", f"unknown event code {xyz} in {quote(raw)}")
     return Report(
         account=account,
         message_type=message_type,
@@ -384,9 +375,9 @@ def parse_message(text: str) -> Report:
     """Decode one 16-digit Contact ID message (surrounding whitespace is ignored)."""
     raw = text.strip(" \t\r\n")
     if len(raw) != 16:
-        raise ContactIdError("bad_length", f"a message has 16 digits, got {len(raw)}: {_show(raw)}")
+        raise ContactIdError("bad_length", f"a message has 16 digits, got {len(raw)}: {quote(raw)}")
     if sum(_values(raw)) % 15:
-        raise ContactIdError("bad_checksum", f"checksum mismatch: {_show(raw)}")
+        raise ContactIdError("bad_checksum", f"checksum mismatch: {quote(raw)}")
     return _report(raw[0:4], raw[4:6], raw[6], raw[7:10], raw[10:12], raw[12:15], raw)
 
 
@@ -481,7 +472,7 @@ def _surgard_parser(line_digits: int) -> Callable[[str], list[Decoded]]:
             return []
         match = event.search(line) or _SURGARD_HEARTBEAT.search(line)
         if match is None:
-            return [DecodeError("unsupported", _bytes(line), f"not a Contact ID or heartbeat line: {_show(line)}")]
+            return [DecodeError("unsupported", _bytes(line), f"not a Contact ID or heartbeat line: {quote(line)}")]
         out: list[Decoded] = []
         if match.start() > 0:
             prefix = line[: match.start()]
@@ -500,11 +491,11 @@ def _surgard_parser(line_digits: int) -> Callable[[str], list[Decoded]]:
 def _parse_surgard_body(body: str, frame: str, receiver: str, line: str) -> Report:
     # MT AAAA Q XYZ GG CCC, no checksum digit: the receiver checked it.
     if len(body) != 15:
-        raise ContactIdError("bad_length", f"a receiver event has 15 characters, got {len(body)}: {_show(frame)}")
+        raise ContactIdError("bad_length", f"a receiver event has 15 characters, got {len(body)}: {quote(frame)}")
     qualifier = body[6].upper()
     qualifier = _SURGARD_QUALIFIERS.get(qualifier, qualifier)
     if qualifier not in "136":  # a letter other than E/R/P would fail as bad_digit otherwise
-        raise ContactIdError("bad_qualifier", f"qualifier must be E, R or P, got {body[6]!r} in {_show(frame)}")
+        raise ContactIdError("bad_qualifier", f"qualifier must be E, R or P, got {body[6]!r} in {quote(frame)}")
     return _report(body[2:6], body[0:2], qualifier, body[7:10], body[10:12], body[12:15], frame, receiver, line)
 
 
@@ -563,7 +554,7 @@ class LineDecoder:
 
     def _too_long(self, line: bytes | None = None) -> DecodeError:
         data = bytes(self._buffer) if line is None else line
-        return DecodeError("too_long", data[:_SHOW], f"line over {self.line_format.max_line} bytes, dropped")
+        return DecodeError("too_long", data[:QUOTE_LIMIT], f"line over {self.line_format.max_line} bytes, dropped")
 
     def ack_for(self, decoded: Decoded) -> bytes:
         """What to write back to the receiver after ``decoded`` (``b""``: nothing)."""

@@ -29,7 +29,7 @@ import calendar
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 
-from alertd.errors import AlertdError
+from alertd.protocols.common import CodecError
 
 __all__ = [
     "DEFAULT_VALIDITY_S",
@@ -68,12 +68,8 @@ Encoding = Literal["gsm7", "ucs2", "8bit"]
 Delivery = Literal["delivered", "pending", "failed"]
 
 
-class PduError(AlertdError, ValueError):
-    """A PDU we cannot build or read. ``reason`` is a short, fixed label for metrics."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason: Reason = reason
+class PduError(CodecError[Reason]):
+    """A PDU we cannot build or read."""
 
 
 # --- GSM 7-bit default alphabet (TS 23.038 6.2.1) -----------------------------------------------

@@ -20,7 +20,7 @@ from typing import Final, Literal, get_args
 
 from alertd.core.events import Alarm, Heartbeat, TerminalAck, TestReport
 from alertd.core.model import Kind
-from alertd.errors import AlertdError
+from alertd.protocols.common import CodecError, quote
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -47,7 +47,6 @@ MAX_PAYLOAD: Final = 4096  # bytes; a terminal event is tens of bytes, anything 
 # Incident ids and sequence numbers are stored as SQLite INTEGER (signed 64 bit).
 _MAX_INT: Final = 2**63 - 1
 _DECIMAL = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() would let "²" or "١" through
-_SHOW = 40  # characters of an offending value quoted in an error message
 
 Reason = Literal[
     "too_large",
@@ -67,23 +66,15 @@ Leaf = Literal["event", "status"]
 DeviceEvent = Alarm | TerminalAck | Heartbeat | TestReport
 
 
-class ProtocolError(AlertdError, ValueError):
-    """A payload or topic we cannot accept. ``reason`` is a short, fixed label for metrics."""
+class ProtocolError(CodecError[Reason]):
+    """A payload or topic we cannot accept."""
 
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason: Reason = reason
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOW else text[: _SHOW - 3] + "..."
 
 
 def _check_segment(what: str, value: str) -> None:
     # A device id is one topic level: no separators, no wildcards, no NUL (forbidden by MQTT).
     if not value or any(c in value for c in "/+#\0"):
-        raise ValueError(f"invalid {what} {_show(value)}")
+        raise ValueError(f"invalid {what} {quote(value)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +86,7 @@ class Topics:
     def __post_init__(self) -> None:
         levels = self.prefix.split("/")
         if any(not level or any(c in level for c in "+#\0") for level in levels):
-            raise ValueError(f"invalid topic prefix {_show(self.prefix)}")
+            raise ValueError(f"invalid topic prefix {quote(self.prefix)}")
 
     def event(self, device_id: str) -> str:
         _check_segment("device id", device_id)
@@ -119,7 +110,7 @@ class Topics:
             case [device_id, "event" | "status" as leaf] if device_id and "\0" not in device_id:
                 return device_id, leaf
             case _:
-                raise ProtocolError("bad_topic", f"not a device event or status topic: {_show(topic)}")
+                raise ProtocolError("bad_topic", f"not a device event or status topic: {quote(topic)}")
 
 
 # --- decoding helpers -------------------------------------------------------------------------
@@ -136,7 +127,7 @@ def _load_object(payload: bytes) -> dict[str, object]:
         # NaN and Infinity are not JSON; Python accepts them unless told otherwise.
         data: object = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as err:  # RecursionError: "[[[[..." nested beyond the stack
-        raise ProtocolError("not_json", f"payload is not JSON: {_show(str(err))}") from None
+        raise ProtocolError("not_json", f"payload is not JSON: {quote(str(err))}") from None
     if not isinstance(data, dict):
         raise ProtocolError("not_object", f"payload is a JSON {type(data).__name__}, not an object")
     return data
@@ -155,7 +146,7 @@ def _require(data: dict[str, object], name: str) -> object:
 def _str(data: dict[str, object], name: str) -> str:
     value = _require(data, name)
     if not isinstance(value, str):
-        raise ProtocolError("bad_type", f"field {name!r} must be a string, got {_show(value)}")
+        raise ProtocolError("bad_type", f"field {name!r} must be a string, got {quote(value)}")
     return value
 
 
@@ -164,9 +155,9 @@ def _optional_int(data: dict[str, object], name: str, low: int, high: int) -> in
     if value is None:  # absent or null: firmware often serializes "unknown" as null
         return None
     if isinstance(value, bool) or not isinstance(value, int):  # bool is an int in Python, not in JSON
-        raise ProtocolError("bad_type", f"field {name!r} must be an integer, got {_show(value)}")
+        raise ProtocolError("bad_type", f"field {name!r} must be an integer, got {quote(value)}")
     if not low <= value <= high:
-        raise ProtocolError("bad_value", f"field {name!r} must be in {low}..{high}, got {_show(value)}")
+        raise ProtocolError("bad_value", f"field {name!r} must be in {low}..{high}, got {quote(value)}")
     return value
 
 
@@ -176,13 +167,13 @@ def _incident_id(name: str, value: object) -> int:
         case str() if _DECIMAL.fullmatch(value):
             number = int(value)
         case str():
-            raise ProtocolError("bad_value", f"field {name!r} is not a decimal incident id: {_show(value)}")
+            raise ProtocolError("bad_value", f"field {name!r} is not a decimal incident id: {quote(value)}")
         case int() if not isinstance(value, bool):  # bool is an int in Python, not in JSON
             number = value
         case _:
-            raise ProtocolError("bad_type", f"field {name!r} must be a string or integer, got {_show(value)}")
+            raise ProtocolError("bad_type", f"field {name!r} must be a string or integer, got {quote(value)}")
     if not 0 <= number <= _MAX_INT:
-        raise ProtocolError("bad_value", f"field {name!r} is out of range: {_show(value)}")
+        raise ProtocolError("bad_value", f"field {name!r} is out of range: {quote(value)}")
     return number
 
 
@@ -191,7 +182,7 @@ def _kind(data: dict[str, object]) -> Kind:
     try:
         return Kind(name)
     except ValueError:
-        raise ProtocolError("unknown_kind", f"unknown alarm kind {_show(name)}") from None
+        raise ProtocolError("unknown_kind", f"unknown alarm kind {quote(name)}") from None
 
 
 # --- device -> daemon -------------------------------------------------------------------------
@@ -211,7 +202,7 @@ def parse_event(device_id: str, payload: bytes) -> DeviceEvent:
         case "test":
             return TestReport(device_id)
         case other:
-            raise ProtocolError("unknown_type", f"unknown event type {_show(other)}")
+            raise ProtocolError("unknown_type", f"unknown event type {quote(other)}")
 
 
 def parse_status(payload: bytes) -> bool:
@@ -232,7 +223,7 @@ def parse_status(payload: bytes) -> bool:
             # An empty retained message is how a broker user clears the retained status.
             raise ProtocolError("bad_value", "empty status (retained status cleared?)")
         case _:
-            raise ProtocolError("bad_value", f"status must be online or offline, got {_show(text)}")
+            raise ProtocolError("bad_value", f"status must be online or offline, got {quote(text)}")
 
 
 def encode_event(event: DeviceEvent) -> bytes:
@@ -299,9 +290,9 @@ def decode_command(payload: bytes) -> RingCommand | StopCommand:
             kind = _kind(data)
             origin = _require(data, "from")
             if not isinstance(origin, dict):
-                raise ProtocolError("bad_type", f"field 'from' must be an object, got {_show(origin)}")
+                raise ProtocolError("bad_type", f"field 'from' must be an object, got {quote(origin)}")
             return RingCommand(incident_id, kind, _str(origin, "household"), _str(origin, "label"))
         case "stop":
             return StopCommand(_incident_id("incident", _require(data, "incident")))
         case other:
-            raise ProtocolError("unknown_type", f"unknown command type {_show(other)}")
+            raise ProtocolError("unknown_type", f"unknown command type {quote(other)}")

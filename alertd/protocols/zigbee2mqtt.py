@@ -34,7 +34,7 @@ from typing import Final, Literal, get_args
 
 from alertd.core.events import Alarm, Heartbeat, Restore, Supervision
 from alertd.core.profile import AlarmRule, Command, DeviceProfile, Value
-from alertd.errors import AlertdError
+from alertd.protocols.common import CodecError, quote
 
 __all__ = [
     "DEFAULT_BASE",
@@ -55,7 +55,6 @@ __all__ = [
 DEFAULT_BASE: Final = "zigbee2mqtt"
 MAX_PAYLOAD: Final = 4096  # bytes; a device state is a few hundred at most
 SOURCE: Final = "zigbee2mqtt"
-_SHOW = 40  # characters of an offending value quoted in an error message
 
 Reason = Literal[
     "too_large",
@@ -77,17 +76,9 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOKEN = re.compile(r"[a-z][a-z0-9_]{0,31}")  # an alarm kind: plain, safe anywhere in JSON or a topic
 
 
-class Z2mError(AlertdError, ValueError):
-    """A topic, payload or command we cannot accept. ``reason`` is a short, fixed label for metrics."""
+class Z2mError(CodecError[Reason]):
+    """A topic, payload or command we cannot accept."""
 
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason: Reason = reason
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOW else text[: _SHOW - 3] + "..."
 
 
 def _bad_level(level: str) -> bool:
@@ -105,7 +96,7 @@ class Z2mTopics:
 
     def __post_init__(self) -> None:
         if any(not level or any(c in level for c in "+#\0") for level in self.base.split("/")):
-            raise ValueError(f"invalid Zigbee2MQTT base topic {_show(self.base)}")
+            raise ValueError(f"invalid Zigbee2MQTT base topic {quote(self.base)}")
 
     def subscriptions(self) -> list[str]:
         return [f"{self.base}/+", f"{self.base}/+/availability"]
@@ -123,11 +114,11 @@ class Z2mTopics:
             case [name, "availability"] if name != "bridge" and "\0" not in name and name:
                 return name, "availability"
             case _:
-                raise Z2mError("bad_topic", f"not a device state or availability topic: {_show(topic)}")
+                raise Z2mError("bad_topic", f"not a device state or availability topic: {quote(topic)}")
 
     def set_topic(self, name: str) -> str:
         if _bad_level(name) or name == "bridge":
-            raise Z2mError("bad_topic", f"invalid friendly name {_show(name)}")
+            raise Z2mError("bad_topic", f"invalid friendly name {quote(name)}")
         return f"{self.base}/{name}/set"
 
 
@@ -160,7 +151,7 @@ def _load_object(payload: bytes) -> dict[str, object]:
     try:
         data = _json(text)
     except (ValueError, RecursionError) as err:
-        raise Z2mError("not_json", f"payload is not JSON: {_show(str(err))}") from None
+        raise Z2mError("not_json", f"payload is not JSON: {quote(str(err))}") from None
     if not isinstance(data, dict):
         raise Z2mError("not_object", f"payload is a JSON {type(data).__name__}, not an object")
     return data
@@ -176,7 +167,7 @@ def parse_availability(payload: bytes) -> bool:
             raise Z2mError("bad_value", "availability object has no 'state'")
         state = data["state"]
         if not isinstance(state, str):
-            raise Z2mError("bad_type", f"availability 'state' must be a string, got {_show(state)}")
+            raise Z2mError("bad_type", f"availability 'state' must be a string, got {quote(state)}")
     match state:
         case "online":
             return True
@@ -185,7 +176,7 @@ def parse_availability(payload: bytes) -> bool:
         case "":
             raise Z2mError("bad_value", "empty availability (retained availability cleared?)")
         case _:
-            raise Z2mError("bad_value", f"availability must be online or offline, got {_show(state)}")
+            raise Z2mError("bad_value", f"availability must be online or offline, got {quote(state)}")
 
 
 def _same_type(value: object, expected: Value) -> bool:
@@ -203,7 +194,7 @@ def _rule_value(data: dict[str, object], rule: AlarmRule) -> object:
     if value is not None and not _same_type(value, rule.value):
         raise Z2mError(
             "bad_type",
-            f"field {rule.field!r} must be a {type(rule.value).__name__}, got {_show(value)}",
+            f"field {rule.field!r} must be a {type(rule.value).__name__}, got {quote(value)}",
         )
     return value
 
@@ -213,7 +204,7 @@ def _bool(data: dict[str, object], name: str | None) -> bool | None:
         return None
     value = data.get(name)
     if value is not None and not isinstance(value, bool):
-        raise Z2mError("bad_type", f"field {name!r} must be a boolean, got {_show(value)}")
+        raise Z2mError("bad_type", f"field {name!r} must be a boolean, got {quote(value)}")
     return value
 
 
@@ -224,7 +215,7 @@ def _battery(data: dict[str, object], name: str | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Z2mError("bad_type", f"field {name!r} must be a number, got {_show(value)}")
+        raise Z2mError("bad_type", f"field {name!r} must be a number, got {quote(value)}")
     # Some converters report 0..200 or 101 %; clamping keeps a quirky battery from costing an alarm.
     return max(0, min(100, round(value)))
 
@@ -268,7 +259,7 @@ class DeviceState:
             ) and (battery is None or (isinstance(battery, int) and not isinstance(battery, bool))):
                 return cls(frozenset(alarms), battery, low, tamper)
             case _:
-                raise Z2mError("bad_value", f"not a stored device state: {_show(text)}")
+                raise Z2mError("bad_value", f"not a stored device state: {quote(text)}")
 
 
 def interpret(
@@ -357,20 +348,20 @@ def render(command: Command, *, base: str, name: str, incident: int, kind: str) 
     plain lower-case token; every problem is ``bad_command``.
     """
     if isinstance(incident, bool) or not isinstance(incident, int) or incident < 0:
-        raise Z2mError("bad_command", f"incident must be a non-negative integer, got {_show(incident)}")
+        raise Z2mError("bad_command", f"incident must be a non-negative integer, got {quote(incident)}")
     if not _TOKEN.fullmatch(kind):
-        raise Z2mError("bad_command", f"kind must be a plain token, got {_show(kind)}")
+        raise Z2mError("bad_command", f"kind must be a plain token, got {quote(kind)}")
     if _bad_level(name) or name == "bridge":
-        raise Z2mError("bad_command", f"invalid friendly name {_show(name)}")
+        raise Z2mError("bad_command", f"invalid friendly name {quote(name)}")
     if any(not level or any(c in level for c in "+#\0") for level in base.split("/")):
-        raise Z2mError("bad_command", f"invalid base topic {_show(base)}")
+        raise Z2mError("bad_command", f"invalid base topic {quote(base)}")
     values = {"base": base, "name": name, "incident": str(incident), "kind": kind}
 
     def substitute(template: str, escape: bool) -> str:
         def one(match: re.Match[str]) -> str:
             key = match.group(1)
             if key not in values:
-                raise Z2mError("bad_command", f"unknown placeholder {{{key}}} in {_show(template)}")
+                raise Z2mError("bad_command", f"unknown placeholder {{{key}}} in {quote(template)}")
             value = values[key]
             return json.dumps(value, ensure_ascii=False)[1:-1] if escape else value
 
@@ -378,12 +369,12 @@ def render(command: Command, *, base: str, name: str, incident: int, kind: str) 
 
     topic = substitute(command.topic, escape=False)
     if any(c in topic for c in "+#\0") or any(not level for level in topic.split("/")):
-        raise Z2mError("bad_command", f"invalid command topic {_show(topic)}")
+        raise Z2mError("bad_command", f"invalid command topic {quote(topic)}")
     text = substitute(command.payload, escape=True)
     try:
         body = _json(text)
     except (ValueError, RecursionError) as err:
-        raise Z2mError("bad_command", f"command payload is not JSON: {_show(str(err))}") from None
+        raise Z2mError("bad_command", f"command payload is not JSON: {quote(str(err))}") from None
     if not isinstance(body, dict):
         raise Z2mError("bad_command", f"command payload is a JSON {type(body).__name__}, not an object")
     return topic, json.dumps(body, ensure_ascii=False, separators=(",", ":"))
