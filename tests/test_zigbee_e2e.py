@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -155,3 +156,31 @@ async def test_battery_low_and_availability_show_in_device_health(tmp_path: Path
     assert Condition.BATTERY_LOW in health["z1-3"].conditions
     assert health["z1-3"].battery == 9
     assert health["z1-5"].conditions == (Condition.OFFLINE,)
+
+
+async def test_alertd_devices_lists_health_per_group(tmp_path: Path, twilio: TwilioServer) -> None:
+    village = write_village(tmp_path, twilio=twilio, zigbee=True, groups=2)
+    try:
+        async with running_daemon(village), coordinator(village) as z2m:
+            await z2m.state("z1-3")
+            await z2m.state("z1-3", tamper=True)
+            await asyncio.sleep(0.5)
+    finally:
+        await forget_session(village)
+    listed = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "alertd.cli", "devices", "--group", "g1", "--json", "-c", str(village.settings_path),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await listed.communicate()
+    assert listed.returncode == 0
+    devices = {d["id"]: d for d in json.loads(out)}
+    assert {d["group"] for d in devices.values()} == {"g1"}
+    assert devices["z1-3"]["conditions"] == ["tampered"]
+    assert devices["t1-1"]["conditions"] == ["never_seen"], "a terminal that never checked in cannot be trusted"
+    missing = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "alertd.cli", "devices", "--group", "g9", "-c", str(village.settings_path),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await missing.communicate()
+    assert missing.returncode == 1
+    assert b"no group g9" in err
