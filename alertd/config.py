@@ -249,6 +249,14 @@ class HttpSettings(_Section):
         return _split_listen(self.listen)[1]
 
 
+class SupervisionSettings(_Section):
+    """Device supervision: maintenance incidents for devices that cannot be trusted to raise an alarm."""
+
+    # Offline or silent this long before the grid worker is told (radio flaps create nothing).
+    grace_s: float = Field(default=600, ge=0)
+    interval_s: float = Field(default=60, gt=0)  # how often every device is reviewed
+
+
 class IncidentSettings(_Section):
     join_window_s: float = Field(default=600, ge=0)
     dedup_window_s: float = Field(default=3600, ge=0)
@@ -299,6 +307,7 @@ class Settings(_Section):
     sms: SmsSettings = Field(default_factory=SmsSettings)
     modem: ModemSettings = Field(default_factory=ModemSettings)
     zigbee2mqtt: ZigbeeSettings = Field(default_factory=ZigbeeSettings)
+    supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     receivers: list[ReceiverSettings] = []
 
     @model_validator(mode="before")

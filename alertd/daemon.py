@@ -125,6 +125,8 @@ class Daemon:
                 join_window_s=settings.incidents.join_window_s,
                 dedup_window_s=settings.incidents.dedup_window_s,
                 failpoints=self.failpoints,
+                grace_s=settings.supervision.grace_s,
+                supervision_interval_s=settings.supervision.interval_s,
                 commands=CommandBook(
                     prefix=settings.mqtt.prefix,
                     zigbee_base=settings.zigbee2mqtt.base,

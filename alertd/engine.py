@@ -44,10 +44,12 @@ from alertd.core.incidents import (
     fire_due_steps,
     join_alarm,
     open_incident,
+    open_maintenance,
 )
 from alertd.core.messages import Texts
 from alertd.core.model import Role, Roster
 from alertd.core.profile import DeviceProfile, Transport
+from alertd.core.supervision import Condition, Reported, assess, review
 from alertd.failpoints import AFTER_COMMIT, Failpoints
 from alertd.metrics import Metrics
 from alertd.phones import mask
@@ -83,6 +85,8 @@ class Engine:
         failpoints: Failpoints | None = None,
         on_commit: Callable[[], None] = lambda: None,
         commands: CommandBook | None = None,
+        grace_s: float = 600.0,
+        supervision_interval_s: float = 60.0,
     ) -> None:
         self.store = store
         self.roster = roster
@@ -98,6 +102,12 @@ class Engine:
         self.active: dict[int, Incident] = {}
         self._by_household: dict[str, set[int]] = {}  # household id -> its active incidents
         self._sensor_states: dict[str, zigbee2mqtt.DeviceState] = {}  # last state of each Zigbee sensor
+        self.grace_s = grace_s
+        self.supervision_interval_s = supervision_interval_s
+        self._reported: dict[str, Reported] = {}  # what each device last told us
+        self._maintenance: dict[tuple[str, Condition], int] = {}  # open maintenance incidents
+        self._pending: dict[tuple[str, Condition], float] = {}  # conditions in their grace period
+        self._next_review = 0.0
         self._deadlines: list[tuple[float, int]] = []  # heap of (next_step_at, incident id), lazily pruned
         self._next_id = 1
         self._loaded = False
@@ -131,10 +141,18 @@ class Engine:
     async def load(self) -> None:
         self._next_id = await self.store.max_incident_id() + 1
         for record in (await self.store.devices()).values():
+            self._reported[record.id] = Reported(
+                record.online, record.last_seen, record.battery, record.battery_low, record.tampered
+            )
             if record.state is not None:
                 self._sensor_states[record.id] = zigbee2mqtt.DeviceState.from_json(record.state)
         for incident in await self.store.load_active_incidents():
             self._track(incident)
+        for incident in self.active.values():
+            if incident.device_id is not None and incident.maintenance is not None:
+                self._maintenance[(incident.device_id, Condition(incident.maintenance))] = incident.id
+        # Devices get a full interval to report in before the first review judges them.
+        self._next_review = self.clock() + self.supervision_interval_s
         self._loaded = True
         _LOGGER.info("Engine resumed %d open incidents", len(self.active))
         self.metrics.set_active(self.active.values())
@@ -149,7 +167,7 @@ class Engine:
             await self._process(envelopes)
 
     async def _next_inputs(self) -> list[Envelope]:
-        deadline = self._next_deadline()
+        deadline = min(self._next_deadline() or self._next_review, self._next_review)
         try:
             if deadline is None:
                 first = await self.queue.get()
@@ -176,8 +194,12 @@ class Engine:
                 self.metrics.invalid.labels(reason="internal_error").inc()
                 results.append("internal_error")
         self._fire_due(now, batch)
+        if now >= self._next_review:
+            self._next_review = now + self.supervision_interval_s
+            self._review(now, batch)
         if batch:
             await self.store.commit(batch)
+            self._remember_reports(batch.devices)
             self.failpoints.hit(AFTER_COMMIT)
         for envelope, result in zip(envelopes, results, strict=True):
             if envelope.done is not None:
@@ -313,7 +335,7 @@ class Engine:
         if household is None:
             self.metrics.invalid.labels(reason="unknown_device").inc()
             return "unknown_device"
-        in_group = [i for i in self.active.values() if i.group_id == household.group_id]
+        in_group = [i for i in self.active.values() if i.group_id == household.group_id and i.maintenance is None]
         if incident_id is not None:
             target = next((i for i in in_group if i.id == incident_id), None)
         else:
@@ -341,8 +363,10 @@ class Engine:
             target = next((i for i in relevant if i.code == parsed.code), None)
         else:
             # The newest incident the reply can still move forward: "1" skips ones already acknowledged.
+            # The newest alarm the reply can still move forward; maintenance incidents only when no alarm is.
             movable = [i for i in relevant if _ORDER[i.state] < _ORDER[_TARGET[parsed.action]]]
-            target = max(movable or relevant, key=lambda i: i.id, default=None)
+            alarms = [i for i in movable if i.maintenance is None]
+            target = max(alarms or movable or relevant, key=lambda i: i.id, default=None)
         if target is None:
             _LOGGER.info("SMS reply from %s matches no open incident", mask(reply.phone))
             return "no_incident"
@@ -394,6 +418,43 @@ class Engine:
         self._apply(updated, effects, batch)
         return f"{updated.state} {incident.id}"
 
+    # --- device supervision -------------------------------------------------------------------------
+
+    def _review(self, now: float, batch: Batch) -> None:
+        profiles = self.commands.profiles
+        healths = [
+            assess(device, profiles.get(device.profile), self._reported.get(device.id, Reported()), now)
+            for device in self.roster.devices.values()
+        ]
+        decided = review(healths, set(self._maintenance), self._pending, now, self.grace_s)
+        self._pending = decided.pending
+        for device_id, condition in decided.to_open:
+            device = self.roster.devices[device_id]
+            household = self.roster.households[device.household_id]
+            incident, effects = open_maintenance(
+                self._next_id, device, household, condition.value, self.roster, self.texts, now
+            )
+            self._next_id += 1
+            _LOGGER.warning("Maintenance incident %d: device %s %s", incident.id, device_id, condition)
+            self._maintenance[(device_id, condition)] = incident.id
+            self._apply(incident, effects, batch)
+        for key in decided.to_close:
+            case = self.active.get(self._maintenance.pop(key))
+            if case is not None:  # None: someone resolved it by hand already
+                _LOGGER.info("Maintenance incident %d closed: device %s healthy again", case.id, key[0])
+                self._act(case, Action.RESOLVE, "alertd: device healthy again", Via.SYSTEM, now, batch)
+
+    def _remember_reports(self, updates: list[DeviceUpdate]) -> None:
+        for u in updates:
+            r = self._reported.get(u.device_id, Reported())
+            self._reported[u.device_id] = Reported(
+                online=r.online if u.online is None else u.online,
+                last_seen=u.at,
+                battery=r.battery if u.battery is None else u.battery,
+                battery_low=r.battery_low if u.battery_low is None else u.battery_low,
+                tampered=r.tampered if u.tampered is None else u.tampered,
+            )
+
     # --- bookkeeping ------------------------------------------------------------------------------------
 
     def _apply(self, incident: Incident, effects: Effects, batch: Batch) -> None:
@@ -408,7 +469,8 @@ class Engine:
 
     def _track(self, incident: Incident) -> None:
         self.active[incident.id] = incident
-        self._by_household.setdefault(incident.household_id, set()).add(incident.id)
+        if incident.maintenance is None:  # alarms join alarms, never a maintenance incident
+            self._by_household.setdefault(incident.household_id, set()).add(incident.id)
         if incident.next_step_at is not None:
             heapq.heappush(self._deadlines, (incident.next_step_at, incident.id))
 

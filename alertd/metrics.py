@@ -52,7 +52,7 @@ class Metrics:
             self.notifications.labels(channel=channel, carrier="", status="planned").inc(count)
 
     def set_active(self, incidents: Iterable[Incident]) -> None:
-        tally = Tally((i.kind.value, i.state.value) for i in incidents)
+        tally = Tally((i.kind.value, i.state.value) for i in incidents if i.maintenance is None)
         for kind in Kind:
             for state in (State.OPEN, State.ACKNOWLEDGED, State.ON_SCENE):
                 self.incidents.labels(kind=kind.value, state=state.value).set(tally.get((kind.value, state.value), 0))

@@ -124,6 +124,11 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE devices ADD COLUMN tampered INTEGER;
     ALTER TABLE devices ADD COLUMN state TEXT;
     """,
+    # 5: maintenance incidents (a device that cannot be trusted to raise an alarm)
+    """
+    ALTER TABLE incidents ADD COLUMN device_id TEXT;
+    ALTER TABLE incidents ADD COLUMN maintenance TEXT;
+    """,
 )
 
 
@@ -194,7 +199,7 @@ class Batch:
 
 _INCIDENT_COLUMNS = (
     "id, household_id, group_id, kind, policy, state, opened_at, last_alarm_at, next_step, next_step_at, "
-    "acknowledged_at, acknowledged_by, on_scene_at, resolved_at, outcome, rung, silent"
+    "acknowledged_at, acknowledged_by, on_scene_at, resolved_at, outcome, rung, silent, device_id, maintenance"
 )
 _OUTBOX_COLUMNS = (
     "id, key, incident_id, step, channel, purpose, recipient, address, body, status, attempts, carrier, "
@@ -207,7 +212,7 @@ def _incident_params(i: Incident) -> tuple[Any, ...]:
     return (
         i.id, i.household_id, i.group_id, i.kind.value, i.policy, i.state.value, i.opened_at, i.last_alarm_at,
         i.next_step, i.next_step_at, i.acknowledged_at, i.acknowledged_by, i.on_scene_at, i.resolved_at,
-        i.outcome.value if i.outcome else None, json.dumps(list(i.rung)), int(i.silent),
+        i.outcome.value if i.outcome else None, json.dumps(list(i.rung)), int(i.silent), i.device_id, i.maintenance,
     )  # fmt: skip
 
 
@@ -217,6 +222,7 @@ def _incident_from_row(r: Sequence[Any]) -> Incident:
         opened_at=r[6], last_alarm_at=r[7], next_step=r[8], next_step_at=r[9], acknowledged_at=r[10],
         acknowledged_by=r[11], on_scene_at=r[12], resolved_at=r[13],
         outcome=Outcome(r[14]) if r[14] else None, rung=tuple(json.loads(r[15])), silent=bool(r[16]),
+        device_id=r[17], maintenance=r[18],
     )  # fmt: skip
 
 
@@ -317,7 +323,7 @@ class Store:
             if batch.incidents:
                 await db.executemany(
                     f"INSERT OR REPLACE INTO incidents ({_INCIDENT_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [_incident_params(i) for i in batch.incidents.values()],
                 )
             if batch.timeline:

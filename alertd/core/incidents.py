@@ -8,7 +8,7 @@ from enum import StrEnum
 from alertd.core.commands import CommandBook
 from alertd.core.events import Action, Via
 from alertd.core.messages import Texts
-from alertd.core.model import SEVERITY, Household, Kind, Person, Role, Roster
+from alertd.core.model import SEVERITY, Device, Household, Kind, Person, Role, Roster
 
 
 class State(StrEnum):
@@ -67,6 +67,8 @@ class Incident:
     outcome: Outcome | None = None
     rung: tuple[str, ...] = ()  # terminals told to ring; they get a stop when it is over
     silent: bool = False  # duress / silent panic: never ring, tell only the leader and the patrol
+    device_id: str | None = None  # maintenance incidents: the device that needs a visit
+    maintenance: str | None = None  # maintenance incidents: the condition (offline, silent, battery_low, tampered)
 
     @property
     def active(self) -> bool:
@@ -138,6 +140,51 @@ def open_incident(
     detail = f"{kind} via {source}" + (" (silent)" if silent else "")
     effects = Effects(timeline=[TimelineEntry(incident_id, now, "opened", household.label, detail)])
     return incident, effects
+
+
+def open_maintenance(
+    incident_id: int,
+    device: Device,
+    household: Household,
+    condition: str,
+    roster: Roster,
+    texts: Texts,
+    now: float,
+) -> tuple[Incident, Effects]:
+    """A device that cannot be trusted to raise an alarm: the grid worker is told (and the leader when it
+    was tampered with). Nothing rings and nothing escalates; it closes itself when the device is healthy."""
+    group = roster.groups[household.group_id]
+    incident = Incident(
+        id=incident_id,
+        household_id=household.id,
+        group_id=household.group_id,
+        kind=Kind.PANIC if device.profile == "alertd-terminal" else _nominal_kind(device),
+        policy="maintenance",
+        state=State.OPEN,
+        opened_at=now,
+        last_alarm_at=now,
+        next_step=None,
+        next_step_at=None,
+        device_id=device.id,
+        maintenance=condition,
+    )
+    roles = [Role.GRID_WORKER, Role.LEADER] if condition == "tampered" else [Role.GRID_WORKER]
+    people: dict[str, Person] = {p.id: p for role in roles for p in roster.people_for(group.id, role)}
+    effects = Effects(timeline=[TimelineEntry(incident_id, now, "maintenance", device.id, condition)])
+    for person in people.values():
+        body = texts.maintenance(incident, household, device, condition, person.language)
+        effects.notifications.append(
+            Notification(incident_id, 0, Channel.SMS, Purpose.ALERT, person.id, person.phone, body)
+        )
+    return incident, effects
+
+
+def _nominal_kind(device: Device) -> Kind:
+    # What the device would report: shown in lists; maintenance incidents never ring or escalate by it.
+    for kind in Kind:
+        if kind.value in device.profile:
+            return kind
+    return Kind.PANIC
 
 
 def join_alarm(incident: Incident, kind: Kind, now: float, source: str, actor: str) -> tuple[Incident, Effects]:

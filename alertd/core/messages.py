@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from alertd.core.model import Group, Household, Kind
+from alertd.core.model import Device, Group, Household, Kind
 
 if TYPE_CHECKING:
     from alertd.core.incidents import Incident
@@ -25,6 +25,24 @@ KIND_ZH: Mapping[Kind, str] = {
     Kind.WATER: "漏水",
     Kind.INTRUSION: "有人闯入",
     Kind.MEDICAL: "急病求助",
+}
+
+CONDITION_ZH: Mapping[str, str] = {
+    "offline": "离线",
+    "silent": "长时间无信号",
+    "battery_low": "电量低",
+    "tampered": "被拆动",
+}
+
+DEVICE_ZH: Mapping[str, str] = {
+    "alertd-terminal": "报警电话",
+    "contact-id": "报警器",
+    "zigbee-smoke": "烟感",
+    "zigbee-gas": "燃气报警器",
+    "zigbee-water": "水浸",
+    "zigbee-door": "门磁",
+    "zigbee-siren": "声光报警器",
+    "zigbee-sos-button": "紧急按钮",
 }
 
 KIND_EN: Mapping[Kind, str] = {
@@ -78,6 +96,21 @@ class Texts:
             limit = UCS2_SEGMENT
         variants = [" ".join(v.split()) for v in variants]
         return next((v for v in variants if len(v) <= limit), variants[-1])
+
+    def maintenance(
+        self, incident: Incident, household: Household, device: Device, condition: str, language: str | None = None
+    ) -> str:
+        """To the grid worker: which device of which household needs a visit, and why."""
+        when = self.clock(incident.opened_at)
+        if (language or self.language).lower().startswith("en"):
+            why = condition.replace("_", " ")
+            return (
+                f"[Device] {household.label}: {device.id} ({device.profile}) {why} since {when}. "
+                f"Please check #{incident.code}"
+            )
+        why = CONDITION_ZH.get(condition, condition)
+        what = DEVICE_ZH.get(device.profile, device.id)
+        return f"【联防设备】{household.label} {what}{why}，请上门检查 {when} #{incident.code}"
 
     def ring_caption(self, household: Household, kind: Kind) -> str:
         """What a neighbour's terminal shows, e.g. "2号户 王家 求救"."""

@@ -64,3 +64,38 @@ def assess(
     if reported.tampered:
         conditions.append(Condition.TAMPERED)
     return DeviceHealth(device.id, tuple(conditions) or (Condition.OK,), reported.last_seen, reported.battery)
+
+
+# What opens a maintenance incident, and after how long a condition must have lasted: a radio flap at
+# 3 a.m. must not wake the grid worker, a tampered or dying device should.
+MAINTENANCE_CONDITIONS = frozenset({Condition.OFFLINE, Condition.SILENT, Condition.BATTERY_LOW, Condition.TAMPERED})
+GRACE_APPLIES = frozenset({Condition.OFFLINE, Condition.SILENT})
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """What one supervision pass decided: conditions to open a maintenance incident for, and ones over."""
+
+    to_open: tuple[tuple[str, Condition], ...]
+    to_close: tuple[tuple[str, Condition], ...]
+    pending: dict[tuple[str, Condition], float]  # condition first seen, while its grace period runs
+
+
+def review(
+    healths: list[DeviceHealth],
+    open_cases: set[tuple[str, Condition]],
+    pending: dict[tuple[str, Condition], float],
+    now: float,
+    grace_s: float,
+) -> Review:
+    """Compare what devices report with the maintenance incidents that are open. Pure: the engine acts on it."""
+    present = {(h.device_id, c) for h in healths for c in h.conditions if c in MAINTENANCE_CONDITIONS}
+    still_pending = {key: since for key, since in pending.items() if key in present}
+    to_open = []
+    for key in sorted(present - open_cases):
+        since = still_pending.setdefault(key, now)
+        if key[1] not in GRACE_APPLIES or now - since >= grace_s:
+            to_open.append(key)
+            still_pending.pop(key)
+    to_close = tuple(sorted(open_cases - present))
+    return Review(tuple(to_open), to_close, still_pending)
