@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -255,6 +256,12 @@ class SupervisionSettings(_Section):
     # Offline or silent this long before the grid worker is told (radio flaps create nothing).
     grace_s: float = Field(default=600, ge=0)
     interval_s: float = Field(default=60, gt=0)  # how often every device is reviewed
+    # Local time of the daily readiness digest to each group's leader; "" for none.
+    digest_at: str = Field(default="08:00", pattern=r"^$|^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+    @property
+    def digest_time(self) -> dt_time | None:
+        return dt_time.fromisoformat(self.digest_at) if self.digest_at else None
 
 
 class IncidentSettings(_Section):

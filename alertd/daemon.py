@@ -127,6 +127,7 @@ class Daemon:
                 failpoints=self.failpoints,
                 grace_s=settings.supervision.grace_s,
                 supervision_interval_s=settings.supervision.interval_s,
+                digest_at=settings.supervision.digest_time,
                 commands=CommandBook(
                     prefix=settings.mqtt.prefix,
                     zigbee_base=settings.zigbee2mqtt.base,

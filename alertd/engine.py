@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import heapq
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -34,9 +36,12 @@ from alertd.core.incidents import (
     STATE_ORDER as _ORDER,
 )
 from alertd.core.incidents import (
+    Channel,
     Effects,
     Incident,
+    Notification,
     Outcome,
+    Purpose,
     State,
     TimelineEntry,
     TransitionError,
@@ -87,6 +92,7 @@ class Engine:
         commands: CommandBook | None = None,
         grace_s: float = 600.0,
         supervision_interval_s: float = 60.0,
+        digest_at: dt.time | None = None,
     ) -> None:
         self.store = store
         self.roster = roster
@@ -108,6 +114,8 @@ class Engine:
         self._maintenance: dict[tuple[str, Condition], int] = {}  # open maintenance incidents
         self._pending: dict[tuple[str, Condition], float] = {}  # conditions in their grace period
         self._next_review = 0.0
+        self.digest_at = digest_at  # local time of the daily readiness digest; None: no digest
+        self._next_digest = math.inf
         self._deadlines: list[tuple[float, int]] = []  # heap of (next_step_at, incident id), lazily pruned
         self._next_id = 1
         self._loaded = False
@@ -153,6 +161,11 @@ class Engine:
                 self._maintenance[(incident.device_id, Condition(incident.maintenance))] = incident.id
         # Devices get a full interval to report in before the first review judges them.
         self._next_review = self.clock() + self.supervision_interval_s
+        if self.digest_at is not None:
+            # Today's digest time, even if it has passed: a digest already sent today is not sent again
+            # (its outbox key names the day), one missed while alertd was down goes out now.
+            today = dt.datetime.fromtimestamp(self.clock(), dt.UTC).astimezone(self.texts.time_zone).date()
+            self._next_digest = dt.datetime.combine(today, self.digest_at, self.texts.time_zone).timestamp()
         self._loaded = True
         _LOGGER.info("Engine resumed %d open incidents", len(self.active))
         self.metrics.set_active(self.active.values())
@@ -167,7 +180,7 @@ class Engine:
             await self._process(envelopes)
 
     async def _next_inputs(self) -> list[Envelope]:
-        deadline = min(self._next_deadline() or self._next_review, self._next_review)
+        deadline = min(self._next_deadline() or math.inf, self._next_review, self._next_digest)
         try:
             if deadline is None:
                 first = await self.queue.get()
@@ -197,6 +210,9 @@ class Engine:
         if now >= self._next_review:
             self._next_review = now + self.supervision_interval_s
             self._review(now, batch)
+        if now >= self._next_digest:
+            self._digest(self._next_digest, now, batch)
+            self._next_digest += 86400
         if batch:
             await self.store.commit(batch)
             self._remember_reports(batch.devices)
@@ -443,6 +459,31 @@ class Engine:
             if case is not None:  # None: someone resolved it by hand already
                 _LOGGER.info("Maintenance incident %d closed: device %s healthy again", case.id, key[0])
                 self._act(case, Action.RESOLVE, "alertd: device healthy again", Via.SYSTEM, now, batch)
+
+    def _digest(self, due: float, now: float, batch: Batch) -> None:
+        """The daily readiness digest: every group's leader learns which devices need a visit."""
+        day = dt.datetime.fromtimestamp(due, dt.UTC).astimezone(self.texts.time_zone).date().isoformat()
+        profiles = self.commands.profiles
+        for group in self.roster.groups.values():
+            devices = [self.roster.devices[d] for h in group.households for d in self.roster.households[h].devices]
+            problems = [
+                (self.roster.households[device.household_id], device, condition.value)
+                for device in devices
+                for condition in assess(
+                    device, profiles.get(device.profile), self._reported.get(device.id, Reported()), now
+                ).conditions
+                if condition != Condition.OK
+            ]
+            leader = self.roster.people.get(group.leader)
+            if leader is None:
+                continue
+            body = self.texts.digest(group, len(devices), problems, leader.language)
+            batch.notifications.append(
+                Notification(
+                    None, 0, Channel.SMS, Purpose.ALERT, leader.id, leader.phone, body, scope=f"digest:{group.id}:{day}"
+                )
+            )
+        _LOGGER.info("Daily readiness digest for %d groups planned", len(self.roster.groups))
 
     def _remember_reports(self, updates: list[DeviceUpdate]) -> None:
         for u in updates:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,7 +21,7 @@ from alertd.core.supervision import Condition, DeviceHealth, Reported, assess, r
 from alertd.engine import Engine
 from alertd.metrics import Metrics
 from alertd.store import Store
-from tests.test_core_incidents import GRID, LEADER, make_roster
+from tests.test_core_incidents import GRID, LEADER, SENSOR, make_roster
 
 T0 = 1_800_000_000.0
 GRACE = 600.0
@@ -151,3 +152,49 @@ async def test_open_maintenance_incidents_survive_a_restart(tmp_path: Path) -> N
         await tick(eng, clock, 61)
         [case] = await store.incidents()
     assert case.state == State.RESOLVED
+
+
+async def test_daily_digest_tells_each_leader_what_needs_a_visit_once_a_day(tmp_path: Path) -> None:
+    clock = Clock()  # 2027-01-15 16:00 in Dandong
+    store = await Store.open(tmp_path / "alertd.db")
+    try:
+        for attempt in range(2):  # a restart the same day does not send it again
+            eng = Engine(
+                store, make_roster(), Texts(ZoneInfo("Asia/Shanghai")), Metrics(), clock=clock,
+                supervision_interval_s=60, digest_at=dt.time(16, 30),
+            )  # fmt: skip
+            eng.replace_roster(eng.roster, {"alertd-terminal": TERMINAL, "zigbee-smoke": SMOKE})
+            task = asyncio.create_task(eng.run())
+            try:
+                if attempt == 0:
+                    await tick(eng, clock, 29 * 60)
+                    assert [n for n in await store.notifications() if n.incident_id is None] == []
+                for n in range(1, 11):
+                    await eng.call(Heartbeat(f"t{n:02d}", 90))
+                await eng.call(Supervision(SENSOR, "low_battery"))
+                await eng.call(DeviceStatus("t07", online=False))
+                await tick(eng, clock, 61)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        digests = [n for n in await store.notifications() if n.incident_id is None]
+    finally:
+        await store.close()
+    assert len(digests) == 1
+    [digest] = digests
+    assert digest.recipient == LEADER
+    assert digest.key.startswith("digest:g1:2027-01-15:")
+    assert digest.body.startswith("【联防日报】东村一组 设备11个，正常9个；需检修：")
+    assert "7号户 王家报警电话离线" in digest.body
+    assert "烟感电量低" in digest.body
+    assert len(digest.body) <= 70
+
+
+def test_digest_shortens_a_long_list_to_one_segment() -> None:
+    roster = make_roster()
+    group = roster.groups["g1"]
+    problems = [(roster.households[d.household_id], d, "offline") for d in roster.devices.values()]
+    text = Texts(ZoneInfo("Asia/Shanghai")).digest(group, 11, problems)
+    assert len(text) <= 70
+    assert text.endswith(f"等{len(problems)}处")

@@ -84,18 +84,19 @@ class Incident:
 class Notification:
     """One message to one recipient, planned by the core and put in the outbox before it is sent."""
 
-    incident_id: int
+    incident_id: int | None  # None: about no incident (the daily readiness digest)
     step: int  # escalation step; stop commands use the step after the last
     channel: Channel
     purpose: Purpose
     recipient: str  # device id or person id
     address: str  # device id or E.164 phone
     body: str
+    scope: str | None = None  # what the message is about when it is no incident, e.g. "digest:g1:2026-11-29"
 
     @property
     def key(self) -> str:
         """Unique per incident, step, purpose, channel and recipient: the outbox never holds it twice."""
-        return f"{self.incident_id}:{self.step}:{self.purpose}:{self.channel}:{self.recipient}"
+        return f"{self.scope or self.incident_id}:{self.step}:{self.purpose}:{self.channel}:{self.recipient}"
 
 
 @dataclass(frozen=True, slots=True)

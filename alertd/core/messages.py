@@ -112,6 +112,30 @@ class Texts:
         what = DEVICE_ZH.get(device.profile, device.id)
         return f"【联防设备】{household.label} {what}{why}，请上门检查 {when} #{incident.code}"
 
+    def digest(
+        self, group: Group, total: int, problems: list[tuple[Household, Device, str]], language: str | None = None
+    ) -> str:
+        """The daily readiness digest for a group's leader: how many devices are fine, which are not."""
+        english = (language or self.language).lower().startswith("en")
+        healthy = total - len({d.id for _, d, _ in problems})
+        if english:
+            head = f"[Daily] {group.village} {group.name}: {healthy}/{total} devices OK"
+            items = [f"{h.label} {d.id} {c.replace('_', ' ')}" for h, d, c in problems]
+            limit, sep, more = GSM7_SEGMENT, "; ", " and {n} more"
+        else:
+            head = f"【联防日报】{group.village}{group.name} 设备{total}个，正常{healthy}个"
+            items = [f"{h.label}{DEVICE_ZH.get(d.profile, d.id)}{CONDITION_ZH.get(c, c)}" for h, d, c in problems]
+            limit, sep, more = UCS2_SEGMENT, "、", "等{n}处"
+        if not items:
+            return head + (" — all ready." if english else "，全部正常。")
+        lead = ": " if english else "；需检修："
+        for shown in range(len(items), 0, -1):
+            rest = len(items) - shown
+            text = head + lead + sep.join(items[:shown]) + (more.format(n=len(items)) if rest else "")
+            if len(text) <= limit:
+                return text
+        return head + (f", {len(items)} need attention" if english else f"；{len(items)}处需检修")
+
     def ring_caption(self, household: Household, kind: Kind) -> str:
         """What a neighbour's terminal shows, e.g. "2号户 王家 求救"."""
         return f"{household.label} {KIND_ZH[kind]}"
