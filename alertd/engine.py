@@ -52,7 +52,7 @@ from alertd.core.incidents import (
     open_maintenance,
 )
 from alertd.core.messages import Texts
-from alertd.core.model import Role, Roster
+from alertd.core.model import Kind, Role, Roster
 from alertd.core.profile import DeviceProfile, Transport
 from alertd.core.supervision import Condition, Reported, assess, review
 from alertd.failpoints import AFTER_COMMIT, Failpoints
@@ -447,8 +447,10 @@ class Engine:
         for device_id, condition in decided.to_open:
             device = self.roster.devices[device_id]
             household = self.roster.households[device.household_id]
+            profile = profiles.get(device.profile)
+            kind = profile.alarms[0].kind if profile is not None and profile.alarms else Kind.PANIC
             incident, effects = open_maintenance(
-                self._next_id, device, household, condition.value, self.roster, self.texts, now
+                self._next_id, device, household, condition.value, kind, self.roster, self.texts, now
             )
             self._next_id += 1
             _LOGGER.warning("Maintenance incident %d: device %s %s", incident.id, device_id, condition)

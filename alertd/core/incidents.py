@@ -148,6 +148,7 @@ def open_maintenance(
     device: Device,
     household: Household,
     condition: str,
+    kind: Kind,
     roster: Roster,
     texts: Texts,
     now: float,
@@ -159,7 +160,7 @@ def open_maintenance(
         id=incident_id,
         household_id=household.id,
         group_id=household.group_id,
-        kind=Kind.PANIC if device.profile == "alertd-terminal" else _nominal_kind(device),
+        kind=kind,  # what the device would report; shown in lists, never rung or escalated by
         policy="maintenance",
         state=State.OPEN,
         opened_at=now,
@@ -178,14 +179,6 @@ def open_maintenance(
             Notification(incident_id, 0, Channel.SMS, Purpose.ALERT, person.id, person.phone, body)
         )
     return incident, effects
-
-
-def _nominal_kind(device: Device) -> Kind:
-    # What the device would report: shown in lists; maintenance incidents never ring or escalate by it.
-    for kind in Kind:
-        if kind.value in device.profile:
-            return kind
-    return Kind.PANIC
 
 
 def join_alarm(incident: Incident, kind: Kind, now: float, source: str, actor: str) -> tuple[Incident, Effects]:
