@@ -180,13 +180,12 @@ class Engine:
             await self._process(envelopes)
 
     async def _next_inputs(self) -> list[Envelope]:
+        # The next escalation step, supervision review or digest, whichever comes first (the review always
+        # comes, so this is finite).
         deadline = min(self._next_deadline() or math.inf, self._next_review, self._next_digest)
         try:
-            if deadline is None:
+            async with asyncio.timeout(max(0.0, deadline - self.clock())):
                 first = await self.queue.get()
-            else:
-                async with asyncio.timeout(max(0.0, deadline - self.clock())):
-                    first = await self.queue.get()
         except TimeoutError:
             return [Envelope(Tick())]
         envelopes = [first]
