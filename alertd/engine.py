@@ -250,7 +250,9 @@ class Engine:
                 return self._on_device(DeviceUpdate(device_id, now, online=True, battery=battery), batch)
             case TestReport(device_id=device_id):
                 return self._on_device(DeviceUpdate(device_id, now, online=True, test=True), batch)
-            case DeviceStatus(device_id=device_id, online=online):
+            case DeviceStatus(device_id=device_id, online=online, source=source):
+                if source == "zigbee2mqtt" and device_id not in self.roster.devices:
+                    return "not_watched"  # a lamp or a plug on the same coordinator
                 return self._on_device(DeviceUpdate(device_id, now, online=online), batch)
             case DeliveryReport():
                 batch.deliveries.append(item)

@@ -82,6 +82,7 @@ class TestReport:
 class DeviceStatus:
     device_id: str
     online: bool
+    source: str = "mqtt"  # "zigbee2mqtt": the coordinator reports every device, watched or not
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,13 +154,13 @@ class MqttLink:
             self._on_zigbee(self.zigbee, topic, payload, bool(message.retain), ack)
             return
         try:
-            device_id, leaf = self.topics.parse(message.topic.value)
+            device_id, leaf = self.topics.parse(topic)
             item: Input = (
                 DeviceStatus(device_id, parse_status(payload)) if leaf == "status" else parse_event(device_id, payload)
             )
         except ProtocolError as err:
             self.metrics.invalid.labels(reason=err.reason).inc()
-            _LOGGER.warning("Rejected message on %s: %s", message.topic.value[:200], err)
+            _LOGGER.warning("Rejected message on %s: %s", topic[:200], err)
             ack("invalid")  # a bad message acknowledged now, or the broker would redeliver it forever
             return
         self.submit(item, ack)
@@ -171,7 +171,7 @@ class MqttLink:
         try:
             name, what = zigbee.parse(topic)
             item: Input = (
-                DeviceStatus(name, parse_availability(payload))
+                DeviceStatus(name, parse_availability(payload), source="zigbee2mqtt")
                 if what == "availability"
                 else SensorState(name, payload, retained)
             )
