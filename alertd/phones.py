@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 
 __all__ = ["mask", "normalize"]
 
 
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
 def normalize(raw: str, region: str = "CN") -> str:
     """E.164 form of `raw` ("138 0000 0001", "+86-138-0000-0001", ...); ValueError if it cannot be a number."""
+    if _E164.fullmatch(raw) and (number := _from_e164(raw)) is not None and phonenumbers.is_valid_number(number):
+        return raw  # already canonical: skip the general parser, the slow part of loading a large roster
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException as err:
@@ -16,6 +23,18 @@ def normalize(raw: str, region: str = "CN") -> str:
     if not phonenumbers.is_valid_number(number):
         raise ValueError(f"not a valid phone number: {raw!r}")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _from_e164(text: str) -> phonenumbers.PhoneNumber | None:
+    digits = text[1:]
+    for size in (1, 2, 3):  # country codes are one to three digits and prefix-free
+        code = int(digits[:size])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[size:]
+            if not national or national[0] == "0":
+                return None  # a leading zero (Italy...) needs the general parser
+            return phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    return None
 
 
 def mask(e164: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import phonenumbers
 import pytest
 
 from alertd.phones import mask, normalize
@@ -52,3 +53,18 @@ def test_mask_never_shows_the_middle_digits() -> None:
     masked = mask("+8613800010201")
     assert "0001" not in masked.removeprefix("+86138")
     assert masked.endswith("0201")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["+8613800010005", "+390612345678", "+14155552671", "+447911123456", "+85291234567", "+8675512345678"],
+)
+def test_canonical_numbers_take_the_fast_path_to_the_same_answer(raw: str) -> None:
+    slow = phonenumbers.format_number(phonenumbers.parse(raw, "CN"), phonenumbers.PhoneNumberFormat.E164)
+    assert normalize(raw) == slow == raw
+
+
+@pytest.mark.parametrize("raw", ["+8612345", "+861380001000", "+86999999999999", "+0123456789"])
+def test_canonical_looking_but_invalid_numbers_are_still_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match="not a valid phone number"):
+        normalize(raw)
