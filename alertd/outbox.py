@@ -119,7 +119,8 @@ class OutboxWorker:
     async def _dispatch_loop(self) -> None:
         while not self._draining:
             free = self.concurrency - len(self._in_flight)
-            if free <= 0:
+            # Refill in chunks: claiming one row per finished send would cost a transaction per message.
+            if self._in_flight and free < max(1, self.concurrency // 4):
                 await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
                 continue
             self._wake.clear()

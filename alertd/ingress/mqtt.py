@@ -34,6 +34,7 @@ PUBLISH_TIMEOUT_S = 10.0
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
 PENDING_PUBLISHES_EXPECTED = 256
+MAX_INFLIGHT_PUBLISHES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,9 @@ class MqttLink:
             keepalive=self.settings.keepalive,
             tls_context=tls_context,
             timeout=CONNECT_TIMEOUT_S,
+            # paho keeps at most 20 QoS 1 publishes unacknowledged by default; a burst of ring commands
+            # then waits on broker round trips (and on Nagle, with a broker that does not set TCP_NODELAY).
+            max_inflight_messages=MAX_INFLIGHT_PUBLISHES,
             # Without TCP_NODELAY, Nagle holds our PUBACKs and ring commands for tens of milliseconds.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
