@@ -23,7 +23,6 @@ from alertd.metrics import Metrics
 from alertd.phones import mask, normalize
 from alertd.protocols.at import (
     REGISTERED,
-    AtError,
     AtParser,
     Final,
     Info,
@@ -36,7 +35,14 @@ from alertd.protocols.at import (
     parse_creg,
     parse_csq,
 )
-from alertd.protocols.sms_pdu import PduError, Reassembler, decode_deliver, decode_status_report, encode_submit
+from alertd.protocols.sms_pdu import (
+    Deliver,
+    PduError,
+    Reassembler,
+    decode_deliver,
+    decode_status_report,
+    encode_submit,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -328,7 +334,7 @@ class GsmModem:
         if complete is not None:
             self._deliver(complete, self._parts_at.pop(key, []))
 
-    def _deliver(self, deliver: Any, indices: list[int]) -> None:
+    def _deliver(self, deliver: Deliver, indices: list[int]) -> None:
         try:
             phone = normalize(deliver.sender)
         except ValueError:
@@ -352,6 +358,3 @@ class GsmModem:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-__all__ = ["AtError", "GsmModem", "ModemNotResponding"]
