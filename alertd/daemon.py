@@ -44,6 +44,8 @@ DRAIN_TIMEOUT_S = 10.0
 # Ring commands are small and the broker acknowledges them in microseconds; keep many in flight, within
 # the shipped mosquitto.conf's max_inflight_messages (100).
 TERMINAL_CONCURRENCY = 64
+# SMS requests in flight: Twilio takes many at once; the modem serialises its own commands anyway.
+SMS_CONCURRENCY = 32
 
 
 class Daemon:
@@ -186,7 +188,8 @@ class Daemon:
                              max_attempts=settings.sms.max_attempts, failpoints=self.failpoints,
                              concurrency=TERMINAL_CONCURRENCY),
                 OutboxWorker(store, Channel.SMS, sms_sender, self.metrics,
-                             max_attempts=settings.sms.max_attempts, failpoints=self.failpoints),
+                             max_attempts=settings.sms.max_attempts, failpoints=self.failpoints,
+                             concurrency=SMS_CONCURRENCY),
             ]  # fmt: skip
 
             def wake_workers() -> None:
