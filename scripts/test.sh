@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check alertd tests bench
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+# Coverage of what runs in this process; the CLI, demo and report modules run in subprocesses here.
+exec .venv/bin/python -m pytest --cov=alertd --cov-report=term:skip-covered "$@"
