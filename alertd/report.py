@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alertd.core.incidents import STOP_STEP, Incident, TimelineEntry, metrics_times
+from alertd.core.incidents import STOP_STEP, Channel, Incident, TimelineEntry, metrics_times
 from alertd.core.model import Device, Roster
 from alertd.core.profile import DeviceProfile
 from alertd.core.supervision import DeviceHealth, Reported, assess
 from alertd.phones import mask
-from alertd.store import DeviceRecord, OutboxRow
+from alertd.store import DeviceRecord, OutboxRow, Status
 
 
 def _clock(at: float | None, zone: ZoneInfo, *, date: bool = False) -> str:
@@ -27,6 +27,22 @@ def _duration(seconds: float | None) -> str:
         return "-"
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _in_timeline(n: OutboxRow) -> bool:
+    if n.status == Status.PENDING:
+        return False
+    return n.channel == Channel.SMS or n.status in (Status.FAILED, Status.DEAD)
+
+
+def _sent_line(n: OutboxRow, roster: Roster | None) -> str:
+    """A notification's outcome as a timeline line: to whom, by which carrier, and how it went."""
+    who = n.recipient
+    if roster is not None and n.recipient in roster.people:
+        who = roster.people[n.recipient].name
+    verb = {Status.SENT: "sent", Status.FAILED: "FAILED", Status.DEAD: "GAVE UP", Status.SENDING: "sending"}
+    outcome = verb.get(n.status, n.status.value) + (f" [{n.error}]" if n.error and n.status != Status.SENT else "")
+    return f"{n.purpose.value} → {who} via {n.carrier or '-'}: {outcome}"
 
 
 def incident_dict(incident: Incident, roster: Roster | None = None) -> dict[str, Any]:
@@ -78,11 +94,14 @@ def show(
         "",
         "Timeline:",
     ]
-    for entry in timeline:
-        offset = _duration(entry.at - incident.opened_at)
-        who = f" by {entry.actor}" if entry.actor else ""
-        detail = f": {entry.detail}" if entry.detail else ""
-        out.append(f"  {_clock(entry.at, zone)} (+{offset:>6})  {entry.event}{who}{detail}")
+    for at, line in sorted(
+        [(e.at, f"{e.event}" + (f" by {e.actor}" if e.actor else "") + (f": {e.detail}" if e.detail else ""))
+         for e in timeline]
+        # People told, by which carrier; ring commands only when they failed (the step line counts them).
+        + [(n.updated_at, _sent_line(n, roster)) for n in notes if _in_timeline(n)],
+        key=lambda item: item[0],
+    ):  # fmt: skip
+        out.append(f"  {_clock(at, zone)} (+{_duration(at - incident.opened_at):>6})  {line}")
     out += ["", "Notifications:"]
     for n in notes:
         name = n.recipient

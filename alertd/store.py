@@ -183,6 +183,7 @@ class OutboxRow:
     delivery: str | None
     created_at: float
     next_attempt_at: float
+    updated_at: float = 0.0  # when its status last moved: the response log shows sends in time order
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +236,7 @@ _INCIDENT_COLUMNS = (
 )
 _OUTBOX_COLUMNS = (
     "id, key, incident_id, step, channel, purpose, recipient, address, body, status, attempts, carrier, "
-    "provider_id, error, delivery, created_at, next_attempt_at"
+    "provider_id, error, delivery, created_at, next_attempt_at, updated_at"
 )
 _DELIVERY_RANK = {"queued": 0, "accepted": 0, "sending": 1, "sent": 2, "undelivered": 3, "failed": 3, "delivered": 4}
 
@@ -263,6 +264,7 @@ def _outbox_from_row(r: Sequence[Any]) -> OutboxRow:
         id=r[0], key=r[1], incident_id=r[2], step=r[3], channel=Channel(r[4]), purpose=Purpose(r[5]),
         recipient=r[6], address=r[7], body=r[8], status=Status(r[9]), attempts=r[10], carrier=r[11],
         provider_id=r[12], error=r[13], delivery=r[14], created_at=r[15], next_attempt_at=r[16],
+        updated_at=r[17],
     )  # fmt: skip
 
 

@@ -4,6 +4,8 @@ the Twilio-shaped server, and a line unplugged and plugged back while the daemon
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -161,6 +163,12 @@ async def test_twilio_failing_sends_through_the_modem(tmp_path: Path, twilio: Tw
             await forget_session(village)
     assert twilio.messages == []
     assert {n.carrier for n in notes if n.channel == "sms"} == {"modem"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "alertd.cli", "show", "1", "-c", str(village.settings_path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    timeline = shown.stdout.split("Notifications:")[0]
+    assert timeline.count("via modem: sent") == 3, "the response log says which carrier carried each SMS"
 
 
 async def test_modem_silent_sends_through_twilio(tmp_path: Path, twilio: TwilioServer) -> None:
