@@ -58,6 +58,27 @@ TRICKLE_INTERVAL_S = 0.050
 LABEL = re.compile(r"】(\d+)号户 (\d+)组")
 
 
+async def stop_process(process: asyncio.subprocess.Process | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s: every process the bench starts ends the same way."""
+    if process is None or process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), 10)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+def ring_household(payload: bytes | str) -> str | None:
+    """The calling household of a ring command, None for anything else."""
+    try:
+        data = json.loads(payload)
+        return str(data["from"]["household"]) if data.get("type") == "ring" else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Sizes:
     groups: int  # roster size: groups x 10 households
@@ -212,13 +233,7 @@ class TwilioProcess:
             self.messages.append((m["received_at"], m["to"], m["body"]))
 
     async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+        await stop_process(self.process)
         for task in (self._reader, self._stderr):
             if task is not None:
                 task.cancel()
@@ -320,14 +335,7 @@ class ForwarderTarget(Target):
         self.startup_s = time.monotonic() - t0
 
     async def stop(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.process.wait(), 10)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
+        await stop_process(self.process)
 
 
 # --- alarms and what they caused ----------------------------------------------------------------------
@@ -369,14 +377,9 @@ class Tracker:
         received = self.receiver.received
         end = len(received)
         for at, topic, payload in received[self._ring_pos : end]:
-            try:
-                data = json.loads(payload)
-                household = data["from"]["household"]
-            except (ValueError, KeyError, TypeError):
-                self.stray += 1
-                continue
-            alarm = self.alarms.get(household)
-            if alarm is None or data.get("type") != "ring":
+            household = ring_household(payload)
+            alarm = self.alarms.get(household) if household is not None else None
+            if alarm is None:
                 self.stray += 1
                 continue
             alarm.rings.setdefault(topic.split("/")[-2], at)
@@ -533,13 +536,7 @@ class OwnBroker:
         raise RuntimeError(f"own mosquitto did not start; see {self.dir}/mosquitto.log")
 
     async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+        await stop_process(self.process)
 
 
 # --- the raw broker floor -----------------------------------------------------------------------------

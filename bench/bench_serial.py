@@ -60,7 +60,7 @@ from alertd.metrics import Metrics
 from alertd.protocols.at import AtParser, Final
 from alertd.protocols.contact_id import LineDecoder, Report, build_message
 from alertd.protocols.sms_pdu import encode_submit
-from bench.bench_pipeline import OwnBroker, PahoClient, alarm_payload, fmt, ratio, summary_ms
+from bench.bench_pipeline import OwnBroker, PahoClient, alarm_payload, fmt, ratio, ring_household, summary_ms
 from tests.fakes.contact_id_receiver import ACK, FakeReceiver
 from tests.fakes.gsm_modem import FakeModem
 from tests.harness import DaemonProcess, Village, forget_session, write_village
@@ -151,14 +151,11 @@ class RingLog:
         received = self.client.received
         end = len(received)
         for at, _topic, payload in received[self._pos : end]:
-            try:
-                data = json.loads(payload)
-                household = data["from"]["household"]
-            except (ValueError, KeyError, TypeError):
+            household = ring_household(payload)
+            if household is None:
                 self.stray += 1
                 continue
-            if data.get("type") == "ring":
-                self.first.setdefault(household, at)
+            self.first.setdefault(household, at)
         self._pos = end
 
 
