@@ -258,6 +258,8 @@ class SupervisionSettings(_Section):
     interval_s: float = Field(default=60, gt=0)  # how often every device is reviewed
     # Local time of the daily readiness digest to each group's leader; "" for none.
     digest_at: str = Field(default="08:00", pattern=r"^$|^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    # A digest missed while alertd was down goes out on return only within this long of its time.
+    digest_catch_up_s: float = Field(default=7200, ge=0)
 
     @property
     def digest_time(self) -> dt_time | None:

@@ -134,6 +134,7 @@ class Daemon:
                 grace_s=settings.supervision.grace_s,
                 supervision_interval_s=settings.supervision.interval_s,
                 digest_at=settings.supervision.digest_time,
+                digest_catch_up_s=settings.supervision.digest_catch_up_s,
                 commands=CommandBook(
                     prefix=settings.mqtt.prefix,
                     zigbee_base=settings.zigbee2mqtt.base,

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+from alertd.core import digest
 from alertd.core.commands import CommandBook
 from alertd.core.events import (
     Action,
@@ -36,12 +37,9 @@ from alertd.core.incidents import (
     STATE_ORDER as _ORDER,
 )
 from alertd.core.incidents import (
-    Channel,
     Effects,
     Incident,
-    Notification,
     Outcome,
-    Purpose,
     State,
     TimelineEntry,
     TransitionError,
@@ -66,6 +64,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # Inputs committed together: one fsync for a burst instead of one per alarm.
 MAX_BATCH = 256
+# The store's record of its first start: a digest is never caught up for a time before it.
+IN_USE_SINCE_KEY = "first_started_at"
 # How often old deduplication entries are forgotten.
 PRUNE_INTERVAL_S = 3600.0
 
@@ -93,6 +93,7 @@ class Engine:
         grace_s: float = 600.0,
         supervision_interval_s: float = 60.0,
         digest_at: dt.time | None = None,
+        digest_catch_up_s: float = 7200.0,
     ) -> None:
         self.store = store
         self.roster = roster
@@ -115,7 +116,8 @@ class Engine:
         self._pending: dict[tuple[str, Condition], float] = {}  # conditions in their grace period
         self._next_review = 0.0
         self.digest_at = digest_at  # local time of the daily readiness digest; None: no digest
-        self._next_digest = math.inf
+        self.digest_catch_up_s = digest_catch_up_s
+        self._next_digest: digest.Occurrence | None = None
         self._deadlines: list[tuple[float, int]] = []  # heap of (next_step_at, incident id), lazily pruned
         self._next_id = 1
         self._loaded = False
@@ -161,11 +163,20 @@ class Engine:
                 self._maintenance[(incident.device_id, Condition(incident.maintenance))] = incident.id
         # Devices get a full interval to report in before the first review judges them.
         self._next_review = self.clock() + self.supervision_interval_s
+        now = self.clock()
+        in_use_since = await self.store.meta(IN_USE_SINCE_KEY)
+        if in_use_since is None:
+            _LOGGER.info("First start with store %s", self.store.path)
+            await self.store.set_meta(IN_USE_SINCE_KEY, repr(now))
         if self.digest_at is not None:
-            # Today's digest time, even if it has passed: a digest already sent today is not sent again
-            # (its outbox key names the day), one missed while alertd was down goes out now.
-            today = dt.datetime.fromtimestamp(self.clock(), dt.UTC).astimezone(self.texts.time_zone).date()
-            self._next_digest = dt.datetime.combine(today, self.digest_at, self.texts.time_zone).timestamp()
+            self._next_digest = digest.first_due(
+                now,
+                self.digest_at,
+                self.texts.time_zone,
+                in_use_since=None if in_use_since is None else float(in_use_since),
+                last_day=await self.store.meta(digest.LAST_DAY_KEY),
+                catch_up_s=self.digest_catch_up_s,
+            )
         self._loaded = True
         _LOGGER.info("Engine resumed %d open incidents", len(self.active))
         self.metrics.set_active(self.active.values())
@@ -182,7 +193,8 @@ class Engine:
     async def _next_inputs(self) -> list[Envelope]:
         # The next escalation step, supervision review or digest, whichever comes first (the review always
         # comes, so this is finite).
-        deadline = min(self._next_deadline() or math.inf, self._next_review, self._next_digest)
+        next_digest = self._next_digest.at if self._next_digest is not None else math.inf
+        deadline = min(self._next_deadline() or math.inf, self._next_review, next_digest)
         try:
             async with asyncio.timeout(max(0.0, deadline - self.clock())):
                 first = await self.queue.get()
@@ -209,9 +221,11 @@ class Engine:
         if now >= self._next_review:
             self._next_review = now + self.supervision_interval_s
             self._review(now, batch)
-        if now >= self._next_digest:
-            self._digest(self._next_digest, now, batch)
-            self._next_digest += 86400
+        if self._next_digest is not None and now >= self._next_digest.at and self.digest_at is not None:
+            self._digest(self._next_digest.day, now, batch)
+            # From the calendar, not +24 h: after a clock step or a long stall, the next one is still at
+            # digest_at local time, and days skipped are not sent in a burst.
+            self._next_digest = digest.following(now, self.digest_at, self.texts.time_zone)
         if batch:
             await self.store.commit(batch)
             self._remember_reports(batch.devices)
@@ -463,30 +477,12 @@ class Engine:
                 _LOGGER.info("Maintenance incident %d closed: device %s healthy again", case.id, key[0])
                 self._act(case, Action.RESOLVE, "alertd: device healthy again", Via.SYSTEM, now, batch)
 
-    def _digest(self, due: float, now: float, batch: Batch) -> None:
+    def _digest(self, day: str, now: float, batch: Batch) -> None:
         """The daily readiness digest: every group's leader learns which devices need a visit."""
-        day = dt.datetime.fromtimestamp(due, dt.UTC).astimezone(self.texts.time_zone).date().isoformat()
-        profiles = self.commands.profiles
-        for group in self.roster.groups.values():
-            devices = [self.roster.devices[d] for h in group.households for d in self.roster.households[h].devices]
-            problems = [
-                (self.roster.households[device.household_id], device, condition.value)
-                for device in devices
-                for condition in assess(
-                    device, profiles.get(device.profile), self._reported.get(device.id, Reported()), now
-                ).conditions
-                if condition != Condition.OK
-            ]
-            leader = self.roster.people.get(group.leader)
-            if leader is None:
-                continue
-            body = self.texts.digest(group, len(devices), problems, leader.language)
-            batch.notifications.append(
-                Notification(
-                    None, 0, Channel.SMS, Purpose.ALERT, leader.id, leader.phone, body, scope=f"digest:{group.id}:{day}"
-                )
-            )
-        _LOGGER.info("Daily readiness digest for %d groups planned", len(self.roster.groups))
+        planned = digest.plan(day, self.roster, self.commands.profiles, self._reported, self.texts, now)
+        batch.notifications.extend(planned)
+        batch.meta[digest.LAST_DAY_KEY] = day
+        _LOGGER.info("Daily readiness digest for %s planned to %d group leaders", day, len(planned))
 
     def _remember_reports(self, updates: list[DeviceUpdate]) -> None:
         for u in updates:

@@ -161,6 +161,18 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX notifications_incident ON notifications(incident_id);
     CREATE INDEX notifications_provider ON notifications(provider_id) WHERE provider_id IS NOT NULL;
     """,
+    # 7: facts about the store itself (when it was first used, the last daily digest planned). A store
+    # that already holds history predates this table: it counts as in use since the epoch.
+    """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO meta (key, value)
+        SELECT 'first_started_at', '0'
+        WHERE EXISTS (SELECT 1 FROM incidents) OR EXISTS (SELECT 1 FROM notifications)
+            OR EXISTS (SELECT 1 FROM devices);
+    """,
 )
 
 
@@ -223,10 +235,17 @@ class Batch:
     seen: list[tuple[str, int]] = field(default_factory=list)
     devices: list[DeviceUpdate] = field(default_factory=list)
     deliveries: list[DeliveryReport] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)  # facts about the store, e.g. the last digest day
 
     def __bool__(self) -> bool:
         return bool(
-            self.incidents or self.timeline or self.notifications or self.seen or self.devices or self.deliveries
+            self.incidents
+            or self.timeline
+            or self.notifications
+            or self.seen
+            or self.devices
+            or self.deliveries
+            or self.meta
         )
 
 
@@ -404,6 +423,11 @@ class Store:
                 )
             for report in batch.deliveries:
                 await self._record_delivery(report, batch.now)
+            if batch.meta:
+                await db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    list(batch.meta.items()),
+                )
 
     async def _record_delivery(self, report: DeliveryReport, now: float) -> None:
         if report.token is not None:
@@ -430,6 +454,18 @@ class Store:
         await self._db.execute(
             "UPDATE notifications SET delivery = ?, updated_at = ? WHERE id = ?", (detail, now, row[0])
         )
+
+    async def meta(self, key: str) -> str | None:
+        async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else str(row[0])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     async def load_active_incidents(self) -> list[Incident]:
         async with self._db.execute(

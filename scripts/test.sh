@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# libfaketime starts a daemon process at a chosen hour (tests/harness.py), so no test depends on the time of day.
+if ! compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null; then
+    sudo=(); [[ ${EUID} -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime
+fi
 .venv/bin/ruff check alertd tests bench
 .venv/bin/mypy
 # Coverage of what runs in this process; the CLI, demo and report modules run in subprocesses here.

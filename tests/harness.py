@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import glob
 import json
 import os
 import signal
@@ -30,6 +32,8 @@ ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 FROM_NUMBER = "+8613900000000"
 WAIT_S = 20.0
+# Debian's libfaketime (scripts/test.sh installs it): a daemon process started at a chosen time.
+LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), "libfaketime missing")
 
 
 def free_port() -> int:
@@ -279,13 +283,28 @@ async def running_daemon(village: Village, environ: dict[str, str] | None = None
 class DaemonProcess:
     """`alertd run` as a real process, for kill -9."""
 
-    def __init__(self, village: Village, log_path: Path) -> None:
+    def __init__(self, village: Village, log_path: Path, *, start_at: dt.datetime | None = None) -> None:
         self.village = village
         self.log_path = log_path
+        self.start_at = start_at
         self.process: asyncio.subprocess.Process | None = None
 
+    def faked_clock(self) -> dict[str, str]:
+        """The environment that starts this process's wall clock at start_at (libfaketime, this process
+        only: the broker and the tests keep the real time). The monotonic clock stays real."""
+        if self.start_at is None:
+            return {}
+        at = self.start_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return {
+            "LD_PRELOAD": LIBFAKETIME,
+            "FAKETIME": f"@{at}",  # starts there and runs on
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKETIME_NO_CACHE": "1",
+            "TZ": "UTC",  # "@..." is read in the process's zone; alertd's own zone comes from its config
+        }
+
     async def start(self, failpoint: str | None = None) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")} | self.faked_clock()
         if failpoint:
             env["ALERTD_FAILPOINT"] = failpoint
         log = self.log_path.open("ab")

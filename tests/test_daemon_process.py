@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import json
 import os
@@ -12,8 +13,10 @@ import socket
 import sys
 import time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aiohttp
+import pytest
 
 from alertd.store import Status, Store
 from tests.fakes.twilio_server import TwilioServer
@@ -44,7 +47,7 @@ class EnvDaemonProcess(DaemonProcess):
             k: v for k, v in os.environ.items()
             if not k.startswith("ALERTD_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
         }  # fmt: skip
-        env = inherited | self.extra_env
+        env = inherited | self.extra_env | self.faked_clock()
         if failpoint:
             env["ALERTD_FAILPOINT"] = failpoint
         log = self.log_path.open("ab")
@@ -296,3 +299,65 @@ async def test_sigterm_with_sends_in_flight_exits_cleanly_and_loses_no_sms(
         await daemon.kill()
         await forget_session(village)
     assert len(await _sms_rows(village)) == 3
+
+
+# ------------------------------------------------------------------------------------- any hour of the day
+
+
+def _dandong(day: int, hour: int, minute: int = 0, second: int = 0) -> dt.datetime:
+    return dt.datetime(2026, 12, day, hour, minute, second, tzinfo=ZoneInfo("Asia/Shanghai"))
+
+
+@pytest.mark.parametrize("hour", [3, 15])
+async def test_an_alarm_texts_the_same_people_at_any_hour(tmp_path: Path, twilio: TwilioServer, hour: int) -> None:
+    """The real daemon started at 03:00 and at 15:00 in Dandong (its wall clock alone is faked): an alarm
+    texts the leader and the patrol, and nothing else goes out (no digest on a new store's first start)."""
+    village = write_village(tmp_path, twilio=twilio)
+    daemon = DaemonProcess(village, tmp_path / "daemon.log", start_at=_dandong(3, hour))
+    try:
+        async with terminals(village) as sims:
+            await daemon.start()
+            await sims.alarm("t1-2", "panic", seq=1)
+            async with asyncio.timeout(WAIT_S):
+                while len(twilio.messages) < 3:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # room for anything extra to show up
+            assert await daemon.terminate() == 0
+    finally:
+        await daemon.kill()
+        await forget_session(village)
+    assert sorted(m.to for m in twilio.messages) == sorted([leader_phone(1), *PATROL_PHONES])
+    assert all("联防日报" not in m.body for m in twilio.messages)
+    assert len(await _sms_rows(village)) == 3
+
+
+async def test_the_digest_goes_out_at_digest_time_once_and_is_caught_up_after_downtime(
+    tmp_path: Path, twilio: TwilioServer
+) -> None:
+    village = write_village(tmp_path, twilio=twilio)
+    log = tmp_path / "daemon.log"
+
+    async def digests_after(start_at: dt.datetime, wait_for: int) -> list[str]:
+        daemon = DaemonProcess(village, log, start_at=start_at)
+        try:
+            await daemon.start()
+            async with asyncio.timeout(WAIT_S):
+                while sum("联防日报" in m.body for m in twilio.messages) < wait_for:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)  # room for a wrong extra one to show up
+            await daemon.kill()  # kill -9: the plan must already be on disk
+        finally:
+            await daemon.kill()
+        return [m.to for m in twilio.messages if "联防日报" in m.body]
+
+    try:
+        # A new store at 07:59:58: nothing at start, the leader's digest at 08:00.
+        assert await digests_after(_dandong(3, 7, 59, 58), 1) == [leader_phone(1)]
+        # Restarted at 09:30 the same day: not again.
+        assert await digests_after(_dandong(3, 9, 30), 1) == [leader_phone(1)]
+        # Down across the next 08:00, back at 09:00: caught up, once.
+        assert await digests_after(_dandong(4, 9, 0), 2) == [leader_phone(1)] * 2
+        # Down across the next one too, back at 10:30: outside the 2 h window, skipped.
+        assert await digests_after(_dandong(5, 10, 30), 2) == [leader_phone(1)] * 2
+    finally:
+        await forget_session(village)
