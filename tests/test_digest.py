@@ -67,7 +67,9 @@ def test_following_after_a_long_stall_is_the_next_one_not_a_burst_of_missed_days
         (local(3, 3), local(1, 12), "2026-12-01", local(3, 8)),
     ],
 )
-def test_first_digest_after_a_start(now: float, in_use_since: float | None, last_day: str | None, expected: float) -> None:
+def test_first_digest_after_a_start(
+    now: float, in_use_since: float | None, last_day: str | None, expected: float
+) -> None:
     due = digest.first_due(now, AT, ZONE, in_use_since=in_use_since, last_day=last_day, catch_up_s=2 * HOUR)
     assert due.at == expected
 
