@@ -20,6 +20,12 @@ class Metrics:
         self.duplicates = Counter("alertd_duplicate_alarms", "Alarms recognised as redeliveries", registry=r)
         self.opened = Counter("alertd_incidents_opened", "Incidents opened", ["kind"], registry=r)
         self.incidents = Gauge("alertd_incidents_active", "Active incidents", ["kind", "state"], registry=r)
+        self.lookup_failures = Counter(
+            "alertd_outbox_lookup_failures",
+            "Carrier lookups (did an earlier attempt go out?) that failed; the message was sent again",
+            ["channel", "carrier"],
+            registry=r,
+        )
         self.notifications = Counter(
             "alertd_notifications", "Notifications by channel, carrier and status", ["channel", "carrier", "status"],
             registry=r,

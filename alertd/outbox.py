@@ -63,6 +63,7 @@ class OutboxWorker:
         self._dispatch_lock = asyncio.Lock()  # drain's flush must wait for the recorder's, not skip it
         self._in_flight: set[asyncio.Task[None]] = set()
         self._draining = False
+        self._lookup_failing = False  # logged once per outage of the carrier's lookups
 
     def wake(self) -> None:
         self._wake.set()
@@ -100,19 +101,15 @@ class OutboxWorker:
             return
         results = []
         for row in rows:
-            try:
-                provider_id = await self.sender.find_sent(_outbound(row))
-            except (TransientError, PermanentError) as err:
-                _LOGGER.warning("Cannot reconcile notification %d (%s); it will be sent again", row.id, err)
-                provider_id = None
-            if provider_id is not None:
-                results.append(self._sent(row, provider_id))
+            found, refused = await self._lookup(row)
+            if found is not None:
+                results.append(self._sent(row, found))
             else:
-                results.append(SendResult(row.id, Status.PENDING, next_attempt_at=self.clock()))
-        found = sum(r.status == Status.SENT for r in results)
+                results.append(SendResult(row.id, Status.PENDING, error=refused, next_attempt_at=self.clock()))
+        delivered = sum(r.status == Status.SENT for r in results)
         _LOGGER.info(
             "Reconciled %d interrupted %s sends: %d already delivered, %d to resend",
-            len(rows), self.channel, found, len(rows) - found,
+            len(rows), self.channel, delivered, len(rows) - delivered,
         )  # fmt: skip
         await self.store.record_results(results, self.clock())
 
@@ -156,12 +153,16 @@ class OutboxWorker:
 
     async def _attempt(self, row: OutboxRow) -> SendResult:
         attempts = row.attempts + 1
-        try:
-            if row.attempts > 0 and (found := await self.sender.find_sent(_outbound(row))) is not None:
-                # A timed-out attempt may have reached the carrier after all: ask before sending again.
+        refused: str | None = None
+        if row.attempts > 0:
+            # A timed-out attempt may have reached the carrier after all: ask before sending again.
+            found, refused = await self._lookup(row)
+            if found is not None:
                 _LOGGER.info("Notification %d was delivered by an earlier attempt", row.id)
                 return self._sent(row, found)
-            return self._sent(row, await self.sender.send(_outbound(row)))
+        try:
+            # The note stays on the row, so `alertd show` tells why the message may have gone out twice.
+            return self._sent(row, await self.sender.send(_outbound(row)), note=refused)
         except PermanentError as err:
             _LOGGER.error("Notification %d to %s failed for good via %s: %s", row.id, _who(row), self.sender.name, err)
             return SendResult(row.id, Status.FAILED, self.sender.name, error=_describe(err))
@@ -181,10 +182,38 @@ class OutboxWorker:
                 next_attempt_at=self.clock() + backoff_s(attempts, self._rng),
             )  # fmt: skip
 
-    def _sent(self, row: OutboxRow, receipt: str | Receipt | None) -> SendResult:
+    async def _lookup(self, row: OutboxRow) -> tuple[str | Receipt | None, str | None]:
+        """Did an earlier attempt reach the carrier? (receipt, None) when it did, (None, None) when the
+        carrier says it did not, (None, why) when the carrier would not say.
+
+        A lookup can never fail a message: only the carrier's refusal of the send itself is permanent.
+        A key that may send but not read (HTTP 403), a proxy that forwards only POST (404), a timeout:
+        all mean "unknown", and the message is sent again (at least once beats never)."""
+        try:
+            found = await self.sender.find_sent(_outbound(row))
+        except Exception as err:  # noqa: BLE001 (any failure to look up is "unknown", by design)
+            self.metrics.lookup_failures.labels(channel=self.channel.value, carrier=self.sender.name).inc()
+            why = f"lookup failed ({err}); sent again"
+            if not self._lookup_failing:
+                # Once per outage, like a carrier going down; the count is in the metrics.
+                _LOGGER.warning(
+                    "Cannot ask %s whether notification %d already went out (%s); sending it again, and so "
+                    "for every such message until lookups work",
+                    self.sender.name, row.id, err,
+                )  # fmt: skip
+            else:
+                _LOGGER.debug("Lookup for notification %d still failing: %s", row.id, err)
+            self._lookup_failing = True
+            return None, why
+        if self._lookup_failing:
+            _LOGGER.info("Lookups at %s work again", self.sender.name)
+            self._lookup_failing = False
+        return found, None
+
+    def _sent(self, row: OutboxRow, receipt: str | Receipt | None, note: str | None = None) -> SendResult:
         if isinstance(receipt, Receipt):
-            return SendResult(row.id, Status.SENT, receipt.carrier, receipt.provider_id)
-        return SendResult(row.id, Status.SENT, self.sender.name, receipt)
+            return SendResult(row.id, Status.SENT, receipt.carrier, receipt.provider_id, error=note)
+        return SendResult(row.id, Status.SENT, self.sender.name, receipt, error=note)
 
     async def _record_loop(self) -> None:
         while True:

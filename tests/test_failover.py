@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from alertd.channels.base import Health, Outbound, Receipt
 from alertd.channels.failover import PROBE_INTERVAL_S, FailoverSender
+from alertd.core.incidents import Channel, Notification, Purpose
 from alertd.errors import PermanentError, TransientError
+from alertd.metrics import Metrics
+from alertd.outbox import OutboxWorker
+from alertd.store import Batch, Status, Store
 
 MESSAGE = Outbound(1, "+8613800010001", "【联防】测试", 0.0)
 
@@ -18,6 +25,7 @@ class Carrier:
     name: str
     fail: type[Exception] | None = None
     healthy: bool = True
+    lookup: type[Exception] | None = None  # find_sent raises this: the carrier will not say
     sent: list[int] = field(default_factory=list)
 
     async def send(self, message: Outbound) -> str | None:
@@ -27,6 +35,8 @@ class Carrier:
         return f"{self.name}-{len(self.sent)}"
 
     async def find_sent(self, message: Outbound) -> str | None:
+        if self.lookup is not None:
+            raise self.lookup(f"{self.name} will not say")
         return f"{self.name}-found" if message.id in self.sent else None
 
     def health(self) -> Health:
@@ -87,3 +97,42 @@ async def test_find_sent_asks_every_carrier() -> None:
     twilio, modem = Carrier("twilio"), Carrier("modem")
     modem.sent.append(MESSAGE.id)
     assert await FailoverSender([twilio, modem]).find_sent(MESSAGE) == Receipt("modem", "modem-found")
+
+
+async def test_find_sent_is_unknown_when_none_has_it_and_a_lookup_was_refused() -> None:
+    twilio, modem = Carrier("twilio", lookup=PermanentError), Carrier("modem")
+    with pytest.raises(TransientError, match="twilio"):
+        await FailoverSender([twilio, modem]).find_sent(MESSAGE)
+    modem.sent.append(MESSAGE.id)  # another carrier that has it still answers for it
+    assert await FailoverSender([twilio, modem]).find_sent(MESSAGE) == Receipt("modem", "modem-found")
+
+
+async def test_a_carrier_whose_lookups_fail_hands_an_interrupted_send_to_the_other(tmp_path: Path) -> None:
+    """A row left in 'sending' by a crash, Twilio refusing both the lookup (403) and the send (down): the
+    message goes out through the modem, with the refused lookup noted on the row."""
+    store = await Store.open(tmp_path / "alertd.db")
+    try:
+        batch = Batch(1000.0)
+        batch.notifications.append(
+            Notification(None, 0, Channel.SMS, Purpose.ALERT, "leader", MESSAGE.address, "【联防】", scope="test")
+        )
+        await store.commit(batch)
+        [row] = await store.due(Channel.SMS, 1000.0, limit=10)
+        await store.claim([row.id], "sms", 1000.0)  # then kill -9
+        twilio, modem = Carrier("twilio", fail=TransientError, lookup=PermanentError), Carrier("modem")
+        worker = OutboxWorker(store, Channel.SMS, FailoverSender([twilio, modem]), Metrics())
+        task = asyncio.create_task(worker.run())
+        try:
+            async with asyncio.timeout(5):
+                while (done := (await store.notifications())[0]).status != Status.SENT:
+                    await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await store.close()
+    assert modem.sent == [row.id]
+    assert done.carrier == "modem"
+    assert done.error is not None
+    assert done.error == "lookup failed (twilio: twilio will not say); sent again"

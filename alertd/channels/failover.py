@@ -69,13 +69,19 @@ class FailoverSender:
         raise TransientError(f"no SMS carrier could take it: {summary}")
 
     async def find_sent(self, message: Outbound) -> Receipt | None:
+        """The carrier that has the message, None when every carrier says it has not, TransientError when
+        none has it and some would not say (the outbox then sends again: a lookup never fails a message)."""
+        refused = []
         for carrier in self.carriers:
             try:
                 found = await carrier.find_sent(message)
-            except TransientError:
-                continue
+            except (TransientError, PermanentError) as err:
+                refused.append(f"{carrier.name}: {err}")
+                continue  # another carrier may still know it
             if found is not None:
                 return found if isinstance(found, Receipt) else Receipt(carrier.name, found)
+        if refused:
+            raise TransientError("; ".join(refused))
         return None
 
     def health(self) -> Health:

@@ -35,9 +35,10 @@ API_VERSION = "2010-04-01"
 DEFAULT_PAGE_SIZE = 50
 
 # Error codes and wording as Twilio documents them (https://www.twilio.com/docs/api/errors).
-_DEFAULT_CODES = {400: 21211, 401: 20003, 404: 20404, 429: 20429, 500: 20500, 503: 20503}
+_DEFAULT_CODES = {400: 21211, 401: 20003, 403: 20403, 404: 20404, 429: 20429, 500: 20500, 503: 20503}
 _MESSAGES = {
     20003: "Authenticate",
+    20403: "Forbidden",
     20404: "The requested resource was not found",
     20429: "Too Many Requests",
     20500: "An internal server error has occurred",
@@ -129,6 +130,7 @@ class TwilioServer:
         self._script: deque[_Fault] = deque()
         self._fail_all: _Fault | None = None
         self._rejected: dict[str, int] = {}
+        self._lookup_refusal: int | None = None
         self._changed = asyncio.Condition()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -187,6 +189,11 @@ class TwilioServer:
     def reject_number(self, number: str, code: int = 21211) -> None:
         """Messages to `number` fail with HTTP 400 and this Twilio code."""
         self._rejected[number] = code
+
+    def refuse_lookups(self, status: int | None) -> None:
+        """Message lists (GET) get this HTTP error while sends (POST) still work, as with an API key that
+        may send but not read (403) or a proxy that forwards only POST (404); None lifts it."""
+        self._lookup_refusal = status
 
     def fail_all(self, status: int, code: int | None = None) -> None:
         """Every request fails until recover(); the FIFO script still goes first."""
@@ -360,6 +367,8 @@ class TwilioServer:
     async def _list(self, request: web.Request) -> web.Response:
         if (refusal := await self._gate(request)) is not None:
             return refusal
+        if self._lookup_refusal is not None:
+            return self._error(self._lookup_refusal)
         q = request.query
         found = list(reversed(self.messages))  # Twilio lists newest first
         if "To" in q:
