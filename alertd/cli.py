@@ -12,17 +12,21 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from alertd import decode
 from alertd.config import Config, load_config
+from alertd.core.model import Device, Roster
 from alertd.daemon import Daemon
 from alertd.demo import run_demo
 from alertd.errors import ConfigError, StoreError
 from alertd.mqtt_acl import password_steps, render_acl, write_file
 from alertd.profiles import load_profiles
 from alertd.report import device_dict, device_health, devices_table, incident_dict, incidents_table, show
-from alertd.store import Store
+from alertd.scaffold import STARTER, write_examples
+from alertd.store import DeviceRecord, Store
 
 DEFAULT_CONFIG = Path(os.environ.get("ALERTD_CONFIG", "/etc/alertd/alertd.toml"))
 API_TIMEOUT_S = 15.0
@@ -43,7 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     with_config("run", "run the daemon")
     with_config("check", "validate settings and roster; list every problem (exit 2) or exit 0")
     demo = sub.add_parser("demo", help="run the end-to-end demo against the local broker")
-    demo.add_argument("-c", "--config", type=Path, default=Path("config/alertd.toml"))
+    # No default path: without -c the demo runs the example village shipped inside the package, so it
+    # works from any folder (a relative default only worked inside the repository).
+    demo.add_argument("-c", "--config", type=Path, help="settings file (default: the shipped example village)")
+    init = sub.add_parser("init", help="write an annotated alertd.toml and a starter roster.toml into a folder")
+    init.add_argument("folder", type=Path, help="where to write them (created if missing), e.g. /etc/alertd")
     decode = sub.add_parser("decode", help="show what alertd makes of receiver lines or SMS PDUs (JSON lines)")
     what = decode.add_subparsers(dest="what", required=True)
     cid = what.add_parser("contact-id", help="Contact ID lines as a receiver prints them")
@@ -110,6 +118,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return EXIT_OK
         case "demo":
             return asyncio.run(run_demo(args.config))
+        case "init":
+            return _init(args.folder)
         case "decode":
             results = (
                 decode.contact_id(args.lines, args.format) if args.what == "contact-id" else decode.sms_pdu(args.pdus)
@@ -136,6 +146,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         case "ack" | "on-scene" | "resolve" | "cancel":
             return _act(args, load_config(args.config))
     return EXIT_FAILED
+
+
+def _init(folder: Path) -> int:
+    try:
+        written = write_examples(folder, STARTER)
+    except OSError as err:  # an existing file is a ConfigError (exit 2); this is the folder itself
+        print(f"alertd: cannot write into {folder}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    settings = folder / "alertd.toml"
+    print("wrote " + ", ".join(str(path) for path in written))
+    print(
+        "next: replace the example names and numbers in roster.toml; put secrets (MQTT password, Twilio) in\n"
+        "the environment, not in these files (ALERTD_<SECTION>__<KEY>, e.g. a systemd EnvironmentFile);\n"
+        f"then: alertd check -c {settings}"
+    )
+    return EXIT_OK
 
 
 async def _report(args: argparse.Namespace, config: Config) -> int:
@@ -188,10 +214,42 @@ async def _devices(args: argparse.Namespace, config: Config) -> int:
         if args.group is None or roster.households[device.household_id].group_id == args.group
     ]
     if args.json:
-        print(json.dumps([device_dict(d, h, roster) for d, h in rows], ensure_ascii=False, indent=1))
+        print(
+            json.dumps(
+                [{**device_dict(d, h, roster), **_arming_dict(records.get(d.id))} for d, h in rows],
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
     else:
         print(devices_table(rows, roster, config.settings.daemon.zone))
+        panels = [(d, r) for d, _ in rows if (r := records.get(d.id)) is not None and r.armed is not None]
+        if panels:
+            print(_arming_table(panels, roster, config.settings.daemon.zone))
     return EXIT_OK
+
+
+def _arming_dict(record: DeviceRecord | None) -> dict[str, object]:
+    """An alarm panel's arming, as its open/close reports left it (None: never reported)."""
+    if record is None or record.armed is None:
+        return {"armed": None, "armed_user": None, "armed_at": None}
+    return {"armed": record.armed.value, "armed_user": record.armed_user, "armed_at": record.armed_at}
+
+
+def _arming_table(panels: list[tuple[Device, DeviceRecord]], roster: Roster, zone: ZoneInfo) -> str:
+    """Which alarm panels are armed, by whom and since when: a household away is a household to look in on."""
+    lines = ["", f"{'PANEL':14}  {'HOUSEHOLD':16}  {'ARMING':10}  {'USER':>4}  SINCE"]
+    for device, record in panels:
+        armed = "-" if record.armed is None else record.armed.value
+        user = "-" if record.armed_user is None else str(record.armed_user)
+        since = (
+            "-"
+            if record.armed_at is None
+            else datetime.fromtimestamp(record.armed_at, UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+        )
+        label = roster.households[device.household_id].label
+        lines.append(f"{device.id:14}  {label:16}  {armed:10}  {user:>4}  {since}")
+    return "\n".join(lines)
 
 
 def _act(args: argparse.Namespace, config: Config) -> int:

@@ -16,6 +16,8 @@ from alertd.channels.base import Health, Sender
 from alertd.channels.console import ConsoleSender
 from alertd.channels.failover import FailoverSender
 from alertd.channels.terminal import TerminalSender
+from alertd.clock import CHECK_INTERVAL_S as CLOCK_CHECK_INTERVAL_S
+from alertd.clock import SteadyClock
 from alertd.config import Config, load_roster
 from alertd.core.commands import CommandBook
 from alertd.core.incidents import Channel
@@ -58,6 +60,7 @@ class Daemon:
         self.metrics = Metrics()
         self.failpoints = Failpoints.from_env(self.environ)
         self.notifier = Notifier.from_env(self.environ)
+        self.clock = SteadyClock()  # every timer in the process runs on it: a wall-clock step moves none
         self.engine: Engine | None = None
         self.link: MqttLink | None = None
         self.modem: GsmModem | None = None
@@ -131,6 +134,7 @@ class Daemon:
                 join_window_s=settings.incidents.join_window_s,
                 dedup_window_s=settings.incidents.dedup_window_s,
                 failpoints=self.failpoints,
+                clock=self.clock,
                 grace_s=settings.supervision.grace_s,
                 supervision_interval_s=settings.supervision.interval_s,
                 digest_at=settings.supervision.digest_time,
@@ -172,6 +176,7 @@ class Daemon:
                     command_timeout_s=settings.modem.command_timeout_s,
                     sweep_interval_s=settings.modem.sweep_interval_s,
                     smsc=settings.modem.smsc,
+                    clock=self.clock,
                 )
             receivers = [
                 ContactIdReceiver(
@@ -187,10 +192,10 @@ class Daemon:
             workers = [
                 OutboxWorker(store, Channel.TERMINAL, TerminalSender(link), self.metrics,
                              max_attempts=settings.sms.max_attempts, failpoints=self.failpoints,
-                             concurrency=TERMINAL_CONCURRENCY),
+                             concurrency=TERMINAL_CONCURRENCY, clock=self.clock),
                 OutboxWorker(store, Channel.SMS, sms_sender, self.metrics,
                              max_attempts=settings.sms.max_attempts, failpoints=self.failpoints,
-                             concurrency=SMS_CONCURRENCY),
+                             concurrency=SMS_CONCURRENCY, clock=self.clock),
             ]  # fmt: skip
 
             def wake_workers() -> None:
@@ -263,6 +268,7 @@ class Daemon:
                 worker_tasks = [tg.create_task(w.run(), name=f"outbox-{w.channel}") for w in workers]
                 line_tasks = [tg.create_task(run(), name=name) for name, run in loops]
                 watchdog = tg.create_task(self._watchdog(), name="watchdog")
+                clock_watch = tg.create_task(self._watch_clock(), name="clock")
                 self.notifier.ready()
                 self.ready.set()
                 _LOGGER.info("alertd ready")
@@ -273,12 +279,18 @@ class Daemon:
                 # Alarms not yet committed stay unacknowledged at the broker and come back on restart.
                 async with asyncio.timeout(DRAIN_TIMEOUT_S + 1):
                     await asyncio.gather(*(w.drain(DRAIN_TIMEOUT_S) for w in workers))
-                for task in (link_task, engine_task, watchdog, *worker_tasks, *line_tasks):
+                for task in (link_task, engine_task, watchdog, clock_watch, *worker_tasks, *line_tasks):
                     task.cancel()
         finally:
             for sig in handled:
                 with contextlib.suppress(RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
+
+    async def _watch_clock(self) -> None:
+        while True:
+            self.clock.check()
+            self.metrics.clock_offset.set(self.clock.offset)
+            await asyncio.sleep(CLOCK_CHECK_INTERVAL_S)
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval_s()

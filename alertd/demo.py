@@ -3,6 +3,9 @@
 A household presses its button; the neighbours' terminals ring; the leader and the patrol get an SMS
 (printed by the console channel); the leader presses acknowledge on their terminal; the terminals are
 told to stop; escalation stops; the response log is printed.
+
+Without a settings file it runs the example village shipped inside the package (alertd.examples, the
+repository's config/), so an installed alertd can show itself from any folder.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from alertd.config import Config, load_config
 from alertd.daemon import Daemon
 from alertd.protocols.terminal import RingCommand, StopCommand, Topics, decode_command
 from alertd.report import show
+from alertd.scaffold import VILLAGE, write_examples
 from alertd.store import Store
 
 # The demo talks on its own prefix and client id, so it never disturbs a production daemon on the broker.
@@ -76,8 +80,16 @@ class _Terminals:
                 return
 
 
-async def run_demo(config_path: Path, out: TextIO = sys.stdout) -> int:
-    config = load_config(config_path)
+async def run_demo(config_path: Path | None = None, out: TextIO = sys.stdout) -> int:
+    """Run the demo on config_path's village, or on the shipped example village when it is None."""
+    with tempfile.TemporaryDirectory(prefix="alertd-demo-") as workdir:
+        if config_path is None:
+            # load_config wants real files (the roster is found beside the settings), so copy them out.
+            config_path = write_examples(Path(workdir) / "example", VILLAGE)[0]
+        return await _run(load_config(config_path), Path(workdir), out)
+
+
+async def _run(config: Config, workdir: Path, out: TextIO) -> int:
     roster = config.roster
     group = roster.groups[next(iter(roster.groups))]
     caller = roster.households[group.households[1]]  # "2号户 王家" in the shipped roster
@@ -89,41 +101,38 @@ async def run_demo(config_path: Path, out: TextIO = sys.stdout) -> int:
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="alertd-demo-") as workdir:
-        demo = _demo_config(config, Path(workdir))
-        mqtt = demo.settings.mqtt
-        daemon = Daemon(demo, environ={}, sms_stream=out)
-        daemon_task = asyncio.create_task(daemon.run(), name="daemon")
-        try:
-            async with aiomqtt.Client(mqtt.host, mqtt.port, identifier="alertd-demo-terminals") as client:
-                await client.subscribe(f"{DEMO_PREFIX}/dev/+/cmd", qos=1)
-                sims = _Terminals(client, say)
-                await asyncio.wait_for(daemon.ready.wait(), STEP_TIMEOUT_S)
-                if daemon.link is not None:
-                    await asyncio.wait_for(daemon.link.up.wait(), STEP_TIMEOUT_S)
+    demo = _demo_config(config, workdir)
+    mqtt = demo.settings.mqtt
+    daemon = Daemon(demo, environ={}, sms_stream=out)
+    daemon_task = asyncio.create_task(daemon.run(), name="daemon")
+    try:
+        async with aiomqtt.Client(mqtt.host, mqtt.port, identifier="alertd-demo-terminals") as client:
+            await client.subscribe(f"{DEMO_PREFIX}/dev/+/cmd", qos=1)
+            sims = _Terminals(client, say)
+            await asyncio.wait_for(daemon.ready.wait(), STEP_TIMEOUT_S)
+            if daemon.link is not None:
+                await asyncio.wait_for(daemon.link.up.wait(), STEP_TIMEOUT_S)
 
-                say(f"alertd demo: {group.village}{group.name}, {len(group.households)} households")
-                say(f"\n[1] {caller.label} presses the alarm button ({caller.devices[0]})")
-                sims.started = time.monotonic()
-                alarm = {"type": "alarm", "kind": "panic", "seq": int(time.time())}
-                await client.publish(topics.event(caller.devices[0]), json.dumps(alarm), qos=1)
-                await asyncio.wait_for(sims.hear(expected, 0), STEP_TIMEOUT_S)
-                say(f"    → {len(sims.rings)} neighbours' terminals ring; SMS to the leader and the patrol above")
+            say(f"alertd demo: {group.village}{group.name}, {len(group.households)} households")
+            say(f"\n[1] {caller.label} presses the alarm button ({caller.devices[0]})")
+            sims.started = time.monotonic()
+            alarm = {"type": "alarm", "kind": "panic", "seq": int(time.time())}
+            await client.publish(topics.event(caller.devices[0]), json.dumps(alarm), qos=1)
+            await asyncio.wait_for(sims.hear(expected, 0), STEP_TIMEOUT_S)
+            say(f"    → {len(sims.rings)} neighbours' terminals ring; SMS to the leader and the patrol above")
 
-                await asyncio.sleep(1.5)
-                say(f"\n[2] Leader {leader.name} ({leader_home.label}) presses acknowledge on {leader_home.devices[0]}")
-                await client.publish(topics.event(leader_home.devices[0]), json.dumps({"type": "ack"}), qos=1)
-                await asyncio.wait_for(sims.hear(expected, expected), STEP_TIMEOUT_S)
-                say(
-                    f"    → all {len(sims.stops)} terminals stopped; escalation to the deputy and grid worker cancelled"
-                )
-        finally:
-            daemon.stop()
-            await asyncio.wait_for(daemon_task, STEP_TIMEOUT_S + 15)
-            await _forget_session(demo)
-        incident_id = next(iter(sims.rings.values())).incident_id
-        say(f"\n[3] alertd show {incident_id}\n")
-        say(await _show(demo, incident_id))
+            await asyncio.sleep(1.5)
+            say(f"\n[2] Leader {leader.name} ({leader_home.label}) presses acknowledge on {leader_home.devices[0]}")
+            await client.publish(topics.event(leader_home.devices[0]), json.dumps({"type": "ack"}), qos=1)
+            await asyncio.wait_for(sims.hear(expected, expected), STEP_TIMEOUT_S)
+            say(f"    → all {len(sims.stops)} terminals stopped; escalation to the deputy and grid worker cancelled")
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(daemon_task, STEP_TIMEOUT_S + 15)
+        await _forget_session(demo)
+    incident_id = next(iter(sims.rings.values())).incident_id
+    say(f"\n[3] alertd show {incident_id}\n")
+    say(await _show(demo, incident_id))
     ok = len(sims.rings) == expected and len(sims.stops) == expected
     say("\ndemo " + ("passed" if ok else "FAILED"))
     return 0 if ok else 1

@@ -58,6 +58,7 @@ from alertd.metrics import Metrics
 from alertd.phones import mask
 from alertd.protocols import zigbee2mqtt
 from alertd.protocols.replies import parse_reply
+from alertd.ratelog import RateLimitedLog
 from alertd.store import Batch, DeviceUpdate, Store
 
 _LOGGER = logging.getLogger(__name__)
@@ -66,8 +67,12 @@ _LOGGER = logging.getLogger(__name__)
 MAX_BATCH = 256
 # The store's record of its first start: a digest is never caught up for a time before it.
 IN_USE_SINCE_KEY = "first_started_at"
+# Tolerance between the SMSC's timestamp on a modem reply and our clock when matching it to incidents.
+REPLY_CLOCK_SKEW_S = 300.0
 # How often old deduplication entries are forgotten.
 PRUNE_INTERVAL_S = 3600.0
+# Supervision news logged at INFO: a panel's everyday traffic, not something a person must look at.
+_ROUTINE_NEWS = frozenset({"test", "open_close", "other"})
 
 
 @dataclass(slots=True)
@@ -122,6 +127,7 @@ class Engine:
         self._next_id = 1
         self._loaded = False
         self._last_prune = 0.0
+        self._log = RateLimitedLog(_LOGGER)  # one line per kind of bad input and device, not per message
 
     # --- the API for ingress, web and cli ----------------------------------------------------------
 
@@ -151,9 +157,7 @@ class Engine:
     async def load(self) -> None:
         self._next_id = await self.store.max_incident_id() + 1
         for record in (await self.store.devices()).values():
-            self._reported[record.id] = Reported(
-                record.online, record.last_seen, record.battery, record.battery_low, record.tampered
-            )
+            self._reported[record.id] = record.reported()
             if record.state is not None:
                 self._sensor_states[record.id] = zigbee2mqtt.DeviceState.from_json(record.state)
         for incident in await self.store.load_active_incidents():
@@ -250,12 +254,12 @@ class Engine:
                 return await self._on_alarm(item, now, batch)
             case Restore(device_id=device_id, detail=detail):
                 return self._on_restore(device_id, detail, now, batch)
-            case Supervision(device_id=device_id, event=event, restore=restore):
-                return self._on_supervision(device_id, event, restore, now, batch)
+            case Supervision():
+                return self._on_supervision(item, now, batch)
             case TerminalAck(device_id=device_id, incident_id=incident_id):
                 return self._on_terminal_ack(device_id, incident_id, now, batch)
             case Reply():
-                return self._on_reply(item, now, batch)
+                return await self._on_reply(item, now, batch)
             case OperatorCommand():
                 return self._on_operator(item, now, batch)
             case SensorState():
@@ -277,7 +281,7 @@ class Engine:
     async def _on_alarm(self, alarm: Alarm, now: float, batch: Batch) -> str:
         household = self.roster.household_of_device(alarm.device_id)
         if household is None:
-            _LOGGER.warning("Alarm from unknown device %s ignored", alarm.device_id)
+            self._log.warning(f"unknown:{alarm.device_id}", "Alarm from unknown device %s ignored", alarm.device_id)
             self.metrics.invalid.labels(reason="unknown_device").inc()
             return "unknown_device"
         if alarm.seq is not None:
@@ -345,19 +349,30 @@ class Engine:
         batch.timeline.append(TimelineEntry(incident.id, now, "restore", household.label, detail))
         return f"restore {incident.id}"
 
-    def _on_supervision(self, device_id: str, event: str, restore: bool, now: float, batch: Batch) -> str:
+    def _on_supervision(self, news: Supervision, now: float, batch: Batch) -> str:
+        device_id, event, restore = news.device_id, news.event, news.restore
         if device_id not in self.roster.devices:
             self.metrics.invalid.labels(reason="unknown_device").inc()
             return "unknown_device"
-        # Maintenance incidents for these belong to device supervision; until then they are logged and counted.
+        # Conditions are recorded with the device; the next supervision review opens or closes the
+        # maintenance incident (after the grace period where one applies). Every report is a check-in.
         self.metrics.supervision.labels(event=event, restore=str(restore).lower()).inc()
-        level = logging.INFO if restore or event == "test" else logging.WARNING
-        _LOGGER.log(level, "Device %s: %s%s", device_id, event, " restored" if restore else "")
+        level = logging.INFO if restore or event in _ROUTINE_NEWS else logging.WARNING
+        armed = "" if news.armed is None else f" {news.armed}" + ("" if news.user is None else f" by user {news.user}")
+        detail = f" ({news.detail})" if news.detail else ""
+        _LOGGER.log(level, "Device %s: %s%s%s%s", device_id, event, " restored" if restore else "", armed, detail)
         update = DeviceUpdate(device_id, now, online=True, test=event == "test")
-        if event == "low_battery":
-            update = replace(update, battery_low=not restore)
-        elif event == "tamper":
-            update = replace(update, tampered=not restore)
+        match event:
+            case "low_battery":
+                update = replace(update, battery_low=not restore)
+            case "tamper":
+                update = replace(update, tampered=not restore)
+            case "ac_loss":
+                update = replace(update, ac_loss=not restore)
+            case "comm_trouble":
+                update = replace(update, comm_trouble=not restore)
+            case "open_close" if news.armed is not None:
+                update = replace(update, armed=news.armed, armed_user=news.user)
         batch.devices.append(update)
         return "ok"
 
@@ -377,10 +392,22 @@ class Engine:
             return "no_incident"
         return self._act(target, Action.ACKNOWLEDGE, household.label, Via.TERMINAL, now, batch)
 
-    def _on_reply(self, reply: Reply, now: float, batch: Batch) -> str:
+    async def _on_reply(self, reply: Reply, now: float, batch: Batch) -> str:
+        if reply.message_id is not None:
+            # Twilio's signature has no timestamp: a captured request stays valid forever. Each message is
+            # handled once, recorded in the same transaction as what it did.
+            if reply.message_id in batch.inbound or await self.store.inbound_seen(reply.message_id):
+                self.metrics.replays.labels(carrier=reply.carrier).inc()
+                self._log.warning(
+                    f"replay:{reply.carrier}",
+                    "Inbound %s message %s was handled already: ignored (a replay or a redelivery)",
+                    reply.carrier, reply.message_id,
+                )  # fmt: skip
+                return "replay"
+            batch.inbound.append(reply.message_id)
         person = self.roster.person_by_phone(reply.phone)
         if person is None:
-            _LOGGER.warning("SMS from unknown number %s ignored", mask(reply.phone))
+            self._log.warning(f"sender:{reply.phone}", "SMS from unknown number %s ignored", mask(reply.phone))
             self.metrics.invalid.labels(reason="unknown_sender").inc()
             return "unknown_sender"
         parsed = parse_reply(reply.text)
@@ -389,7 +416,12 @@ class Engine:
             self.metrics.invalid.labels(reason="not_a_command").inc()
             return "not_a_command"
         groups = self._groups_of(person.id)
-        relevant = [i for i in self.active.values() if groups is None or i.group_id in groups]
+        # Only incidents already open when the provider received the message: a reply to an old alarm,
+        # read late from the SIM, must not acknowledge one that opened since.
+        received = now if reply.received_at is None else min(now, reply.received_at + REPLY_CLOCK_SKEW_S)
+        relevant = [
+            i for i in self.active.values() if (groups is None or i.group_id in groups) and i.opened_at <= received
+        ]
         if parsed.code is not None:
             target = next((i for i in relevant if i.code == parsed.code), None)
         else:
@@ -423,7 +455,7 @@ class Engine:
 
     def _on_device(self, update: DeviceUpdate, batch: Batch) -> str:
         if update.device_id not in self.roster.devices:
-            _LOGGER.warning("Report from unknown device %s ignored", update.device_id)
+            self._log.warning(f"unknown:{update.device_id}", "Report from unknown device %s ignored", update.device_id)
             self.metrics.invalid.labels(reason="unknown_device").inc()
             return "unknown_device"
         batch.devices.append(update)
@@ -493,6 +525,8 @@ class Engine:
                 battery=r.battery if u.battery is None else u.battery,
                 battery_low=r.battery_low if u.battery_low is None else u.battery_low,
                 tampered=r.tampered if u.tampered is None else u.tampered,
+                ac_loss=r.ac_loss if u.ac_loss is None else u.ac_loss,
+                comm_trouble=r.comm_trouble if u.comm_trouble is None else u.comm_trouble,
             )
 
     # --- bookkeeping ------------------------------------------------------------------------------------

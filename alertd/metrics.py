@@ -17,7 +17,18 @@ class Metrics:
         r = self.registry
         self.alarms = Counter("alertd_alarms_received", "Alarms received", ["source", "kind"], registry=r)
         self.invalid = Counter("alertd_invalid_messages", "Inputs rejected, by reason", ["reason"], registry=r)
+        self.clock_offset = Gauge(
+            "alertd_wall_clock_offset_seconds",
+            "The wall clock minus alertd's steady clock (non-zero after a clock step; timers are not affected)",
+            registry=r,
+        )
         self.duplicates = Counter("alertd_duplicate_alarms", "Alarms recognised as redeliveries", registry=r)
+        self.replays = Counter(
+            "alertd_inbound_replays",
+            "Inbound messages (SMS replies) handled already and ignored",
+            ["carrier"],
+            registry=r,
+        )
         self.opened = Counter("alertd_incidents_opened", "Incidents opened", ["kind"], registry=r)
         self.incidents = Gauge("alertd_incidents_active", "Active incidents", ["kind", "state"], registry=r)
         self.lookup_failures = Counter(

@@ -122,11 +122,7 @@ def device_health(
     out = []
     for device in roster.devices.values():
         record = records.get(device.id)
-        reported = (
-            Reported(record.online, record.last_seen, record.battery, record.battery_low, record.tampered)
-            if record is not None
-            else Reported()
-        )
+        reported = record.reported() if record is not None else Reported()
         out.append((device, assess(device, profiles.get(device.profile), reported, now)))
     return out
 

@@ -19,9 +19,10 @@ from typing import Any
 
 import aiosqlite
 
-from alertd.core.events import DeliveryReport
+from alertd.core.events import Arming, DeliveryReport
 from alertd.core.incidents import Channel, Incident, Notification, Outcome, Purpose, State, TimelineEntry
 from alertd.core.model import Kind
+from alertd.core.supervision import Reported
 from alertd.errors import StoreError
 
 _LOGGER = logging.getLogger(__name__)
@@ -173,6 +174,22 @@ MIGRATIONS: Sequence[str] = (
         WHERE EXISTS (SELECT 1 FROM incidents) OR EXISTS (SELECT 1 FROM notifications)
             OR EXISTS (SELECT 1 FROM devices);
     """,
+    # 8: an alarm panel's troubles (AC loss, communication) and its arming state (Contact ID 301/350, 4xx)
+    """
+    ALTER TABLE devices ADD COLUMN ac_loss INTEGER;
+    ALTER TABLE devices ADD COLUMN comm_trouble INTEGER;
+    ALTER TABLE devices ADD COLUMN armed TEXT;
+    ALTER TABLE devices ADD COLUMN armed_user INTEGER;
+    ALTER TABLE devices ADD COLUMN armed_at REAL;
+    """,
+    # 9: inbound messages handled (Twilio MessageSid, modem SIM slot): a replayed webhook or a message
+    # read again from the SIM is recognised forever, since Twilio's signature carries no timestamp
+    """
+    CREATE TABLE inbound_messages (
+        id TEXT PRIMARY KEY,
+        first_seen_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 
@@ -210,6 +227,10 @@ class DeviceUpdate:
     battery_low: bool | None = None
     tampered: bool | None = None
     state: str | None = None  # JSON of the sensor's last interpreted state
+    ac_loss: bool | None = None
+    comm_trouble: bool | None = None
+    armed: Arming | None = None  # a panel armed or disarmed: replaces armed_user and armed_at as well
+    armed_user: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +243,23 @@ class DeviceRecord:
     battery_low: bool | None
     tampered: bool | None
     state: str | None
+    ac_loss: bool | None = None
+    comm_trouble: bool | None = None
+    armed: Arming | None = None  # None: the device never reported arming (not a panel, or never armed)
+    armed_user: int | None = None
+    armed_at: float | None = None
+
+    def reported(self) -> Reported:
+        """What supervision judges the device by."""
+        return Reported(
+            online=self.online,
+            last_seen=self.last_seen,
+            battery=self.battery,
+            battery_low=self.battery_low,
+            tampered=self.tampered,
+            ac_loss=self.ac_loss,
+            comm_trouble=self.comm_trouble,
+        )
 
 
 @dataclass(slots=True)
@@ -236,6 +274,7 @@ class Batch:
     devices: list[DeviceUpdate] = field(default_factory=list)
     deliveries: list[DeliveryReport] = field(default_factory=list)
     meta: dict[str, str] = field(default_factory=dict)  # facts about the store, e.g. the last digest day
+    inbound: list[str] = field(default_factory=list)  # ids of inbound messages handled in this batch
 
     def __bool__(self) -> bool:
         return bool(
@@ -246,6 +285,7 @@ class Batch:
             or self.devices
             or self.deliveries
             or self.meta
+            or self.inbound
         )
 
 
@@ -284,6 +324,13 @@ def _outbox_from_row(r: Sequence[Any]) -> OutboxRow:
         recipient=r[6], address=r[7], body=r[8], status=Status(r[9]), attempts=r[10], carrier=r[11],
         provider_id=r[12], error=r[13], delivery=r[14], created_at=r[15], next_attempt_at=r[16],
         updated_at=r[17],
+    )  # fmt: skip
+
+
+def _device_from_row(r: Sequence[Any]) -> DeviceRecord:
+    return DeviceRecord(
+        r[0], _bool(r[1]), r[2], r[3], r[4], _bool(r[5]), _bool(r[6]), r[7], _bool(r[8]), _bool(r[9]),
+        None if r[10] is None else Arming(r[10]), r[11], r[12],
     )  # fmt: skip
 
 
@@ -402,14 +449,22 @@ class Store:
                     [(d, s, batch.now) for d, s in batch.seen],
                 )
             for update in batch.devices:
+                armed = update.armed is not None
                 await db.execute(
-                    "INSERT INTO devices (id, online, battery, last_seen, last_test, battery_low, tampered, state) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "INSERT INTO devices (id, online, battery, last_seen, last_test, battery_low, tampered, state, "
+                    "ac_loss, comm_trouble, armed, armed_user, armed_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(id) DO UPDATE SET online = coalesce(excluded.online, online), "
                     "battery = coalesce(excluded.battery, battery), last_seen = excluded.last_seen, "
                     "last_test = coalesce(excluded.last_test, last_test), "
                     "battery_low = coalesce(excluded.battery_low, battery_low), "
-                    "tampered = coalesce(excluded.tampered, tampered), state = coalesce(excluded.state, state)",
+                    "tampered = coalesce(excluded.tampered, tampered), state = coalesce(excluded.state, state), "
+                    "ac_loss = coalesce(excluded.ac_loss, ac_loss), "
+                    "comm_trouble = coalesce(excluded.comm_trouble, comm_trouble), "
+                    # An arming replaces who and when too: a user unknown now must not keep the last one's number.
+                    "armed_user = CASE WHEN excluded.armed IS NULL THEN armed_user ELSE excluded.armed_user END, "
+                    "armed_at = CASE WHEN excluded.armed IS NULL THEN armed_at ELSE excluded.armed_at END, "
+                    "armed = coalesce(excluded.armed, armed)",
                     (
                         update.device_id,
                         _flag(update.online),
@@ -419,10 +474,20 @@ class Store:
                         _flag(update.battery_low),
                         _flag(update.tampered),
                         update.state,
+                        _flag(update.ac_loss),
+                        _flag(update.comm_trouble),
+                        None if update.armed is None else update.armed.value,
+                        update.armed_user if armed else None,
+                        update.at if armed else None,
                     ),
                 )
             for report in batch.deliveries:
                 await self._record_delivery(report, batch.now)
+            if batch.inbound:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO inbound_messages (id, first_seen_at) VALUES (?, ?)",
+                    [(message_id, batch.now) for message_id in batch.inbound],
+                )
             if batch.meta:
                 await db.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -454,6 +519,10 @@ class Store:
         await self._db.execute(
             "UPDATE notifications SET delivery = ?, updated_at = ? WHERE id = ?", (detail, now, row[0])
         )
+
+    async def inbound_seen(self, message_id: str) -> bool:
+        async with self._db.execute("SELECT 1 FROM inbound_messages WHERE id = ?", (message_id,)) as cursor:
+            return await cursor.fetchone() is not None
 
     async def meta(self, key: str) -> str | None:
         async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
@@ -491,12 +560,10 @@ class Store:
 
     async def devices(self) -> dict[str, DeviceRecord]:
         async with self._db.execute(
-            "SELECT id, online, battery, last_seen, last_test, battery_low, tampered, state FROM devices"
+            "SELECT id, online, battery, last_seen, last_test, battery_low, tampered, state, ac_loss, comm_trouble, "
+            "armed, armed_user, armed_at FROM devices"
         ) as cursor:
-            return {
-                r[0]: DeviceRecord(r[0], _bool(r[1]), r[2], r[3], r[4], _bool(r[5]), _bool(r[6]), r[7])
-                for r in await cursor.fetchall()
-            }
+            return {r[0]: _device_from_row(r) for r in await cursor.fetchall()}
 
     # --- the outbox workers' side ----------------------------------------------------------------
 

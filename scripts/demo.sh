@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/alertd demo -c config/alertd.toml
+# Without -c the demo runs the example village shipped in the package: config/ of this checkout.
+exec .venv/bin/alertd demo

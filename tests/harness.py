@@ -14,9 +14,10 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import aiohttp
 import aiomqtt
@@ -32,6 +33,7 @@ ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 FROM_NUMBER = "+8613900000000"
 WAIT_S = 20.0
+C = TypeVar("C", RingCommand, StopCommand, RingCommand | StopCommand)
 # Debian's libfaketime (scripts/test.sh installs it): a daemon process started at a chosen time.
 LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), "libfaketime missing")
 
@@ -173,9 +175,11 @@ def write_village(
 
 
 @dataclass(slots=True)
-class Command:
+class Command(Generic[C]):
+    """A command a terminal heard: RingCommand or StopCommand."""
+
     device: str
-    command: RingCommand | StopCommand
+    command: C
     at: float
 
 
@@ -185,19 +189,19 @@ class Terminals:
 
     village: Village
     client: aiomqtt.Client
-    commands: list[Command] = field(default_factory=list)
+    commands: list[Command[RingCommand | StopCommand]] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     rung: set[tuple[str, int]] = field(default_factory=set)  # (device, incident), kept as commands arrive
 
-    def rings(self, incident_id: int | None = None) -> list[Command]:
+    def rings(self, incident_id: int | None = None) -> list[Command[RingCommand]]:
         return [
-            c for c in self.commands
+            Command(c.device, c.command, c.at) for c in self.commands
             if isinstance(c.command, RingCommand) and incident_id in (None, c.command.incident_id)
         ]  # fmt: skip
 
-    def stops(self, incident_id: int | None = None) -> list[Command]:
+    def stops(self, incident_id: int | None = None) -> list[Command[StopCommand]]:
         return [
-            c for c in self.commands
+            Command(c.device, c.command, c.at) for c in self.commands
             if isinstance(c.command, StopCommand) and incident_id in (None, c.command.incident_id)
         ]  # fmt: skip
 
@@ -206,7 +210,7 @@ class Terminals:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(predicate)
 
-    async def publish(self, device: str, payload: dict[str, object] | bytes | str) -> None:
+    async def publish(self, device: str, payload: Mapping[str, object] | bytes | str) -> None:
         body = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
         await self.client.publish(f"{self.village.prefix}/dev/{device}/event", body, qos=1)
 
@@ -236,7 +240,7 @@ class Terminals:
 
 @contextlib.asynccontextmanager
 async def terminals(
-    village: Village, session: str | None = None, commands: list[Command] | None = None
+    village: Village, session: str | None = None, commands: list[Command[RingCommand | StopCommand]] | None = None
 ) -> AsyncIterator[Terminals]:
     """Simulated terminals; with `session`, a persistent session that survives reconnects and broker restarts."""
     async with aiomqtt.Client(
@@ -283,25 +287,33 @@ async def running_daemon(village: Village, environ: dict[str, str] | None = None
 class DaemonProcess:
     """`alertd run` as a real process, for kill -9."""
 
-    def __init__(self, village: Village, log_path: Path, *, start_at: dt.datetime | None = None) -> None:
+    def __init__(
+        self,
+        village: Village,
+        log_path: Path,
+        *,
+        start_at: dt.datetime | None = None,
+        clock_file: Path | None = None,
+    ) -> None:
         self.village = village
         self.log_path = log_path
         self.start_at = start_at
+        self.clock_file = clock_file  # holds the wall clock's offset ("+3600", "-1h"); rewrite it to step
         self.process: asyncio.subprocess.Process | None = None
 
     def faked_clock(self) -> dict[str, str]:
         """The environment that starts this process's wall clock at start_at (libfaketime, this process
         only: the broker and the tests keep the real time). The monotonic clock stays real."""
-        if self.start_at is None:
+        if self.start_at is None and self.clock_file is None:
             return {}
-        at = self.start_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-        return {
-            "LD_PRELOAD": LIBFAKETIME,
-            "FAKETIME": f"@{at}",  # starts there and runs on
-            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-            "FAKETIME_NO_CACHE": "1",
-            "TZ": "UTC",  # "@..." is read in the process's zone; alertd's own zone comes from its config
-        }
+        env = {"LD_PRELOAD": LIBFAKETIME, "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_NO_CACHE": "1"}
+        if self.start_at is not None:
+            at = self.start_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            env["FAKETIME"] = f"@{at}"  # starts there and runs on
+            env["TZ"] = "UTC"  # "@..." is read in the process's zone; alertd's own zone comes from its config
+        if self.clock_file is not None:
+            env["FAKETIME_TIMESTAMP_FILE"] = str(self.clock_file)  # re-read at every clock reading
+        return env
 
     async def start(self, failpoint: str | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")} | self.faked_clock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from alertd.core.events import Arming
 from alertd.core.model import Kind
 from alertd.errors import AlertdError
 from alertd.protocols.contact_id import (
@@ -14,6 +15,7 @@ from alertd.protocols.contact_id import (
     MAX_LINE,
     NAK,
     REASONS,
+    Category,
     ContactIdError,
     Decoded,
     DecodeError,
@@ -23,6 +25,7 @@ from alertd.protocols.contact_id import (
     Report,
     SupervisionKind,
     build_message,
+    category_of,
     checksum_digit,
     digit_value,
     get_format,
@@ -131,6 +134,24 @@ ALARMS: list[tuple[int, Kind, bool]] = [
     (134, Kind.INTRUSION, False),
     (151, Kind.GAS, False),
     (154, Kind.WATER, False),
+    (101, Kind.MEDICAL, False),
+    (102, Kind.MEDICAL, False),
+    (112, Kind.FIRE, False),
+    (113, Kind.FIRE, False),
+    (114, Kind.FIRE, False),
+    (115, Kind.FIRE, False),
+    (116, Kind.SMOKE, False),
+    (117, Kind.FIRE, False),
+    (123, Kind.PANIC, False),
+    (124, Kind.PANIC, True),
+    (125, Kind.PANIC, True),
+    (135, Kind.INTRUSION, False),
+    (136, Kind.INTRUSION, False),
+    (139, Kind.INTRUSION, False),
+    (140, Kind.PANIC, False),
+    (146, Kind.INTRUSION, True),
+    (155, Kind.INTRUSION, False),
+    (162, Kind.GAS, False),
 ]
 SUPERVISION: list[tuple[int, SupervisionKind]] = [
     (137, SupervisionKind.TAMPER),
@@ -140,6 +161,36 @@ SUPERVISION: list[tuple[int, SupervisionKind]] = [
     (309, SupervisionKind.LOW_BATTERY),
     (350, SupervisionKind.COMM_TROUBLE),
     (602, SupervisionKind.TEST),
+    (141, SupervisionKind.TAMPER),
+    (142, SupervisionKind.TAMPER),
+    (143, SupervisionKind.COMM_TROUBLE),
+    (144, SupervisionKind.TAMPER),
+    (145, SupervisionKind.TAMPER),
+    (147, SupervisionKind.COMM_TROUBLE),
+    (311, SupervisionKind.LOW_BATTERY),
+    (333, SupervisionKind.COMM_TROUBLE),
+    (338, SupervisionKind.LOW_BATTERY),
+    (341, SupervisionKind.TAMPER),
+    (342, SupervisionKind.AC_LOSS),
+    *((code, SupervisionKind.COMM_TROUBLE) for code in range(351, 358)),
+    (381, SupervisionKind.COMM_TROUBLE),
+    (382, SupervisionKind.COMM_TROUBLE),
+    (384, SupervisionKind.LOW_BATTERY),
+    (601, SupervisionKind.TEST),
+    (603, SupervisionKind.TEST),
+    (608, SupervisionKind.TEST),
+]
+# Every other code DC-05 defines: known by name, a report of kind "other" (or open_close), never an alarm.
+OPEN_CLOSE: list[tuple[int, Arming]] = [
+    (400, Arming.ARMED),
+    (401, Arming.ARMED),
+    (402, Arming.ARMED),
+    (403, Arming.ARMED),
+    (407, Arming.ARMED),
+    (408, Arming.ARMED),
+    (409, Arming.ARMED),
+    (441, Arming.ARMED_STAY),
+    (442, Arming.ARMED_STAY),
 ]
 
 
@@ -166,9 +217,13 @@ def test_alarm_codes(code: int, kind: Kind, silent: bool) -> None:
         "message_type": "18",
         "qualifier": 1,
         "event_code": code,
+        "name": EVENT_CODES[code].name,
+        "category": "alarm",
         "group": 1,
         "zone": 5,
+        "user": None,
         "kind": kind.value,
+        "armed": None,
         "silent": silent,
         "restore": False,
         "receiver": None,
@@ -187,29 +242,91 @@ def test_supervision_codes(code: int, supervision: SupervisionKind) -> None:
     assert report.account == "0042"
 
 
-def test_only_duress_and_silent_panic_are_silent() -> None:
-    assert {code for code, entry in EVENT_CODES.items() if entry.silent} == {121, 122}
+def test_only_duress_silent_panic_and_silent_burglary_are_silent() -> None:
+    assert {code for code, entry in EVENT_CODES.items() if entry.silent} == {121, 122, 124, 125, 146}
 
 
-def test_table_covers_the_brief() -> None:
-    required = {code for code, _, _ in ALARMS} | {code for code, _ in SUPERVISION}
-    assert required <= set(EVENT_CODES)
-    for entry in EVENT_CODES.values():
-        assert (entry.kind is None) != (entry.supervision is None)
+def test_table_is_exactly_the_mapped_codes_and_the_rest_is_other() -> None:
+    """The tables above are the whole of what alertd acts on: a new mapping needs a line here."""
+    alarms = {code: (kind, silent) for code, kind, silent in ALARMS}
+    supervision = dict(SUPERVISION)
+    arming = dict(OPEN_CLOSE)
+    assert {c: (e.kind, e.silent) for c, e in EVENT_CODES.items() if e.kind is not None} == alarms
+    assert {c: e.supervision for c, e in EVENT_CODES.items() if e.supervision is not None} == supervision
+    assert {c: e.closes for c, e in EVENT_CODES.items() if e.closes is not None} == arming
+    for code, entry in EVENT_CODES.items():
+        assert entry.name, code
+        assert entry.category is category_of(code)
+        if code in alarms or code in supervision or code in arming:
+            continue
+        assert parse_message(build_message("1234", 1, code)).meaning == "other", code
+
+
+def test_table_has_every_dc05_block() -> None:
+    per_block = {block: [c for c in EVENT_CODES if c // 100 == block] for block in range(1, 7)}
+    assert {block: len(codes) > 5 for block, codes in per_block.items()} == dict.fromkeys(range(1, 7), True)
+    assert {category_of(c) for c in EVENT_CODES} == set(Category) - {Category.OTHER}
+    assert [category_of(c) for c in (99, 100, 299, 350, 441, 570, 602, 700, 999)] == [
+        Category.OTHER, Category.ALARM, Category.SUPERVISORY, Category.TROUBLE, Category.OPEN_CLOSE,
+        Category.BYPASS, Category.TEST, Category.OTHER, Category.OTHER,
+    ]  # fmt: skip
 
 
 def test_event_code_invariants() -> None:
-    with pytest.raises(ValueError, match="exactly one"):
-        EventCode(999, "both", Kind.FIRE, SupervisionKind.TEST)
-    with pytest.raises(ValueError, match="exactly one"):
-        EventCode(999, "neither")
-    with pytest.raises(ValueError, match="only an alarm"):
-        EventCode(999, "silent test", supervision=SupervisionKind.TEST, silent=True)
+    with pytest.raises(ValueError, match="at most one"):
+        EventCode(110, "both", Kind.FIRE, SupervisionKind.TEST)
+    with pytest.raises(ValueError, match="only an alarm can be silent"):
+        EventCode(602, "silent test", supervision=SupervisionKind.TEST, silent=True)
+    with pytest.raises(ValueError, match="only a 1xx code is an alarm"):
+        EventCode(350, "a trouble that rings", Kind.FIRE)
+    with pytest.raises(ValueError, match="only a 4xx open/close code arms"):
+        EventCode(602, "a test that arms", closes=Arming.ARMED)
+    with pytest.raises(ValueError, match="never disarms"):
+        EventCode(401, "a closing that disarms", closes=Arming.DISARMED)
+    with pytest.raises(ValueError, match="not in a DC-05 block"):
+        EventCode(999, "vendor code")
+    assert EventCode(305, "system reset").category is Category.TROUBLE  # a name alone is fine
 
 
-@pytest.mark.parametrize("code", [401, 570, 999, 160])
-def test_unknown_code(code: int) -> None:
-    assert _reason(build_message("1234", 1, code)) == "unknown_code"
+@pytest.mark.parametrize("code", [999, 160, 199, 7, 750, 340])
+def test_a_valid_message_with_a_code_outside_the_table_is_a_report_of_kind_other(code: int) -> None:
+    assert code not in EVENT_CODES
+    report = parse_message(build_message("1234", 1, code, 2, 9))
+    assert (report.kind, report.supervision, report.arming, report.silent) == (None, None, None, False)
+    assert report.meaning == "other"
+    assert report.name == "unknown event code"
+    json = report.to_json()
+    assert (json["valid"], json["kind"], json["event_code"], json["zone"]) == (True, "other", code, 9)
+    assert LineDecoder("plain").ack_for(report) == b""  # a plain line has no replies at all
+    assert LineDecoder("mlr2").ack_for(report) == ACK
+
+
+def test_the_issue_vector_401_is_a_valid_opening_by_user_3() -> None:
+    report = parse_message("1234181401020035")
+    assert (report.event_code, report.qualifier, report.group, report.zone) == (401, 1, 2, 3)
+    assert (report.meaning, report.arming, report.user, report.name) == (
+        "open_close", Arming.DISARMED, 3, "open/close by user"
+    )  # fmt: skip
+    assert report.to_json()["armed"] == "disarmed"
+    assert report.to_json()["category"] == "open_close"
+
+
+@pytest.mark.parametrize(("code", "closing"), OPEN_CLOSE)
+def test_open_close_qualifier_1_disarms_3_arms_6_says_nothing(code: int, closing: Arming) -> None:
+    opening, close, status = (parse_message(build_message("1234", q, code, 1, 7)) for q in (1, 3, 6))
+    assert (opening.arming, close.arming, status.arming) == (Arming.DISARMED, closing, None)
+    assert {opening.meaning, close.meaning, status.meaning} == {"open_close"}
+    assert opening.user == close.user == 7
+    assert opening.kind is None
+
+
+@pytest.mark.parametrize("code", [406, 421, 456, 463, 570, 305, 627])
+def test_named_codes_without_a_use_are_other_and_keep_their_name(code: int) -> None:
+    report = parse_message(build_message("1234", 3, code, 1, 4))
+    assert (report.meaning, report.arming, report.kind, report.supervision) == ("other", None, None, None)
+    assert report.name == EVENT_CODES[code].name
+    # The CCC field is a user number for the 4xx codes only.
+    assert report.user == (4 if code // 100 == 4 else None)
 
 
 # --- qualifiers, types, accounts --------------------------------------------------------------
@@ -379,8 +496,8 @@ def test_plain_bad_line_does_not_hide_neighbours() -> None:
     assert isinstance(decoded[1], DecodeError)
     assert decoded[1].reason == "bad_checksum"
     assert decoded[1].raw == bad.encode()
-    assert isinstance(decoded[2], DecodeError)
-    assert decoded[2].reason == "unknown_code"
+    assert isinstance(decoded[2], Report)
+    assert decoded[2].meaning == "other"  # valid, though alertd does not know its code
     assert decoded[3] == parse_message(DURESS)
 
 
@@ -458,6 +575,18 @@ def test_mlr2_digit_qualifiers_accepted() -> None:
     assert (report.qualifier, report.event_code) == (3, 110)
 
 
+def test_mlr2_opening_closing_and_an_unknown_code_are_reports_and_acked() -> None:
+    # Refused before (unknown_code): the receiver was ACKed but every arming and disarming was lost.
+    decoder = LineDecoder("mlr2")
+    frames = (b"5011 181234E40101003\x14", b"5011 181234R44101003\x14", b"5011 181234E99901000\x14")
+    decoded = decoder.feed(b"".join(frames))
+    assert all(isinstance(item, Report) for item in decoded)
+    opening, stay, unknown = (item for item in decoded if isinstance(item, Report))
+    assert (opening.arming, opening.user, stay.arming) == (Arming.DISARMED, 3, Arming.ARMED_STAY)
+    assert unknown.meaning == "other"
+    assert [decoder.ack_for(item) for item in decoded] == [ACK, ACK, ACK]
+
+
 def test_mlr2_heartbeat() -> None:
     decoder = LineDecoder("mlr2")
     [beat] = decoder.feed(MLR2_HEARTBEAT)
@@ -522,7 +651,6 @@ def test_mlr2_garbage_with_digits_before_frame() -> None:
         (b"5011 1812341121B1001\x14", "bad_digit", NAK),  # hex group
         (b"5011 171234E12101001\x14", "bad_type", ACK),
         (b"5011 181234X12101001\x14", "bad_qualifier", ACK),
-        (b"5011 181234E40101001\x14", "unknown_code", ACK),
         (b"3011    001234BA0001\x14", "unsupported", ACK),  # an SIA line: not ours, not damaged
         (b"hello\x14", "unsupported", ACK),
     ],

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from alertd.failpoints import AFTER_COMMIT, AFTER_RECEIVE, MID_FANOUT
+from alertd.protocols.terminal import RingCommand, StopCommand
 from alertd.store import Store
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import (
@@ -111,7 +112,7 @@ async def test_broker_kill9_and_restart_mid_run_loses_nothing(tmp_path: Path, tw
     async with private_broker(tmp_path / "broker") as broker:
         village = write_village(tmp_path, twilio=twilio, groups=3, broker_port=broker.port)
         daemon = DaemonProcess(village, tmp_path / "daemon.log")
-        heard: list[Command] = []
+        heard: list[Command[RingCommand | StopCommand]] = []
         session = "sims-" + village.client_id
         try:
             await daemon.start()

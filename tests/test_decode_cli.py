@@ -23,8 +23,9 @@ def test_contact_id_lines_valid_and_invalid() -> None:
     rc, out = decode("contact-id", fire, broken)
     assert rc == 1
     assert out[0] == {
-        "input": fire, "account": "1234", "message_type": "18", "qualifier": 1, "event_code": 110, "group": 1,
-        "zone": 3, "kind": "fire", "silent": False, "restore": False, "receiver": None, "line": None, "valid": True,
+        "input": fire, "account": "1234", "message_type": "18", "qualifier": 1, "event_code": 110, "name": "fire",
+        "category": "alarm", "group": 1, "zone": 3, "user": None, "kind": "fire", "armed": None, "silent": False,
+        "restore": False, "receiver": None, "line": None, "valid": True,
     }  # fmt: skip
     assert out[1]["valid"] is False
     assert str(out[1]["error"]).startswith("bad_checksum")
@@ -37,6 +38,18 @@ def test_contact_id_in_a_receiver_format_and_all_valid_exits_0() -> None:
     assert out[0]["silent"] is True
     assert out[0]["restore"] is True
     assert out[0]["qualifier"] == 3
+
+
+def test_an_opening_by_user_and_a_code_alertd_does_not_know_are_valid_reports() -> None:
+    # Issue 7: a checksum-valid 401 was "unknown_code", so every arming and disarming was an error.
+    unknown = build_message("1234", 1, 999, group=1, zone=0)
+    rc, out = decode("contact-id", "1234181401020035", unknown)
+    assert rc == 0
+    opening, other = out
+    assert (opening["valid"], opening["event_code"], opening["name"]) == (True, 401, "open/close by user")
+    assert (opening["kind"], opening["armed"], opening["user"], opening["group"]) == ("open_close", "disarmed", 3, 2)
+    assert (other["valid"], other["kind"], other["event_code"], other["armed"]) == (True, "other", 999, None)
+    assert "error" not in other
 
 
 def test_sms_pdus_chinese_multipart_and_garbage() -> None:

@@ -23,12 +23,13 @@ LEADER = "+8613800010005"
 class Engine:
     """Stands in for the engine's submit(): records inputs and commits at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, commit: bool = True) -> None:
         self.inputs: list[Input] = []
+        self.commit = commit  # False: a crash before the commit, so the modem never deletes the message
 
     def submit(self, item: Input, done: Callable[[str], None] | None) -> None:
         self.inputs.append(item)
-        if done is not None:
+        if done is not None and self.commit:
             done("ok")
 
 
@@ -111,6 +112,24 @@ async def test_replies_arrive_by_cmti_and_by_sweep_and_are_deleted_after_commit(
     assert replies == sorted(
         [(LEADER, "收到", "modem"), (LEADER, "3 误报", "modem"), (LEADER, "解除 #17 " + "谢谢大家" * 20, "modem")]
     )
+
+
+async def test_a_reply_read_again_from_the_sim_after_a_restart_carries_the_same_message_id() -> None:
+    """The engine handles a message id once: the modem must name a message the same way every time."""
+    engine = Engine(commit=False)
+    async with FakeModem() as fake:
+        async with running(fake, engine, sweep_interval_s=0.3):
+            await fake.receive_sms(LEADER, "1")
+            await until(lambda: len(engine.inputs) == 1)
+        async with running(fake, engine, sweep_interval_s=0.3):  # a restart: the sweep finds it again
+            await until(lambda: len(engine.inputs) == 2)
+    first, again = engine.inputs
+    assert isinstance(first, Reply)
+    assert isinstance(again, Reply)
+    assert first.message_id is not None
+    assert first.message_id.startswith("modem:")
+    assert again.message_id == first.message_id
+    assert first.received_at is not None  # the SMSC's timestamp
 
 
 async def test_delivery_reports_become_delivery_inputs_for_the_message_reference() -> None:

@@ -306,14 +306,14 @@ def test_roster_devices_must_fit_their_profile() -> None:
 
 
 def test_pyproject_lists_every_package() -> None:
-    """packages is an explicit list (find cannot see the mapped devices/ folder): a new subpackage must be added."""
+    """packages is an explicit list (find cannot see the mapped folders): a new subpackage must be added."""
     tool = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
-    on_disk = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "alertd").rglob("__init__.py")} | {
-        "alertd.devices"
-    }
-    assert set(tool["packages"]) == on_disk
-    assert tool["package-dir"] == {"alertd.devices": "devices"}
+    mapped = {"alertd.devices": "devices", "alertd.examples": "config"}
+    on_disk = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "alertd").rglob("__init__.py")}
+    assert set(tool["packages"]) == on_disk | set(mapped)
+    assert tool["package-dir"] == mapped
     assert set(tool["package-data"]["alertd.devices"]) >= {"*.toml", "*.md"}
+    assert set(tool["package-data"]["alertd.examples"]) >= {"*.toml"}
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +324,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, src)
-    for folder in ("alertd", "devices"):
+    for folder in ("alertd", "devices", "config"):
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(src)],
@@ -345,3 +345,9 @@ def test_the_wheel_contains_the_profiles(wheel: zipfile.ZipFile) -> None:
     assert {f"alertd/devices/{stem}.toml" for stem in SHIPPED} <= names
     assert "alertd/devices/zigbee-smoke.toml" in names
     assert "alertd/py.typed" in names
+
+
+def test_the_wheel_contains_the_example_village_and_the_starter(wheel: zipfile.ZipFile) -> None:
+    """`alertd demo` and `alertd init` read these from the package; an install without them fails."""
+    names = set(wheel.namelist())
+    assert {f"alertd/examples/{name}" for name in ("alertd.toml", "roster.toml", "roster.starter.toml")} <= names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiohttp
 
@@ -33,7 +34,7 @@ async def _incident(village: Village, incident_id: int):  # type: ignore[no-unty
 
 
 async def test_alarm_rings_neighbours_texts_leader_and_patrol_then_sms_ack_stops_everything(
-    tmp_path, twilio: TwilioServer
+    tmp_path: Path, twilio: TwilioServer
 ) -> None:
     village = write_village(tmp_path, twilio=twilio)
     try:
@@ -78,7 +79,7 @@ async def test_alarm_rings_neighbours_texts_leader_and_patrol_then_sms_ack_stops
     assert {n.carrier for n in notes if n.channel == "sms"} == {"twilio"}
 
 
-async def test_status_callbacks_are_verified_and_recorded_once(tmp_path, twilio: TwilioServer) -> None:
+async def test_status_callbacks_are_verified_and_recorded_once(tmp_path: Path, twilio: TwilioServer) -> None:
     village = write_village(tmp_path, twilio=twilio)
     try:
         async with running_daemon(village), terminals(village) as sims:

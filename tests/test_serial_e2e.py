@@ -4,11 +4,13 @@ the Twilio-shaped server, and a line unplugged and plugged back while the daemon
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from alertd.core.events import Arming
 from alertd.protocols.contact_id import ACK, build_message
 from alertd.store import Status, Store
 from tests.fakes.contact_id_receiver import FakeReceiver
@@ -208,3 +210,46 @@ async def test_both_carriers_down_then_one_back_loses_nothing(tmp_path: Path, tw
             await forget_session(village)
     assert all(n.status == Status.SENT for n in notes if n.channel == "sms")
     assert twilio.messages == []
+
+
+async def test_arming_a_test_report_and_an_unknown_code_are_acked_recorded_and_shown_never_rung(
+    tmp_path: Path,
+) -> None:
+    # Issue 7: a closing by user (401) or any code outside the old table was refused as unknown_code, so a
+    # line carrying a panel's arming and disarming filled the log with errors and lost every report.
+    account = contact_id_account(1, 2)
+    async with FakeReceiver() as receiver:
+        village = write_village(tmp_path, receiver=(receiver.path, "mlr2"))
+        try:
+            async with running_daemon(village), terminals(village) as sims:
+                await receiver.send_line(mlr2(account, 401, qualifier="R", zone=3), terminator="\x14")  # armed
+                await receiver.send_line(mlr2(account, 999), terminator="\x14")  # a code alertd does not know
+                await receiver.send_line(mlr2(account, 603), terminator="\x14")  # periodic RF test: a check-in
+                assert await receiver.wait_for_acks(3) == [ACK, ACK, ACK]
+                await asyncio.sleep(0.5)
+                assert sims.rings() == []
+            store = await Store.open(village.store_path, readonly=True)
+            try:
+                incidents, record = await store.incidents(), (await store.devices())["c1-2"]
+            finally:
+                await store.close()
+        finally:
+            await forget_session(village)
+    assert incidents == []
+    assert (record.armed, record.armed_user) == (Arming.ARMED, 3)
+    assert record.last_test is not None
+
+    def devices(*extra: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "alertd.cli", "devices", "-c", str(village.settings_path), "--group", "g1", *extra],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+
+    listed = {d["id"]: d for d in json.loads(devices("--json"))}
+    assert (listed["c1-2"]["armed"], listed["c1-2"]["armed_user"]) == ("armed", 3)
+    assert listed["c1-2"]["healthy"] is True
+    assert listed["c1-3"]["armed"] is None
+    table = devices().splitlines()
+    assert next(line for line in table if line.startswith("c1-2 ") and "armed" in line).split()[-4:-2] == [
+        "armed", "3"
+    ]  # fmt: skip

@@ -44,6 +44,11 @@ def health(device_id: str, *conditions: Condition) -> DeviceHealth:
         (Reported(online=True, last_seen=T0, battery=15), T0, (Condition.BATTERY_LOW,)),
         (Reported(online=True, last_seen=T0, battery=80, battery_low=True, tampered=True), T0,
          (Condition.BATTERY_LOW, Condition.TAMPERED)),
+        (Reported(online=True, last_seen=T0, ac_loss=True), T0, (Condition.AC_LOSS,)),
+        (Reported(online=True, last_seen=T0, comm_trouble=True), T0, (Condition.COMM_TROUBLE,)),
+        (Reported(online=True, last_seen=T0, ac_loss=False, comm_trouble=False), T0, (Condition.OK,)),
+        (Reported(online=True, last_seen=T0, tampered=True, ac_loss=True, comm_trouble=True), T0,
+         (Condition.TAMPERED, Condition.AC_LOSS, Condition.COMM_TROUBLE)),
     ],
 )  # fmt: skip
 def test_assess(reported: Reported, now: float, expected: tuple[Condition, ...]) -> None:
@@ -63,6 +68,16 @@ def test_offline_waits_out_the_grace_period_tamper_does_not() -> None:
     assert later.to_open == (("a", Condition.OFFLINE),)
     assert later.to_close == (("b", Condition.TAMPERED),)
     assert later.pending == {}
+
+
+@pytest.mark.parametrize("condition", [Condition.AC_LOSS, Condition.COMM_TROUBLE])
+def test_power_cut_and_line_fault_wait_out_the_grace_period_and_close_when_restored(condition: Condition) -> None:
+    first = review([health("panel", condition)], set(), {}, T0, GRACE)
+    assert (first.to_open, first.pending) == ((), {("panel", condition): T0}), "a short power cut wakes nobody"
+    opened = review([health("panel", condition)], set(), first.pending, T0 + GRACE, GRACE)
+    assert opened.to_open == (("panel", condition),)
+    restored = review([health("panel")], {("panel", condition)}, opened.pending, T0 + GRACE + 60, GRACE)
+    assert (restored.to_open, restored.to_close) == ((), (("panel", condition),))
 
 
 def test_a_flap_shorter_than_the_grace_period_creates_nothing() -> None:

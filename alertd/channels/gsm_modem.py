@@ -343,7 +343,10 @@ class GsmModem:
         def committed(_result: str) -> None:
             self._spawn(self._delete(indices))
 
-        self.submit(Reply(phone, deliver.text, "modem"), committed)
+        # The SIM slots, sender and SMSC timestamp name this message: read again from the SIM (a delete that
+        # failed, a restart before it), it is recognised and not acted on twice.
+        message_id = f"modem:{','.join(map(str, sorted(indices)))}:{deliver.sender}:{deliver.timestamp}"
+        self.submit(Reply(phone, deliver.text, "modem", message_id, deliver.timestamp), committed)
 
     async def _delete(self, indices: list[int]) -> None:
         for index in indices:

@@ -41,13 +41,27 @@ class Restore:
     detail: str
 
 
+class Arming(StrEnum):
+    """What an alarm panel last said about itself: armed (away), armed with people at home, disarmed."""
+
+    ARMED = "armed"
+    ARMED_STAY = "armed_stay"
+    DISARMED = "disarmed"
+
+
 @dataclass(frozen=True, slots=True)
 class Supervision:
-    """Device health news that is not an alarm: tamper, low battery, AC loss, periodic test."""
+    """Device news that is not an alarm. ``event`` is one of ``tamper``, ``low_battery``, ``ac_loss`` and
+    ``comm_trouble`` (conditions: ``restore`` ends one), ``test`` (a periodic or manual test report),
+    ``open_close`` (the panel was armed or disarmed: ``armed``, by ``user``) or ``other`` (a valid report
+    alertd gives no meaning to, e.g. a Contact ID code outside its table: recorded, never an alarm)."""
 
     device_id: str
     event: str
     restore: bool = False
+    armed: Arming | None = None  # open_close: the panel's state from now on
+    user: int | None = None  # open_close: who armed or disarmed it (the panel's user number)
+    detail: str = ""  # what the report was, for the log (e.g. "event 305 system reset, zone 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +106,17 @@ class Reply:
     phone: str  # E.164
     text: str
     carrier: str  # "twilio", "modem", ...
+    # The provider's id for this message (Twilio's MessageSid, the modem's SIM slot and timestamp): a reply
+    # is acted on once, however often it is delivered. None: no id, no protection (tests, the CLI).
+    message_id: str | None = None
+    # When the provider received it (the SMSC timestamp for the modem); None: when alertd first sees it.
+    # A reply acts only on incidents that were open by then.
+    received_at: float | None = None
+
+    def __repr__(self) -> str:
+        # Logged on an internal error: never the whole number (the same masking as alertd.phones.mask).
+        phone = self.phone[:6] + "****" + self.phone[-4:] if len(self.phone) > 10 else "****"
+        return f"Reply(phone={phone!r}, text={self.text!r}, carrier={self.carrier!r}, message_id={self.message_id!r})"
 
 
 @dataclass(frozen=True, slots=True)

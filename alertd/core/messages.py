@@ -32,6 +32,8 @@ CONDITION_ZH: Mapping[str, str] = {
     "silent": "长时间无信号",
     "battery_low": "电量低",
     "tampered": "被拆动",
+    "ac_loss": "停电",  # mains gone, the panel runs on its battery
+    "comm_trouble": "通信故障",
 }
 
 DEVICE_ZH: Mapping[str, str] = {

@@ -21,6 +21,8 @@ class Condition(StrEnum):
     SILENT = "silent"  # missed its check-in window
     BATTERY_LOW = "battery_low"
     TAMPERED = "tampered"
+    AC_LOSS = "ac_loss"  # mains power gone: the panel runs on its battery (Contact ID 301)
+    COMM_TROUBLE = "comm_trouble"  # the panel cannot reach the receiver, or a part of it (Contact ID 350)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,8 @@ class Reported:
     battery: int | None = None
     battery_low: bool | None = None
     tampered: bool | None = None
+    ac_loss: bool | None = None
+    comm_trouble: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +67,27 @@ def assess(
         conditions.append(Condition.BATTERY_LOW)
     if reported.tampered:
         conditions.append(Condition.TAMPERED)
+    if reported.ac_loss:
+        conditions.append(Condition.AC_LOSS)
+    if reported.comm_trouble:
+        conditions.append(Condition.COMM_TROUBLE)
     return DeviceHealth(device.id, tuple(conditions) or (Condition.OK,), reported.last_seen, reported.battery)
 
 
 # What opens a maintenance incident, and after how long a condition must have lasted: a radio flap at
-# 3 a.m. must not wake the grid worker, a tampered or dying device should.
-MAINTENANCE_CONDITIONS = frozenset({Condition.OFFLINE, Condition.SILENT, Condition.BATTERY_LOW, Condition.TAMPERED})
-GRACE_APPLIES = frozenset({Condition.OFFLINE, Condition.SILENT})
+# 3 a.m. must not wake the grid worker, a tampered or dying device should. Power cuts and phone line
+# faults are as often over in minutes (the panel rides them out on its battery), so they wait too.
+MAINTENANCE_CONDITIONS = frozenset(
+    {
+        Condition.OFFLINE,
+        Condition.SILENT,
+        Condition.BATTERY_LOW,
+        Condition.TAMPERED,
+        Condition.AC_LOSS,
+        Condition.COMM_TROUBLE,
+    }
+)
+GRACE_APPLIES = frozenset({Condition.OFFLINE, Condition.SILENT, Condition.AC_LOSS, Condition.COMM_TROUBLE})
 
 
 @dataclass(frozen=True, slots=True)

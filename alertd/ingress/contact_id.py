@@ -22,16 +22,23 @@ Submit = Callable[[Input, Callable[[str], None] | None], None]
 
 def to_input(report: Report, roster: Roster) -> Input | None:
     """What a report means to the engine; None when its account is not in the roster."""
-    device = roster.device_for_account(report.account, report.zone)
+    # The CCC field of an open/close or access report names a user, not a zone: such a report is the
+    # panel's own news, never that of the detector that happens to have the same number.
+    zone = report.zone if report.user is None else None
+    device = roster.device_for_account(report.account, zone)
     if device is None:
         return None
+    detail = f"event {report.event_code} {report.name}, {'user' if zone is None else 'zone'} {report.zone}"
+    if report.kind is not None:
+        if report.restore:
+            return Restore(device.id, f"{report.kind} restored (event {report.event_code}, zone {report.zone})")
+        return Alarm(device.id, report.kind, seq=None, source=SOURCE, silent=report.silent)
     if report.supervision is not None:
-        return Supervision(device.id, str(report.supervision), restore=report.restore)
-    if report.kind is None:
-        return None
-    if report.restore:
-        return Restore(device.id, f"{report.kind} restored (event {report.event_code}, zone {report.zone})")
-    return Alarm(device.id, report.kind, seq=None, source=SOURCE, silent=report.silent)
+        return Supervision(device.id, str(report.supervision), restore=report.restore, detail=detail)
+    if report.meaning == "open_close":
+        return Supervision(device.id, "open_close", armed=report.arming, user=report.user, detail=detail)
+    # A valid report alertd gives no meaning to: the device is heard from and the report is logged.
+    return Supervision(device.id, "other", restore=report.restore, detail=detail)
 
 
 class ContactIdReceiver:

@@ -26,6 +26,7 @@ from alertd.failpoints import AFTER_RECEIVE, Failpoints
 from alertd.metrics import Metrics
 from alertd.protocols.terminal import ProtocolError, Topics, parse_event, parse_status
 from alertd.protocols.zigbee2mqtt import Z2mError, Z2mTopics, parse_availability
+from alertd.ratelog import RateLimitedLog
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class MqttLink:
         self._generation = 0
         self._last_error = "not connected yet"
         self.up = asyncio.Event()  # set while connected and subscribed
+        self._log = RateLimitedLog(_LOGGER)
 
     # --- status -------------------------------------------------------------------------------------
 
@@ -164,7 +166,8 @@ class MqttLink:
             )
         except ProtocolError as err:
             self.metrics.invalid.labels(reason=err.reason).inc()
-            _LOGGER.warning("Rejected message on %s: %s", topic[:200], err)
+            # Keyed by topic and reason: one broken terminal floods with the same line, not a new one.
+            self._log.warning(f"{topic[:200]}:{err.reason}", "Rejected message on %s: %s", topic[:200], err)
             ack("invalid")  # a bad message acknowledged now, or the broker would redeliver it forever
             return
         self.submit(item, ack)
@@ -182,7 +185,9 @@ class MqttLink:
         except Z2mError as err:
             if err.reason != "bad_topic":  # the bridge's own topics are not device messages
                 self.metrics.invalid.labels(reason=f"zigbee2mqtt_{err.reason}").inc()
-                _LOGGER.warning("Rejected Zigbee2MQTT message on %s: %s", topic[:200], err)
+                self._log.warning(
+                    f"{topic[:200]}:{err.reason}", "Rejected Zigbee2MQTT message on %s: %s", topic[:200], err
+                )
             ack("invalid")
             return
         self.submit(item, ack)

@@ -74,8 +74,12 @@ async def inbound_sms(request: web.Request) -> web.Response:
         deps.metrics.invalid.labels(reason="unknown_sender").inc()
         _LOGGER.warning("Inbound SMS with an unusable sender ignored")
         return web.Response(text=EMPTY_TWIML, content_type="application/xml")
-    result = await deps.call(Reply(phone, params.get("Body", ""), "twilio"))
-    _LOGGER.info("Inbound SMS from %s: %s", mask(phone), result)
+    sid = params.get("MessageSid") or params.get("SmsSid")
+    if not sid:
+        # Every inbound message from Twilio has one; without it a replay could not be recognised.
+        raise web.HTTPBadRequest(text="MessageSid is required")
+    result = await deps.call(Reply(phone, params.get("Body", ""), "twilio", message_id=f"twilio:{sid}"))
+    _LOGGER.info("Inbound SMS %s from %s: %s", sid, mask(phone), result)
     return web.Response(text=EMPTY_TWIML, content_type="application/xml")
 
 

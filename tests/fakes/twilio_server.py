@@ -131,6 +131,7 @@ class TwilioServer:
         self._fail_all: _Fault | None = None
         self._rejected: dict[str, int] = {}
         self._lookup_refusal: int | None = None
+        self.last_webhook: tuple[str, dict[str, str], dict[str, str]] | None = None  # url, form, headers
         self._changed = asyncio.Condition()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -224,6 +225,12 @@ class TwilioServer:
             "I-Twilio-Idempotency-Token": secrets.token_hex(16),
             "User-Agent": "TwilioProxy/1.1",
         }
+        self.last_webhook = (url, dict(params), dict(headers))
+        return await self.replay_webhook(url, params, headers)
+
+    async def replay_webhook(self, url: str, params: dict[str, str], headers: dict[str, str]) -> int:
+        """POST exactly this request again: what an attacker who captured it (or a retrying proxy) does."""
+        assert self._session is not None, "server not started"
         async with self._session.post(url, data=params, headers=headers) as resp:
             await resp.read()
             return resp.status
