@@ -10,6 +10,7 @@ if ! compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null; then
     "${sudo[@]}" apt-get update -qq && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime
 fi
 .venv/bin/ruff check alertd tests bench
-.venv/bin/mypy
+.venv/bin/ruff format --check alertd tests bench
+.venv/bin/mypy  # strict, on alertd/ and tests/ (pyproject.toml)
 # Coverage of what runs in this process; the CLI, demo and report modules run in subprocesses here.
 exec .venv/bin/python -m pytest --cov=alertd --cov-report=term:skip-covered "$@"

@@ -80,7 +80,6 @@ class Z2mError(CodecError[Reason]):
     """A topic, payload or command we cannot accept."""
 
 
-
 def _bad_level(level: str) -> bool:
     return not level or any(c in level for c in "/+#\0")
 
