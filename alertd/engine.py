@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from alertd.core import digest
+from alertd.core import digest, reload
 from alertd.core.commands import CommandBook
 from alertd.core.events import (
     Action,
@@ -123,6 +123,7 @@ class Engine:
         self.digest_at = digest_at  # local time of the daily readiness digest; None: no digest
         self.digest_catch_up_s = digest_catch_up_s
         self._next_digest: digest.Occurrence | None = None
+        self._rosters: dict[int, Roster] = {}  # open incidents escalating with a roster from before a reload
         self._deadlines: list[tuple[float, int]] = []  # heap of (next_step_at, incident id), lazily pruned
         self._next_id = 1
         self._loaded = False
@@ -146,7 +147,17 @@ class Engine:
         return await future
 
     def replace_roster(self, roster: Roster, profiles: Mapping[str, DeviceProfile] | None = None) -> None:
-        """SIGHUP: new roster (and device profiles) for new inputs; open incidents keep their household and policy."""
+        """SIGHUP: new roster (and device profiles) for new inputs. An open incident the new roster cannot
+        escalate as before (its household removed or moved, its policy gone) keeps the roster it had, so
+        the deputy and the duty room are still told; every such case is logged."""
+        affected = {change.incident_id: change for change in reload.changes(self.active.values(), roster)}
+        for incident_id, change in affected.items():
+            _LOGGER.warning(
+                "Roster reload: incident %d: %s; it keeps escalating to the people it had", incident_id, change.what
+            )
+            self._rosters.setdefault(incident_id, self.roster)
+        for incident_id in [i for i in self._rosters if i not in affected]:
+            del self._rosters[incident_id]  # the new roster serves it again (e.g. the household is back)
         self.roster = roster
         self.commands = replace(
             self.commands, devices=roster.devices, profiles=self.commands.profiles if profiles is None else profiles
@@ -539,6 +550,7 @@ class Engine:
             self._track(incident)
         else:
             self.active.pop(incident.id, None)
+            self._rosters.pop(incident.id, None)
             self._by_household.get(incident.household_id, set()).discard(incident.id)
 
     def _track(self, incident: Incident) -> None:
@@ -564,9 +576,14 @@ class Engine:
 
     def _fire(self, incident_id: int, now: float, batch: Batch) -> None:
         incident = self.active[incident_id]
-        updated, effects = fire_due_steps(incident, self.roster, self.texts, now, self.commands)
+        roster = self._rosters.get(incident_id, self.roster)
+        updated, effects = fire_due_steps(incident, roster, self.texts, now, self.commands)
         if updated != incident or effects.notifications:
             self._apply(updated, effects, batch)
         elif updated.next_step_at is not None and updated.next_step_at <= now:
-            # The household left the roster on reload: stop escalating rather than spin.
+            # The household was already gone from the roster when alertd started: nobody left to compute
+            # recipients from. Stop escalating rather than spin, loudly (a reload keeps the old roster instead).
+            _LOGGER.error(
+                "Incident %d: household %s is not in the roster; escalation stopped", incident_id, incident.household_id
+            )
             self._apply(replace(updated, next_step=None, next_step_at=None), Effects(), batch)

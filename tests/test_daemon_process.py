@@ -21,6 +21,8 @@ import pytest
 from alertd.store import Status, Store
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import (
+    DUTY_PHONE,
+    GRID_PHONE,
     PATROL_PHONES,
     WAIT_S,
     DaemonProcess,
@@ -183,6 +185,39 @@ async def test_sighup_reloads_the_roster_and_keeps_open_incidents(tmp_path: Path
             assert status == 200, body
             assert f"acknowledged {before}" in body
             await sims.wait_until(lambda: len(sims.stops(before)) == 9)
+            assert await daemon.terminate() == 0
+    finally:
+        await daemon.kill()
+        await forget_session(village)
+
+
+def _remove_household(roster_path: Path, household: str) -> None:
+    text = roster_path.read_text(encoding="utf-8")
+    start = text.index(f'[[households]]\nid = "{household}"\n')
+    end = text.index("[[", start + 2)
+    roster_path.write_text(text[:start] + text[end:], encoding="utf-8")
+
+
+async def test_a_reload_that_removes_the_calling_household_keeps_its_incident_escalating(
+    tmp_path: Path, twilio: TwilioServer
+) -> None:
+    village = write_village(tmp_path, twilio=twilio, steps=(0, 3, 5))
+    log_path = tmp_path / "daemon.log"
+    daemon = DaemonProcess(village, log_path)
+    try:
+        async with terminals(village) as sims:
+            await daemon.start()
+            await sims.alarm("t1-2", "fire", seq=1)
+            await sims.wait_until(lambda: len(sims.rings()) == 9)
+            _remove_household(tmp_path / "roster.toml", "h1-2")
+            assert daemon.process is not None
+            daemon.process.send_signal(signal.SIGHUP)
+            log = await _wait_for_log(log_path, "Roster reloaded: 1 groups, 9 households")
+            assert "incident 1: household h1-2 is no longer in the roster" in log
+            # The deputy and grid worker (step 1) and the duty room (step 2) are still told.
+            async with asyncio.timeout(WAIT_S):
+                while not {DUTY_PHONE, GRID_PHONE, resident_phone(1, 8)} <= {m.to for m in twilio.messages}:
+                    await asyncio.sleep(0.05)
             assert await daemon.terminate() == 0
     finally:
         await daemon.kill()
