@@ -187,6 +187,9 @@ class MqttSettings(_Section):
 
 class StoreSettings(_Section):
     path: SettingsPath = Path("/var/lib/alertd/alertd.db")
+    # Disk space kept beside the store (alertd.reserve) and given up when the disk fills, so alarms are
+    # still recorded and the duty room is told; 0 for none.
+    reserve_mb: float = Field(default=16, ge=0)
 
 
 class TwilioSettings(_Section):
@@ -706,4 +709,25 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 
     if settings is None or roster is None or problems:
         raise ConfigError(problems)
+    _check_session_id(settings.mqtt, label)
     return Config(settings, roster, path.absolute(), settings.daemon.roster, profiles)
+
+
+def _check_session_id(mqtt: MqttSettings, label: str) -> None:
+    """Warn when alertd's client_id is not its broker username (docs/security.md, "One session per account").
+
+    The shipped broker config replaces every client id with the username (use_username_as_clientid), so that
+    no account can take over another's session. There a different client_id is only a wrong name; but the
+    session (and the alarms queued in it) changes hands the day a broker starts or stops doing that. A warning,
+    not a problem: alertd still works, and an alarm daemon should not refuse to start over it.
+    """
+    if mqtt.username is not None and mqtt.client_id != mqtt.username:
+        _LOGGER.warning(
+            '%s: mqtt.client_id "%s" is not mqtt.username "%s": the broker keeps alertd\'s session under the '
+            "username (use_username_as_clientid in mosquitto.conf), and alarms queued under the other id are "
+            'stranded when that changes; set client_id = "%s"',
+            label,
+            mqtt.client_id,
+            mqtt.username,
+            mqtt.username,
+        )

@@ -29,6 +29,7 @@ from alertd.ingress.mqtt import BrokerSettings, MqttLink
 from alertd.metrics import Metrics
 from alertd.outbox import OutboxWorker
 from alertd.profiles import load_profiles
+from alertd.reserve import Reserve
 from alertd.sdnotify import Notifier
 from alertd.store import Store
 from alertd.web.app import WebDeps, make_app
@@ -126,6 +127,12 @@ class Daemon:
         runner: web.AppRunner | None = None
         sms_sender: Sender | None = None
         try:
+            reserve = Reserve(
+                settings.store.path.with_name(settings.store.path.name + ".reserve"),
+                int(settings.store.reserve_mb * 1024 * 1024),
+            )
+            if not await reserve.lay() and reserve.size > 0:
+                _LOGGER.warning("No room for the disk reserve beside %s: a full disk will stop commits", store.path)
             engine = Engine(
                 store,
                 self.config.roster,
@@ -139,6 +146,7 @@ class Daemon:
                 supervision_interval_s=settings.supervision.interval_s,
                 digest_at=settings.supervision.digest_time,
                 digest_catch_up_s=settings.supervision.digest_catch_up_s,
+                reserve=reserve,
                 commands=CommandBook(
                     prefix=settings.mqtt.prefix,
                     zigbee_base=settings.zigbee2mqtt.base,
@@ -210,6 +218,7 @@ class Daemon:
                 "terminal": workers[0].health,
                 f"sms:{sms_sender.name}": workers[1].health,
             }
+            health["disk"] = lambda: _disk_health(engine)
             if modem is not None:
                 health["modem"] = modem.health
             health.update({f"receiver:{r.name}": r.line.health for r in receivers})
@@ -287,9 +296,13 @@ class Daemon:
                     loop.remove_signal_handler(sig)
 
     async def _watch_clock(self) -> None:
+        disk = "ok"
         while True:
             self.clock.check()
             self.metrics.clock_offset.set(self.clock.offset)
+            if self.engine is not None and (now := _disk_health(self.engine).detail) != disk:
+                disk = now
+                self.notifier.status("ready" if disk == "ok" else f"disk: {disk}")  # systemctl status shows it
             await asyncio.sleep(CLOCK_CHECK_INTERVAL_S)
 
     async def _watchdog(self) -> None:
@@ -299,3 +312,13 @@ class Daemon:
         while True:
             self.notifier.watchdog()  # sent from the event loop: a wedged loop stops the pings
             await asyncio.sleep(interval)
+
+
+def _disk_health(engine: Engine) -> Health:
+    if engine.commit_failure is not None:
+        return Health(False, f"commits failing, alarms held at the broker: {engine.commit_failure}")
+    if engine.store.write_failure is not None:  # the outbox's writes fail too when the disk is full
+        return Health(False, f"store writes failing: {engine.store.write_failure}")
+    if engine.on_reserve:
+        return Health(False, "disk full: running on the reserve; free space")
+    return Health(True)

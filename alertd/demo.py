@@ -46,7 +46,11 @@ def _demo_config(config: Config, workdir: Path) -> Config:
     s = config.settings
     settings = s.model_copy(
         update={
-            "mqtt": s.mqtt.model_copy(update={"client_id": DEMO_CLIENT_ID, "prefix": DEMO_PREFIX}),
+            # No account either: where the broker binds client ids to usernames, the demo logging in as
+            # alertd would be handed production's session and its queued alarms.
+            "mqtt": s.mqtt.model_copy(
+                update={"client_id": DEMO_CLIENT_ID, "prefix": DEMO_PREFIX, "username": None, "password": None}
+            ),
             "store": s.store.model_copy(update={"path": workdir / "alertd-demo.db"}),
             "http": s.http.model_copy(update={"listen": f"127.0.0.1:{_free_port()}"}),
             "twilio": s.twilio.model_copy(update={"account_sid": None, "auth_token": None, "from_number": None}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import heapq
 import logging
@@ -37,9 +38,12 @@ from alertd.core.incidents import (
     STATE_ORDER as _ORDER,
 )
 from alertd.core.incidents import (
+    Channel,
     Effects,
     Incident,
+    Notification,
     Outcome,
+    Purpose,
     State,
     TimelineEntry,
     TransitionError,
@@ -53,12 +57,14 @@ from alertd.core.messages import Texts
 from alertd.core.model import Kind, Role, Roster
 from alertd.core.profile import DeviceProfile, Transport
 from alertd.core.supervision import Condition, Reported, assess, review
+from alertd.errors import StoreFull
 from alertd.failpoints import AFTER_COMMIT, Failpoints
 from alertd.metrics import Metrics
 from alertd.phones import mask
 from alertd.protocols import zigbee2mqtt
 from alertd.protocols.replies import parse_reply
 from alertd.ratelog import RateLimitedLog
+from alertd.reserve import Reserve
 from alertd.store import Batch, DeviceUpdate, Store
 
 _LOGGER = logging.getLogger(__name__)
@@ -69,6 +75,9 @@ MAX_BATCH = 256
 IN_USE_SINCE_KEY = "first_started_at"
 # Tolerance between the SMSC's timestamp on a modem reply and our clock when matching it to incidents.
 REPLY_CLOCK_SKEW_S = 300.0
+# A commit that failed (disk full) is retried with backoff between these bounds.
+COMMIT_RETRY_MIN_S = 0.5
+COMMIT_RETRY_MAX_S = 30.0
 # How often old deduplication entries are forgotten.
 PRUNE_INTERVAL_S = 3600.0
 # Supervision news logged at INFO: a panel's everyday traffic, not something a person must look at.
@@ -99,6 +108,7 @@ class Engine:
         supervision_interval_s: float = 60.0,
         digest_at: dt.time | None = None,
         digest_catch_up_s: float = 7200.0,
+        reserve: Reserve | None = None,
     ) -> None:
         self.store = store
         self.roster = roster
@@ -123,6 +133,9 @@ class Engine:
         self.digest_at = digest_at  # local time of the daily readiness digest; None: no digest
         self.digest_catch_up_s = digest_catch_up_s
         self._next_digest: digest.Occurrence | None = None
+        self.reserve = reserve  # disk space given up when the disk fills (alertd.reserve)
+        self._reserve_released = False
+        self._commit_failure: str | None = None
         self._rosters: dict[int, Roster] = {}  # open incidents escalating with a roster from before a reload
         self._deadlines: list[tuple[float, int]] = []  # heap of (next_step_at, incident id), lazily pruned
         self._next_id = 1
@@ -241,8 +254,10 @@ class Engine:
             # From the calendar, not +24 h: after a clock step or a long stall, the next one is still at
             # digest_at local time, and days skipped are not sent in a burst.
             self._next_digest = digest.following(now, self.digest_at, self.texts.time_zone)
+        if self._reserve_released and now >= self._next_review - self.supervision_interval_s:
+            await self._relay_reserve(now, batch)
         if batch:
-            await self.store.commit(batch)
+            await self._commit(batch, now)
             self._remember_reports(batch.devices)
             self.failpoints.hit(AFTER_COMMIT)
         for envelope, result in zip(envelopes, results, strict=True):
@@ -255,7 +270,67 @@ class Engine:
             self.metrics.set_active(self.active.values())
         if now - self._last_prune > PRUNE_INTERVAL_S:
             self._last_prune = now
-            await self.store.prune(now - self.dedup_window_s)
+            with contextlib.suppress(StoreFull):  # housekeeping waits for room like everything else
+                await self.store.prune(now - self.dedup_window_s)
+
+    async def _commit(self, batch: Batch, now: float) -> None:
+        """Commit, however long it takes. Until the batch is on disk nothing in it is acknowledged to the
+        broker or the receivers, so alarms wait there, safe, while the disk is full; the loop must not die."""
+        delay = COMMIT_RETRY_MIN_S
+        while True:
+            try:
+                await self.store.commit(batch)
+            except StoreFull as err:
+                self.metrics.store_writable.set(0)
+                if self.reserve is not None and await self.reserve.release():
+                    self._reserve_released = True
+                    _LOGGER.error(
+                        "Disk full (%s): gave up the %d-byte reserve to keep recording alarms; telling the duty room",
+                        err, self.reserve.size,
+                    )  # fmt: skip
+                    self._tell_duty(full=True, now=now, batch=batch)
+                    continue
+                if self._commit_failure is None:
+                    _LOGGER.error(
+                        "Cannot commit (%s): alarms stay unacknowledged at the broker; retrying until there is room",
+                        err,
+                    )
+                self._commit_failure = str(err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, COMMIT_RETRY_MAX_S)
+            else:
+                break
+        if self._commit_failure is not None:
+            _LOGGER.info("Commits go through again")
+            self._commit_failure = None
+        self.metrics.store_writable.set(1)
+
+    async def _relay_reserve(self, now: float, batch: Batch) -> None:
+        if self.reserve is not None and await self.reserve.lay():
+            _LOGGER.info("Disk has room again: the %d-byte reserve is back in place", self.reserve.size)
+            self._reserve_released = False
+            self._tell_duty(full=False, now=now, batch=batch)
+
+    def _tell_duty(self, *, full: bool, now: float, batch: Batch) -> None:
+        """The server itself needs a person: the township duty room is told (once per event)."""
+        scope = f"system:disk_{'full' if full else 'ok'}:{int(now)}"
+        for person_id in self.roster.duty:
+            person = self.roster.people.get(person_id)
+            if person is not None:
+                body = self.texts.disk(full, now, person.language)
+                batch.notifications.append(
+                    Notification(None, 0, Channel.SMS, Purpose.ALERT, person.id, person.phone, body, scope=scope)
+                )
+
+    @property
+    def commit_failure(self) -> str | None:
+        """Why commits are failing right now (None: they go through)."""
+        return self._commit_failure
+
+    @property
+    def on_reserve(self) -> bool:
+        """The disk filled and alertd is running on its reserve until there is room again."""
+        return self._reserve_released
 
     # --- decisions ------------------------------------------------------------------------------------
 

@@ -29,3 +29,7 @@ class ConfigError(AlertdError):
 
 class StoreError(AlertdError):
     """The store is unusable (failed integrity check, schema from the future)."""
+
+
+class StoreFull(TransientError):
+    """A write to the store failed for lack of space (or an I/O error): nothing was committed; retry later."""

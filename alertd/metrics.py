@@ -22,6 +22,12 @@ class Metrics:
             "The wall clock minus alertd's steady clock (non-zero after a clock step; timers are not affected)",
             registry=r,
         )
+        self.store_writable = Gauge(
+            "alertd_store_writable",
+            "1 while commits go through, 0 while they fail (disk full)",
+            registry=r,
+        )
+        self.store_writable.set(1)
         self.duplicates = Counter("alertd_duplicate_alarms", "Alarms recognised as redeliveries", registry=r)
         self.replays = Counter(
             "alertd_inbound_replays",

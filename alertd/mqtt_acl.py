@@ -4,6 +4,11 @@ Each terminal logs in with its device id as username and may only publish its ow
 ``status`` and read its own ``cmd``; Zigbee2MQTT gets its base topic; the daemon reads every device's
 events and statuses and writes every ``cmd``. Nothing here touches the broker: ``render_acl`` returns
 the file text, ``write_file`` puts it in place.
+
+The rules trust the username, and so must the session: the broker has to run with
+``BROKER_SETTINGS`` (config/mosquitto.conf does), above all ``use_username_as_clientid true``, or any
+account could take over another's session, alertd's with its queued alarms included, by connecting
+with its client id. The generated file names them in its header.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from alertd.config import Config
 from alertd.core.model import Device
 
 __all__ = [
+    "BROKER_SETTINGS",
     "DEFAULT_DAEMON_USER",
     "TERMINAL_PROFILE",
     "ZIGBEE_BASE",
@@ -39,6 +45,10 @@ DEFAULT_DAEMON_USER = "alertd"  # when [mqtt] username is not set
 DEFAULT_PWFILE = "/etc/mosquitto/passwd"  # Mosquitto's password_file
 REGENERATE = "alertd mqtt-acl -c {settings} -o /etc/mosquitto/acl"
 MAX_UTF8_BYTES = 65535  # MQTT strings (topics, usernames) carry a 16-bit length
+# mosquitto.conf lines the ACL relies on (config/mosquitto.conf has them): no login without an account,
+# and the session is the account's (use_username_as_clientid, a per-listener option: after every
+# `listener` line). tests/test_mqtt_takeover.py shows what happens without the second.
+BROKER_SETTINGS = ("allow_anonymous false", "use_username_as_clientid true")
 
 # Not allowed in a topic level: the separator and the wildcards. Not allowed in a username, in addition:
 # ':' (the separator of Mosquitto's password file).
@@ -149,8 +159,14 @@ def render_acl(
         "#   kill -HUP $(pidof mosquitto)    # or: systemctl reload mosquitto",
         "# Every user below also needs a line in the password file (docs/security.md).",
         "# Users not listed here, and topics not listed for a user, are denied.",
+        "# These rules trust the username, so each session must be its username's too: mosquitto.conf needs",
+        *(f"#   {setting}" for setting in BROKER_SETTINGS),
+        "# (use_username_as_clientid after every listener line, read at start only: restart the broker, a",
+        "# SIGHUP does not apply it). Without it any user below could take over another's session, alertd's",
+        "# and the alarms queued in it included, by connecting with its client id.",
         "",
         "# alertd: reads every device's events and statuses, sends every device's commands.",
+        "# Its [mqtt] client_id should be this username: the broker keeps its session under the username.",
         f"user {daemon}",
         f"topic read {prefix}/dev/+/event",
         f"topic read {prefix}/dev/+/status",
@@ -161,8 +177,8 @@ def render_acl(
         f"user {zigbee}",
         f"topic readwrite {zigbee_base}/#",
         "",
-        f"# Terminals ({len(terminals)}): username = device id; each may publish only its own event and",
-        "# status (its Last Will included) and read only its own commands.",
+        f"# Terminals ({len(terminals)}): username = device id (and session id); each may publish only its own",
+        "# event and status (its Last Will included) and read only its own commands.",
     ]
     for device_id in terminals:
         lines += [
@@ -194,7 +210,8 @@ def password_steps(
     lines = [
         "# Mosquitto password file for alertd: run as root on the broker host (docs/security.md).",
         "# Every user gets its own random password. The passwords are collected in $SHEET (mode 0600):",
-        "# configure each terminal with its device id as MQTT username and its password from the sheet,",
+        "# configure each terminal with its device id as MQTT username and its password from the sheet",
+        "# (the broker uses the username as client id: use_username_as_clientid in mosquitto.conf),",
         "# put the alertd password into /etc/alertd/alertd.env as ALERTD_MQTT__PASSWORD and the",
         "# zigbee2mqtt one into Zigbee2MQTT's configuration.yaml (mqtt.password), then delete the sheet:",
         '#   shred -u "$SHEET"',
@@ -206,7 +223,7 @@ def password_steps(
         'SHEET="${SHEET:-/root/alertd-mqtt-passwords.txt}"',
         "new_password() { head -c 18 /dev/urandom | base64; }",
         "",
-        f"# The daemon (username {daemon}: [mqtt] username in alertd.toml); -c creates the file.",
+        f"# The daemon (username {daemon}: [mqtt] username and client_id in alertd.toml); -c creates the file.",
         *_add_user(passwd, daemon, first=True),
         "",
         "# Zigbee2MQTT.",

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from alertd.channels.base import Health, Outbound, Receipt, Sender
 from alertd.core.incidents import Channel
-from alertd.errors import PermanentError, TransientError
+from alertd.errors import PermanentError, StoreFull, TransientError
 from alertd.failpoints import MID_FANOUT, Failpoints
 from alertd.metrics import Metrics
 from alertd.phones import mask
@@ -26,6 +26,7 @@ _LOGGER = logging.getLogger(__name__)
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0
 DEFAULT_CONCURRENCY = 16
+STORE_RETRY_S = 1.0  # while the disk is full, how often a claim or a record is tried again
 
 
 def backoff_s(attempts: int, rng: random.Random) -> float:
@@ -111,7 +112,13 @@ class OutboxWorker:
             "Reconciled %d interrupted %s sends: %d already delivered, %d to resend",
             len(rows), self.channel, delivered, len(rows) - delivered,
         )  # fmt: skip
-        await self.store.record_results(results, self.clock())
+        while True:
+            try:
+                await self.store.record_results(results, self.clock())
+            except StoreFull:
+                await asyncio.sleep(STORE_RETRY_S)  # the engine logs and reports a full disk
+            else:
+                return
 
     async def _dispatch_loop(self) -> None:
         while not self._draining:
@@ -126,7 +133,13 @@ class OutboxWorker:
                     return
                 rows = await self.store.due(self.channel, self.clock(), limit=free)
                 if rows:
-                    await self.store.claim([r.id for r in rows], self.sender.name, self.clock())
+                    try:
+                        await self.store.claim([r.id for r in rows], self.sender.name, self.clock())
+                    except StoreFull:
+                        # Not claimed, not sent: sending first would risk a message the store cannot record.
+                        rows = []
+                        await asyncio.sleep(STORE_RETRY_S)
+                        continue
                     for row in rows:
                         task = asyncio.create_task(self._send(row), name=f"send-{row.id}")
                         self._in_flight.add(task)
@@ -210,6 +223,12 @@ class OutboxWorker:
             self._lookup_failing = False
         return found, None
 
+    def _retry_flush(self) -> None:
+        def later() -> None:
+            self._results_ready.set()
+
+        asyncio.get_running_loop().call_later(STORE_RETRY_S, later)
+
     def _sent(self, row: OutboxRow, receipt: str | Receipt | None, note: str | None = None) -> SendResult:
         if isinstance(receipt, Receipt):
             return SendResult(row.id, Status.SENT, receipt.carrier, receipt.provider_id, error=note)
@@ -226,7 +245,13 @@ class OutboxWorker:
             results, self._results = self._results, []
             if not results:
                 return
-            await self.store.record_results(results, self.clock())
+            try:
+                await self.store.record_results(results, self.clock())
+            except StoreFull:
+                # Sent but not recorded: keep the outcomes and record them when there is room.
+                self._results[:0] = results
+                self._retry_flush()
+                return
         if any(r.status == Status.PENDING for r in results):
             self.wake()  # a retry may be due before the dispatcher's current timeout
 

@@ -7,6 +7,7 @@ writer of incidents; outbox workers only move notification rows through their st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -23,7 +24,7 @@ from alertd.core.events import Arming, DeliveryReport
 from alertd.core.incidents import Channel, Incident, Notification, Outcome, Purpose, State, TimelineEntry
 from alertd.core.model import Kind
 from alertd.core.supervision import Reported
-from alertd.errors import StoreError
+from alertd.errors import StoreError, StoreFull
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -348,25 +349,41 @@ class Store:
         self.path = path
         # Engine and outbox workers share one connection: their transactions must not interleave.
         self._write_lock = asyncio.Lock()
+        self._write_failure: str | None = None
 
     @asynccontextmanager
     async def _transaction(self, *, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
         """durable=False skips the fsync at commit: for outbox status moves, which a crash can only turn
         into a repeated message (reconciled or resent), never a lost one. Alarms and plans stay FULL."""
         async with self._write_lock:
-            if not durable:
-                await self._db.execute("PRAGMA synchronous = NORMAL")
             try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    await self._db.execute("ROLLBACK")
-                    raise
-                await self._db.execute("COMMIT")
-            finally:
                 if not durable:
-                    await self._db.execute("PRAGMA synchronous = FULL")
+                    await self._db.execute("PRAGMA synchronous = NORMAL")
+                try:
+                    await self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield self._db
+                    except BaseException:
+                        with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back already
+                            await self._db.execute("ROLLBACK")
+                        raise
+                    await self._db.execute("COMMIT")
+                finally:
+                    if not durable:
+                        await self._db.execute("PRAGMA synchronous = FULL")
+            except sqlite3.OperationalError as err:
+                if err.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+                    raise
+                with contextlib.suppress(sqlite3.Error):
+                    await self._db.execute("ROLLBACK")
+                self._write_failure = str(err)
+                raise StoreFull(f"{self.path}: {err}") from err
+            self._write_failure = None
+
+    @property
+    def write_failure(self) -> str | None:
+        """Why the last write failed, None when it went through (a full disk stops writes, not reads)."""
+        return self._write_failure
 
     @classmethod
     async def open(cls, path: Path, *, readonly: bool = False) -> Store:

@@ -509,7 +509,7 @@ class OwnBroker:
         kept = []
         for original in CONF.read_text(encoding="utf-8").splitlines():
             key = original.split(" ", 1)[0]
-            if key in ("password_file", "acl_file", "allow_anonymous", "log_dest", "user"):
+            if key in ("password_file", "acl_file", "allow_anonymous", "log_dest", "user", "use_username_as_clientid"):
                 continue
             if key == "listener":
                 kept.append(f"listener {self.port} {HOST}")

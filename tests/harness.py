@@ -375,6 +375,9 @@ class PrivateBroker:
             "allow_anonymous": "allow_anonymous true",
             "password_file": None,
             "acl_file": None,
+            # Anonymous test clients have no username to bind their client id to (the shipped file binds
+            # them so no account can take over another's session: tests/test_mqtt_takeover.py).
+            "use_username_as_clientid": None,
         }
         for line in shipped.splitlines():
             key = line.split(" ", 1)[0]

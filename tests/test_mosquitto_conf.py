@@ -34,7 +34,9 @@ TIMEOUT_S = 10.0
 PREFIX = "alertd/v1"
 DEVICE = "dev-001"
 EVENT_TOPIC = f"{PREFIX}/dev/{DEVICE}/event"
-ALERTD_ID = "alertd-test-session"
+# alertd's client id is its username (alertd check warns otherwise): the broker keys the session on the
+# username anyway (use_username_as_clientid).
+ALERTD_ID = "alertd"
 PASSWORDS = {"alertd": "alertd-secret", DEVICE: "device-secret"}
 ACL = f"""\
 user alertd
@@ -93,18 +95,11 @@ class Broker:
             self.proc = None
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
+def shipped_broker(tmp_path: Path, passwd: Path, acl: Path) -> Broker:
+    """A broker (not started yet) running config/mosquitto.conf with its port and paths in tmp_path."""
     port = free_port()
     state = tmp_path / "state"
     state.mkdir()
-    passwd = tmp_path / "passwd"
-    passwd.touch()
-    for user, password in PASSWORDS.items():
-        subprocess.run([MOSQUITTO_PASSWD, "-b", str(passwd), user, password], check=True)
-    acl = tmp_path / "acl"
-    acl.write_text(ACL)
-
     text = CONF.read_text()
     # The settings under test must really be in the file.
     for line in (
@@ -124,8 +119,18 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     text += f"\nuser {pwd.getpwuid(os.geteuid()).pw_name}\n"
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(text)
+    return Broker(conf=conf, port=port, db=state / "mosquitto.db", log=tmp_path / "mosquitto.log")
 
-    b = Broker(conf=conf, port=port, db=state / "mosquitto.db", log=tmp_path / "mosquitto.log")
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    passwd = tmp_path / "passwd"
+    passwd.touch()
+    for user, password in PASSWORDS.items():
+        subprocess.run([MOSQUITTO_PASSWD, "-b", str(passwd), user, password], check=True)
+    acl = tmp_path / "acl"
+    acl.write_text(ACL)
+    b = shipped_broker(tmp_path, passwd, acl)
     b.start()
     yield b
     b.stop()

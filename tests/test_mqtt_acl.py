@@ -75,7 +75,9 @@ devices = [
 
 
 def make_config(tmp_path: Path, *, username: str | None = DAEMON, prefix: str = PREFIX) -> Config:
-    mqtt_section = f'[mqtt]\nprefix = "{prefix}"\n' + (f'username = "{username}"\n' if username else "")
+    # client_id = username: the broker keeps the session under the username (alertd check warns otherwise).
+    account = f'username = "{username}"\nclient_id = "{username}"\n' if username else ""
+    mqtt_section = f'[mqtt]\nprefix = "{prefix}"\n' + account
     (tmp_path / "alertd.toml").write_text('[daemon]\nroster = "roster.toml"\n' + mqtt_section, encoding="utf-8")
     (tmp_path / "roster.toml").write_text(ROSTER, encoding="utf-8")
     return load_config(tmp_path / "alertd.toml", environ={})
@@ -345,8 +347,8 @@ def read_sheet(sheet: Path) -> dict[str, str]:
     return dict(line.split("\t") for line in sheet.read_text().splitlines())
 
 
-@pytest.fixture
-def broker(tmp_path: Path, config: Config) -> Iterator[Broker]:
+def generated_accounts(tmp_path: Path, config: Config) -> tuple[Path, Path, dict[str, str]]:
+    """The password file made by the generated steps, the generated ACL, and the passwords from the sheet."""
     passwd, sheet, acl = tmp_path / "passwd", tmp_path / "sheet.txt", tmp_path / "acl"
     # The generated steps, minus the chown to the mosquitto group (not there on every test host).
     steps = password_steps(config, password_file=str(passwd))
@@ -357,6 +359,12 @@ def broker(tmp_path: Path, config: Config) -> Iterator[Broker]:
     assert set(passwords) == {DAEMON, "zigbee2mqtt", T1, T2}
     assert len(set(passwords.values())) == 4, "one password per user"
     write_file(acl, render_acl(config), group=None)
+    return passwd, acl, passwords
+
+
+@pytest.fixture
+def broker(tmp_path: Path, config: Config) -> Iterator[Broker]:
+    passwd, acl, passwords = generated_accounts(tmp_path, config)
 
     port = free_port()
     conf = tmp_path / "mosquitto.conf"

@@ -138,6 +138,17 @@ class Texts:
                 return text
         return head + (f", {len(items)} need attention" if english else f"；{len(items)}处需检修")
 
+    def disk(self, full: bool, at: float, language: str | None = None) -> str:
+        """To the duty room: the server's disk is full (alarms run on the reserve), or has room again."""
+        when = self.clock(at)
+        if (language or self.language).lower().startswith("en"):
+            if full:
+                return f"[Server] alertd disk full at {when}: alarms still handled on the reserve. Free space now."
+            return f"[Server] alertd disk has room again ({when})."
+        if full:
+            return f"【联防系统】服务器磁盘已满 {when}，报警暂用备用空间处理，请立即清理磁盘"
+        return f"【联防系统】服务器磁盘空间已恢复 {when}"
+
     def ring_caption(self, household: Household, kind: Kind) -> str:
         """What a neighbour's terminal shows, e.g. "2号户 王家 求救"."""
         return f"{household.label} {KIND_ZH[kind]}"
