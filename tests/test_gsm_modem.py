@@ -100,6 +100,42 @@ async def test_a_silent_modem_times_out_per_command_is_reported_down_and_recover
         assert await modem.send(Outbound(3, LEADER, "测试", 0.0))
 
 
+PATROL = ("+8613900000021", "+8613900000022")
+
+
+async def test_an_unplug_mid_send_fails_it_at_once_and_only_initialisation_reaches_the_new_line() -> None:
+    """Slow sends queued, the modem pulled out mid-PDU and plugged back with a boot delay: the send in
+    flight fails at once (not after its 30 s timeout), the new line hears the initialisation before any
+    AT+CMGS, and the sends that waited go out after it in the order they came: the leader's first."""
+    async with FakeModem(send_delay=1.5) as fake, running(fake, Engine(), command_timeout_s=30.0) as modem:
+        recipients = [LEADER, *PATROL, LEADER]
+        sends = [
+            asyncio.create_task(modem.send(Outbound(n, to, f"【联防】测试{n}", 0.0)))
+            for n, to in enumerate(recipients, start=1)
+        ]
+        await fake.wait_for_command("AT+CMGS")
+        await asyncio.sleep(0.5)  # the first PDU is with the network
+        await fake.unplug()
+        with pytest.raises(TransientError, match="line closed"):
+            await asyncio.wait_for(sends[0], 5.0)  # far below the command timeout
+        await asyncio.sleep(1.0)
+        await fake.replug()
+        replugged = len(fake.commands)
+        fake.silence(True)  # booting: deaf for a second
+        await asyncio.sleep(1.0)
+        fake.silence(False)
+        outcomes = await asyncio.gather(*sends[1:], return_exceptions=True)
+    on_new_line = [c.upper() for c in fake.commands[replugged:]]
+    first_send = next(i for i, c in enumerate(on_new_line) if c.startswith("AT+CMGS"))
+    before = on_new_line[:first_send]
+    assert "AT+CNMI=2,1,0,1,0" in before, on_new_line
+    setup = {"AT", "ATE0", "AT+CMEE=1", "AT+CPIN?", "AT+CMGF=0", "AT+CNMI=2,1,0,1,0", "AT+CREG?", "AT+CSQ", "AT+CMGL=4"}
+    assert set(before) <= setup, on_new_line
+    # Every send queued behind the unplug went out on the new line, in the order they came.
+    assert all(isinstance(o, str) for o in outcomes), outcomes
+    assert [m.to for m in fake.sent] == recipients[1:]
+
+
 async def test_replies_arrive_by_cmti_and_by_sweep_and_are_deleted_after_commit() -> None:
     engine = Engine()
     async with FakeModem() as fake, running(fake, engine, sweep_interval_s=0.5):

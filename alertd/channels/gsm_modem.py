@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -58,6 +59,17 @@ class ModemNotResponding(ConnectionError):
     """The modem stopped answering: reopen the line and initialise it again."""
 
 
+class _NotReady(TransientError):
+    """The line is being (re)initialised: only the initialisation may talk to the modem now."""
+
+
+class _LineGone:
+    """Put on a session's response queue when its line closes: the command waiting on it fails at once."""
+
+
+_LINE_GONE = _LineGone()
+
+
 class GsmModem:
     """A Sender (name "modem") and the modem's inbox, on one supervised serial line."""
 
@@ -83,9 +95,11 @@ class GsmModem:
         self.clock = clock
         self._parser = AtParser()
         self._writer: asyncio.StreamWriter | None = None
-        self._responses: asyncio.Queue[Final | Info | Prompt] = asyncio.Queue()
+        self._responses: asyncio.Queue[Final | Info | Prompt | _LineGone] = asyncio.Queue()
         self._lock = asyncio.Lock()  # one command at a time
         self._ready = False
+        self._ready_event = asyncio.Event()  # set once the current line was initialised and polled
+        self._down_since = -math.inf  # loop time the modem stopped being ready (never ready yet: long ago)
         self._registered = False
         self._signal: int | None = None
         self._last_error = "not initialised yet"
@@ -100,10 +114,33 @@ class GsmModem:
     # --- Sender ----------------------------------------------------------------------------------------
 
     async def send(self, message: Outbound) -> str:
-        if not self._ready:
+        while True:
+            await self._until_ready()
+            if not self._registered:
+                raise TransientError("modem not registered on the network")
+            try:
+                return await self._submit(message)
+            except _NotReady:
+                # The line was reopened while this send waited its turn: it goes after the new line's
+                # initialisation, in the order the sends came (the outbox claims the leader's first).
+                continue
+
+    async def _until_ready(self) -> None:
+        """Wait for the line to be (re)initialised while that is still likely soon: within one command
+        timeout of losing it (a replug, a modem reset). A modem down for longer fails the send at once,
+        so the other carrier takes it without a wait."""
+        if self._ready_event.is_set():
+            return
+        left = self._down_since + self.command_timeout_s - asyncio.get_running_loop().time()
+        if left <= 0:
             raise TransientError(f"modem down: {self._last_error}")
-        if not self._registered:
-            raise TransientError("modem not registered on the network")
+        try:
+            async with asyncio.timeout(left):
+                await self._ready_event.wait()
+        except TimeoutError:
+            raise TransientError(f"modem down: {self._last_error}") from None
+
+    async def _submit(self, message: Outbound) -> str:
         self._reference = (self._reference + 1) % 256
         try:
             parts = encode_submit(message.address, message.body, reference=self._reference, smsc=self.smsc)
@@ -146,6 +183,7 @@ class GsmModem:
             await self._initialise()
             while True:
                 await self._poll()
+                self._ready_event.set()  # initialised and registration known: the waiting sends go now
                 done, _ = await asyncio.wait({reading, wedged}, timeout=self.sweep_interval_s,
                                              return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
                 if reading in done:
@@ -158,6 +196,7 @@ class GsmModem:
         finally:
             self._set_ready(False)
             self._writer = None
+            self._responses.put_nowait(_LINE_GONE)  # the command in flight on this line fails now
             for task in (reading, wedged, *self._tasks):
                 task.cancel()
             await asyncio.gather(reading, wedged, *self._tasks, return_exceptions=True)
@@ -166,21 +205,21 @@ class GsmModem:
     async def _initialise(self) -> None:
         for attempt in range(INIT_ATTEMPTS):
             try:
-                await self._command("AT", limit_s=2.0)
+                await self._command("AT", limit_s=2.0, init=True)
                 break
             except TransientError:
                 if attempt == INIT_ATTEMPTS - 1:
                     raise
         self._timeouts = 0
         for command in ("ATE0", "AT+CMEE=1"):
-            await self._command(command)
-        pin = await self._command("AT+CPIN?")
+            await self._command(command, init=True)
+        pin = await self._command("AT+CPIN?", init=True)
         if not any("READY" in i.line for i in pin):
             self._last_error = "SIM not ready: " + "; ".join(i.line for i in pin)
             raise TransientError(self._last_error)
         # PDU mode; new messages announced as +CMTI, delivery reports as +CDS.
         for command in ("AT+CMGF=0", "AT+CNMI=2,1,0,1,0"):
-            await self._command(command)
+            await self._command(command, init=True)
         self._set_ready(True)
         _LOGGER.info("GSM modem ready on %s", self.line.settings.url)
 
@@ -207,30 +246,44 @@ class GsmModem:
             self._deliver(stale, self._parts_at.pop((stale.sender, stale.part.ref if stale.part else -1), []))
 
     def _set_ready(self, ready: bool) -> None:
+        # Senders are let in (_ready_event) after the first poll, once registration is known (_session).
         self._ready = ready
         if not ready:
             self._registered = False
+            if self._ready_event.is_set():
+                self._ready_event.clear()
+                self._down_since = asyncio.get_running_loop().time()
         self.metrics.modem_up.set(int(ready))
 
     # --- commands -------------------------------------------------------------------------------------
 
-    async def _command(self, command: str, *, pdu: str | None = None, limit_s: float | None = None) -> list[Info]:
-        """Run one AT command (and, for AT+CMGS, its PDU after the prompt); the Info lines it answered."""
+    async def _command(
+        self, command: str, *, pdu: str | None = None, limit_s: float | None = None, init: bool = False
+    ) -> list[Info]:
+        """Run one AT command (and, for AT+CMGS, its PDU after the prompt); the Info lines it answered.
+
+        Until the line has answered the initialisation (init=True), nothing else may reach it: a send
+        queued before an unplug would otherwise land on a modem with echo on, or booted in text mode."""
         async with self._lock:
-            writer = self._writer
+            writer, responses = self._writer, self._responses
+            if not init and not self._ready:
+                raise _NotReady(f"modem not initialised: {self._last_error}")
             if writer is None:
                 raise TransientError("modem line down")
-            while not self._responses.empty():  # late answers to a command that timed out
-                self._responses.get_nowait()
+            while not responses.empty():  # late answers to a command that timed out
+                if isinstance(responses.get_nowait(), _LineGone):
+                    raise TransientError("modem line down")
             infos: list[Info] = []
             try:
                 async with asyncio.timeout(limit_s or self.command_timeout_s):
                     self._write(writer, command + "\r")
                     if pdu is not None:
-                        await self._until_prompt(command)
+                        await self._until_prompt(command, responses)
                         self._write(writer, pdu + CTRL_Z)
                     while True:
-                        match await self._responses.get():
+                        match await responses.get():
+                            case _LineGone():
+                                raise self._line_gone(command)
                             case Info() as info:
                                 infos.append(info)
                             case Final(ok=True):
@@ -252,15 +305,22 @@ class GsmModem:
             self._timeouts = 0
             return infos
 
-    async def _until_prompt(self, command: str) -> None:
+    async def _until_prompt(self, command: str, responses: asyncio.Queue[Final | Info | Prompt | _LineGone]) -> None:
         while True:
-            match await self._responses.get():
+            match await responses.get():
+                case _LineGone():
+                    raise self._line_gone(command)
                 case Prompt():
                     return
                 case Final(error=error):
                     raise self._refused(command, error)
                 case _:
                     continue
+
+    def _line_gone(self, command: str) -> TransientError:
+        # At once, not after the command's timeout: the sends behind it wait for the new line instead.
+        self._last_error = f"line closed during {command.split('=', maxsplit=1)[0]}"
+        return TransientError(f"modem {self._last_error}")
 
     def _write(self, writer: asyncio.StreamWriter, text: str) -> None:
         self._parser.sent(text.rstrip("\r" + CTRL_Z))
