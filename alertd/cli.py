@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import logging
 import os
+import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,15 +18,16 @@ from zoneinfo import ZoneInfo
 
 from alertd import decode
 from alertd.config import Config, load_config
+from alertd.core import reload
 from alertd.core.model import Device, Roster
 from alertd.daemon import Daemon
 from alertd.demo import run_demo
-from alertd.errors import ConfigError, StoreError
+from alertd.errors import ConfigError, StoreError, StoreUnavailable
 from alertd.mqtt_acl import password_steps, render_acl, write_file
 from alertd.profiles import load_profiles
 from alertd.report import device_dict, device_health, devices_table, incident_dict, incidents_table, show
 from alertd.scaffold import STARTER, write_examples
-from alertd.store import DeviceRecord, Store
+from alertd.store import DeviceRecord, reading
 
 DEFAULT_CONFIG = Path(os.environ.get("ALERTD_CONFIG", "/etc/alertd/alertd.toml"))
 API_TIMEOUT_S = 15.0
@@ -80,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = with_config(name, help_text)
         p.add_argument("id", type=int)
-        p.add_argument("--by", required=True, help="who is acting (name)")
+        p.add_argument(
+            "--by", required=True, help="who is acting (a name); alertd adds the OS user that runs this command"
+        )
         if name == "resolve":
             p.add_argument("--outcome", choices=("real", "false_alarm", "drill"), default="real")
     return parser
@@ -97,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(err.problems)} problem(s) found", file=sys.stderr)
         return EXIT_CONFIG
     except StoreError as err:
+        # An empty, damaged or foreign store file, or one alertd may not open: a person must act, so it is
+        # EXIT_CONFIG, which the shipped unit does not restart (RestartPreventExitStatus=2).
+        print(f"alertd: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreUnavailable as err:  # a full disk, an I/O error: systemd starts it again (Restart=on-failure)
         print(f"alertd: {err}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -112,6 +120,11 @@ def _dispatch(args: argparse.Namespace) -> int:
                 f"{args.config}: ok ({len(roster.groups)} groups, {len(roster.households)} households, "
                 f"{len(roster.devices)} devices, {len(roster.people)} people)"
             )
+            for change in asyncio.run(_open_incident_changes(config)):
+                # A warning, not a problem: the reload is safe (the incident keeps escalating with the
+                # roster it had), but whoever edits the roster should know a response is under way.
+                print(f"warning: open incident {change.incident_id}: {change.what}; it will keep escalating with "
+                      "the roster it had until it is closed", file=sys.stderr)  # fmt: skip
             return EXIT_OK
         case "run":
             asyncio.run(Daemon(load_config(args.config)).run())
@@ -128,7 +141,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(json.dumps(result, ensure_ascii=False))
             return EXIT_OK if all(r["valid"] for r in results) else EXIT_FAILED
         case "mqtt-acl" | "mqtt-passwords":
-            config = load_config(args.config)
+            config = load_config(args.config, secrets=False)
             try:
                 text = render_acl(config) if args.command == "mqtt-acl" else password_steps(config)
             except ValueError as err:
@@ -139,13 +152,29 @@ def _dispatch(args: argparse.Namespace) -> int:
             else:
                 sys.stdout.write(text)
             return EXIT_OK
+        # Commands that send nothing themselves run without the secrets, which only the service's environment
+        # holds (an operator's shell does not): an acknowledgement must not wait for someone to find a token.
         case "devices":
-            return asyncio.run(_devices(args, load_config(args.config)))
+            return asyncio.run(_devices(args, load_config(args.config, secrets=False)))
         case "incidents" | "show":
-            return asyncio.run(_report(args, load_config(args.config)))
+            return asyncio.run(_report(args, load_config(args.config, secrets=False)))
         case "ack" | "on-scene" | "resolve" | "cancel":
-            return _act(args, load_config(args.config))
+            return _act(args, load_config(args.config, secrets=False))
     return EXIT_FAILED
+
+
+async def _open_incident_changes(config: Config) -> list[reload.Change]:
+    """What this roster changes for the incidents open in the store now (none when there is no store yet)."""
+    path = config.settings.store.path
+    if not path.exists():
+        return []
+    try:
+        async with reading(path) as store:
+            incidents = await store.incidents(active_only=True)
+    except (StoreError, StoreUnavailable) as err:
+        print(f"warning: cannot read open incidents from the store: {err}", file=sys.stderr)
+        return []
+    return reload.changes(incidents, config.roster)
 
 
 def _init(folder: Path) -> int:
@@ -165,9 +194,8 @@ def _init(folder: Path) -> int:
 
 
 async def _report(args: argparse.Namespace, config: Config) -> int:
-    store = await Store.open(config.settings.store.path, readonly=True)
     zone = config.settings.daemon.zone
-    try:
+    async with reading(config.settings.store.path) as store:  # a damaged store: one line, exit 2
         if args.command == "incidents":
             incidents = await store.incidents(active_only=args.open, limit=args.limit)
             if args.json:
@@ -194,8 +222,6 @@ async def _report(args: argparse.Namespace, config: Config) -> int:
         else:
             print(show(incident, timeline, notes, config.roster, zone))
         return EXIT_OK
-    finally:
-        await store.close()
 
 
 async def _devices(args: argparse.Namespace, config: Config) -> int:
@@ -203,11 +229,8 @@ async def _devices(args: argparse.Namespace, config: Config) -> int:
     if args.group is not None and args.group not in roster.groups:
         print(f"alertd: no group {args.group} (groups: {', '.join(roster.groups)})", file=sys.stderr)
         return EXIT_FAILED
-    store = await Store.open(config.settings.store.path, readonly=True)
-    try:
+    async with reading(config.settings.store.path) as store:
         records = await store.devices()
-    finally:
-        await store.close()
     rows = [
         (device, health)
         for device, health in device_health(roster, records, load_profiles(), time.time())
@@ -252,28 +275,59 @@ def _arming_table(panels: list[tuple[Device, DeviceRecord]], roster: Roster, zon
     return "\n".join(lines)
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the daemon's Unix socket: the kernel tells the daemon who we are (SO_PEERCRED)."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 def _act(args: argparse.Namespace, config: Config) -> int:
-    """Operator actions go through the running daemon's engine (the single writer), over loopback HTTP."""
-    http = config.settings.http
-    host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host  # noqa: S104 (mapping, not binding)
+    """Operator actions go through the running daemon's engine (the single writer), over its Unix socket."""
+    path = config.settings.http.socket
     action = args.command.replace("-", "_")
-    authority = f"[{host}]" if ":" in host else host  # an IPv6 literal needs brackets in a URL
-    url = f"http://{authority}:{http.port}/api/incidents/{args.id}/{action}"
     body: dict[str, str] = {"by": args.by}
     if getattr(args, "outcome", None):
         body["outcome"] = args.outcome
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
+    connection = _UnixHTTPConnection(path, API_TIMEOUT_S)
     try:
-        with urllib.request.urlopen(request, timeout=API_TIMEOUT_S) as response:  # noqa: S310
-            reply = json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        reply = json.loads(err.read() or b"{}") if err.code == 409 else {"ok": False, "result": str(err)}
-    except OSError as err:
-        print(f"alertd: cannot reach the daemon at {url}: {err} (is it running?)", file=sys.stderr)
+        connection.request(
+            "POST",
+            f"/api/incidents/{args.id}/{action}",
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        status, raw = response.status, response.read()
+    except PermissionError as err:
+        print(
+            f"alertd: cannot reach the daemon at {path}: {err.strerror} "
+            "(operator actions need root or membership in the socket's group, [http] socket_group)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
-    print(reply.get("result", reply))
+    except OSError as err:
+        print(f"alertd: cannot reach the daemon at {path}: {err} (is it running?)", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        connection.close()
+    if status in (200, 409):
+        reply = json.loads(raw)
+    else:
+        reply = {"ok": False, "result": f"refused ({status}): {raw.decode(errors='replace').strip()}"}
+    result = reply.get("result", reply)
+    print(f"{result} (recorded as {reply['actor']})" if reply.get("ok") and "actor" in reply else result)
     return EXIT_OK if reply.get("ok") else EXIT_FAILED
 
 

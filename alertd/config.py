@@ -96,6 +96,10 @@ def _web_url(value: str) -> str:
     return value.rstrip("/")
 
 
+# sun_path in struct sockaddr_un is 108 bytes on Linux, the terminating NUL included.
+_SOCKET_PATH_MAX = 107
+
+
 def _split_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")  # "[::1]:8080"
@@ -210,9 +214,11 @@ class TwilioSettings(_Section):
         return None if value is None else _web_url(value)
 
     @model_validator(mode="after")
-    def _all_or_nothing(self) -> TwilioSettings:
+    def _all_or_nothing(self, info: ValidationInfo) -> TwilioSettings:
         # Half a Twilio setup silently disables SMS; in an alarm system that must be loud.
         missing = [k for k in ("account_sid", "auth_token", "from_number") if not getattr(self, k)]
+        if missing == ["auth_token"] and isinstance(info.context, dict) and info.context.get("secrets") is False:
+            return self  # a command that sends nothing; `run` and `check` are still refused without it
         if 0 < len(missing) < 3:
             raise ValueError(f"account_sid, auth_token and from_number go together; missing {', '.join(missing)}")
         return self
@@ -232,6 +238,17 @@ class ZigbeeSettings(_Section):
 class HttpSettings(_Section):
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
+    # Operator actions (alertd ack/on-scene/resolve/cancel) are taken only on this Unix socket, never on
+    # `listen`: its mode (0660) and group decide who may act, and the connection tells who did (SO_PEERCRED).
+    socket: SettingsPath = Path("/run/alertd/alertd.sock")
+    socket_group: str | None = Field(default=None, min_length=1)  # None: the daemon's own group
+
+    @field_validator("socket")
+    @classmethod
+    def _socket_path(cls, value: Path) -> Path:
+        if len(os.fsencode(value)) > _SOCKET_PATH_MAX:
+            raise ValueError(f"a Unix socket path has at most {_SOCKET_PATH_MAX} bytes; use a shorter one")
+        return value
 
     @field_validator("listen")
     @classmethod
@@ -278,6 +295,9 @@ class SmsSettings(_Section):
     max_attempts: int = Field(default=8, ge=1)
     # Which carrier an SMS tries first when both are configured; the other takes over when it fails.
     prefer: Literal["twilio", "modem"] = "twilio"
+    # An alarm SMS whose carrier has not answered within this long goes through the next carrier as well
+    # (a hung carrier would hold it for its whole timeout); 0: never hedge.
+    hedge_after_s: float = Field(default=3.0, ge=0, le=300)
 
 
 class ModemSettings(_Section):
@@ -669,10 +689,13 @@ def load_roster(path: Path, profiles: Mapping[str, DeviceProfile] | None = None)
     return roster
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(path: Path, environ: Mapping[str, str] | None = None, *, secrets: bool = True) -> Config:
     """Read the settings file, apply ALERTD_<SECTION>__<KEY> overrides, then read the roster it names.
 
     Raises ConfigError with every problem in both files, each naming the file, the entry and the value.
+    secrets=False is for commands that send nothing themselves (incidents, show, devices, ack...): a secret the
+    environment does not hold is then no problem. It lives in the service's environment file, which an
+    operator's shell does not read; the settings file itself must still be complete.
     """
     environ = os.environ if environ is None else environ
     label = str(path)
@@ -683,7 +706,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 
     settings: Settings | None = None
     try:
-        settings = Settings.model_validate(data, context={"base_dir": path.parent.absolute()})
+        settings = Settings.model_validate(data, context={"base_dir": path.parent.absolute(), "secrets": secrets})
     except ValidationError as err:
         for error in err.errors():
             loc = tuple(str(p) for p in error["loc"])

@@ -32,7 +32,7 @@ from alertd.profiles import load_profiles
 from alertd.reserve import Reserve
 from alertd.sdnotify import Notifier
 from alertd.store import Store
-from alertd.web.app import WebDeps, make_app
+from alertd.web.app import WebDeps, make_app, make_operator_app, open_operator_socket
 
 if TYPE_CHECKING:
     from alertd.channels.gsm_modem import GsmModem
@@ -119,12 +119,14 @@ class Daemon:
         if not carriers:
             _LOGGER.warning("No Twilio account or GSM modem configured: SMS are printed by the console channel")
             return ConsoleSender(self.sms_stream)
-        return carriers[0] if len(carriers) == 1 else FailoverSender(carriers)
+        if len(carriers) == 1:
+            return carriers[0]
+        return FailoverSender(carriers, hedge_after_s=settings.sms.hedge_after_s, metrics=self.metrics)
 
     async def run(self) -> None:
         settings = self.config.settings
         store = await Store.open(settings.store.path)
-        runner: web.AppRunner | None = None
+        runners: list[web.AppRunner] = []
         sms_sender: Sender | None = None
         try:
             reserve = Reserve(
@@ -222,7 +224,7 @@ class Daemon:
             if modem is not None:
                 health["modem"] = modem.health
             health.update({f"receiver:{r.name}": r.line.health for r in receivers})
-            runner = await self._start_http(store, engine, health)
+            runners = await self._start_http(store, engine, health)
             loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
                 (f"receiver-{r.name}", r.run) for r in receivers
             ]
@@ -230,7 +232,7 @@ class Daemon:
                 loops.append(("modem", modem.run))
             await self._supervise(engine, link, workers, loops)
         finally:
-            if runner is not None:
+            for runner in reversed(runners):
                 await runner.cleanup()
             close = getattr(sms_sender, "close", None)
             if close is not None:
@@ -238,9 +240,11 @@ class Daemon:
             await store.close()
 
     async def _start_http(
-        self, store: Store, engine: Engine, health_checks: Mapping[str, Callable[[], Health]]
-    ) -> web.AppRunner:
+        self, store: Store, engine: Engine, health_checks: dict[str, Callable[[], Health]]
+    ) -> list[web.AppRunner]:
+        """Webhooks, /healthz and /metrics on TCP; operator actions on the Unix socket only."""
         settings = self.config.settings
+        http = settings.http
         twilio = settings.twilio
         deps = WebDeps(
             call=engine.call,
@@ -248,14 +252,39 @@ class Daemon:
             metrics=self.metrics,
             health_checks=health_checks,
             auth_token=twilio.auth_token if twilio.enabled else None,
-            public_url=settings.http.public_url,
+            public_url=http.public_url,
         )
-        runner = web.AppRunner(make_app(deps), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.http.host, settings.http.port)
-        await site.start()
-        _LOGGER.info("HTTP listening on %s:%s", settings.http.host, settings.http.port)
-        return runner
+        runners: list[web.AppRunner] = []
+        try:
+            runner = web.AppRunner(make_app(deps), access_log=None)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, http.host, http.port).start()
+            _LOGGER.info("HTTP listening on %s:%s", http.host, http.port)
+            try:
+                sock, access = open_operator_socket(http.socket, http.socket_group)
+            except OSError as err:
+                # Alarms matter more than the operator's command line: run on, loudly, without it.
+                # Terminals and SMS replies still acknowledge; /healthz says what is missing.
+                detail = f"operator socket {http.socket} not open: {err}"
+                _LOGGER.error("%s; alertd ack/on-scene/resolve/cancel will not work", detail)
+                health_checks["operator"] = lambda: Health(False, detail)
+                return runners
+            operator = web.AppRunner(make_operator_app(deps, access), access_log=None)
+            try:
+                await operator.setup()
+            except BaseException:
+                sock.close()
+                raise
+            runners.append(operator)
+            await web.SockSite(operator, sock).start()
+            _LOGGER.info("Operator socket %s (mode 0660, group %s)", http.socket, access.group)
+            health_checks["operator"] = lambda: Health(True)
+        except BaseException:
+            for started in reversed(runners):
+                await started.cleanup()
+            raise
+        return runners
 
     async def _supervise(
         self,

@@ -52,7 +52,10 @@ def _demo_config(config: Config, workdir: Path) -> Config:
                 update={"client_id": DEMO_CLIENT_ID, "prefix": DEMO_PREFIX, "username": None, "password": None}
             ),
             "store": s.store.model_copy(update={"path": workdir / "alertd-demo.db"}),
-            "http": s.http.model_copy(update={"listen": f"127.0.0.1:{_free_port()}"}),
+            # Its own operator socket, never the production daemon's (/run/alertd/alertd.sock).
+            "http": s.http.model_copy(
+                update={"listen": f"127.0.0.1:{_free_port()}", "socket": workdir / "alertd-demo.sock"}
+            ),
             "twilio": s.twilio.model_copy(update={"account_sid": None, "auth_token": None, "from_number": None}),
         }
     )

@@ -319,7 +319,7 @@ class Engine:
             if person is not None:
                 body = self.texts.disk(full, now, person.language)
                 batch.notifications.append(
-                    Notification(None, 0, Channel.SMS, Purpose.ALERT, person.id, person.phone, body, scope=scope)
+                    Notification(None, 0, Channel.SMS, Purpose.NOTICE, person.id, person.phone, body, scope=scope)
                 )
 
     @property
@@ -367,7 +367,7 @@ class Engine:
     async def _on_alarm(self, alarm: Alarm, now: float, batch: Batch) -> str:
         household = self.roster.household_of_device(alarm.device_id)
         if household is None:
-            self._log.warning(f"unknown:{alarm.device_id}", "Alarm from unknown device %s ignored", alarm.device_id)
+            self._log.warning_for(f"unknown:{alarm.device_id}", "Alarm from unknown device %s ignored", alarm.device_id)
             self.metrics.invalid.labels(reason="unknown_device").inc()
             return "unknown_device"
         if alarm.seq is not None:
@@ -484,7 +484,7 @@ class Engine:
             # handled once, recorded in the same transaction as what it did.
             if reply.message_id in batch.inbound or await self.store.inbound_seen(reply.message_id):
                 self.metrics.replays.labels(carrier=reply.carrier).inc()
-                self._log.warning(
+                self._log.warning_for(
                     f"replay:{reply.carrier}",
                     "Inbound %s message %s was handled already: ignored (a replay or a redelivery)",
                     reply.carrier, reply.message_id,
@@ -493,7 +493,7 @@ class Engine:
             batch.inbound.append(reply.message_id)
         person = self.roster.person_by_phone(reply.phone)
         if person is None:
-            self._log.warning(f"sender:{reply.phone}", "SMS from unknown number %s ignored", mask(reply.phone))
+            self._log.warning_for(f"sender:{reply.phone}", "SMS from unknown number %s ignored", mask(reply.phone))
             self.metrics.invalid.labels(reason="unknown_sender").inc()
             return "unknown_sender"
         parsed = parse_reply(reply.text)
@@ -541,7 +541,9 @@ class Engine:
 
     def _on_device(self, update: DeviceUpdate, batch: Batch) -> str:
         if update.device_id not in self.roster.devices:
-            self._log.warning(f"unknown:{update.device_id}", "Report from unknown device %s ignored", update.device_id)
+            self._log.warning_for(
+                f"unknown:{update.device_id}", "Report from unknown device %s ignored", update.device_id
+            )
             self.metrics.invalid.labels(reason="unknown_device").inc()
             return "unknown_device"
         batch.devices.append(update)

@@ -28,7 +28,12 @@ class ConfigError(AlertdError):
 
 
 class StoreError(AlertdError):
-    """The store is unusable (failed integrity check, schema from the future)."""
+    """The store is unusable and a person must act: an empty, damaged or foreign file, a failed integrity
+    check, a schema from the future, no permission. Starting again cannot help (exit 2, not restarted)."""
+
+
+class StoreUnavailable(TransientError):
+    """The store cannot be opened just now (disk full, I/O error, locked): a later start may succeed."""
 
 
 class StoreFull(TransientError):

@@ -43,6 +43,20 @@ class Metrics:
             ["channel", "carrier"],
             registry=r,
         )
+        self.sms_hedged = Counter(
+            "alertd_sms_hedged",
+            "Alarm SMS also sent through another carrier because this one had not answered within "
+            "[sms] hedge_after_s, or was down and being probed",
+            ["carrier"],
+            registry=r,
+        )
+        self.sms_hedge_leftovers = Counter(
+            "alertd_sms_hedge_leftovers",
+            "SMS attempts left running after another carrier accepted the message, by how they ended "
+            "(accepted: the recipient may have it twice)",
+            ["carrier", "outcome"],
+            registry=r,
+        )
         self.notifications = Counter(
             "alertd_notifications", "Notifications by channel, carrier and status", ["channel", "carrier", "status"],
             registry=r,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from alertd.channels.base import Health, Outbound, Receipt, Sender
-from alertd.core.incidents import Channel
+from alertd.core.incidents import Channel, Purpose
 from alertd.errors import PermanentError, StoreFull, TransientError
 from alertd.failpoints import MID_FANOUT, Failpoints
 from alertd.metrics import Metrics
@@ -231,7 +231,9 @@ class OutboxWorker:
 
     def _sent(self, row: OutboxRow, receipt: str | Receipt | None, note: str | None = None) -> SendResult:
         if isinstance(receipt, Receipt):
-            return SendResult(row.id, Status.SENT, receipt.carrier, receipt.provider_id, error=note)
+            # The carrier's own note (a hedge) goes beside ours (a failed lookup): both may mean a duplicate.
+            notes = "; ".join(n for n in (note, receipt.note) if n) or None
+            return SendResult(row.id, Status.SENT, receipt.carrier, receipt.provider_id, error=notes)
         return SendResult(row.id, Status.SENT, self.sender.name, receipt, error=note)
 
     async def _record_loop(self) -> None:
@@ -257,7 +259,8 @@ class OutboxWorker:
 
 
 def _outbound(row: OutboxRow) -> Outbound:
-    return Outbound(row.id, row.address, row.body, row.created_at)
+    # Alarm texts are urgent (hedged across carriers); maintenance, digest and disk notices are not.
+    return Outbound(row.id, row.address, row.body, row.created_at, urgent=row.purpose == Purpose.ALERT)
 
 
 def _who(row: OutboxRow) -> str:

@@ -26,10 +26,10 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}  # key -> when its last line was logged
         self._suppressed: dict[str, int] = {}
 
-    def warning(self, key: str, message: str, *args: object) -> None:
-        self.log(logging.WARNING, key, message, *args)
+    def warning_for(self, key: str, message: str, *args: object) -> None:
+        self.log_for(logging.WARNING, key, message, *args)
 
-    def log(self, level: int, key: str, message: str, *args: object) -> None:
+    def log_for(self, level: int, key: str, message: str, *args: object) -> None:
         now = self.clock()
         last = self._last.get(key)
         if last is not None and now - last < self.window_s:
@@ -39,9 +39,9 @@ class RateLimitedLog:
             self._forget(now)
         self._last[key] = now
         skipped = self._suppressed.pop(key, 0)
-        if skipped:
+        if skipped and last is not None:
             message += " (%d more like this in the last %.0f s not logged)"
-            args = (*args, skipped, now - (last or now))
+            args = (*args, skipped, now - last)
         self.logger.log(level, message, *args)
 
     def _forget(self, now: float) -> None:

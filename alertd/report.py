@@ -109,7 +109,7 @@ def show(
             name = f"{roster.people[n.recipient].name} {mask(n.address)}"
         via = n.carrier or "-"
         outcome = n.status.value + (f", {n.delivery}" if n.delivery else "") + (f" [{n.error}]" if n.error else "")
-        out.append(f"  step {n.step if n.step < STOP_STEP else '-'}  {n.purpose.value:5}  {via:8}  {name}: {outcome}")
+        out.append(f"  step {n.step if n.step < STOP_STEP else '-'}  {n.purpose.value:6}  {via:8}  {name}: {outcome}")
     if not notes:
         out.append("  (none)")
     return "\n".join(out)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import os
+import pwd
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -24,9 +27,20 @@ from alertd.core.events import Arming, DeliveryReport
 from alertd.core.incidents import Channel, Incident, Notification, Outcome, Purpose, State, TimelineEntry
 from alertd.core.model import Kind
 from alertd.core.supervision import Reported
-from alertd.errors import StoreError, StoreFull
+from alertd.errors import AlertdError, StoreError, StoreFull, StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Tables every alertd store has had since schema version 1: a database without them is not ours.
+_OWN_TABLES = ("incidents", "timeline", "notifications", "devices")
+# Failures at open that a later start may not meet (a full disk, a lock held for a moment): worth a
+# restart by systemd, where a damaged or foreign file needs a person.
+_RETRY_LATER = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_OS_RETRY_LATER = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+_NO_ACCESS = frozenset({sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY})
+_START_AGAIN = "move it aside to start a new store (incident numbers then restart at 1)"
+_RESTORE = f"restore it from a backup (docs/deploy.md, Backups), or {_START_AGAIN}"
 
 
 class Status(StrEnum):
@@ -343,6 +357,56 @@ def _bool(value: int | None) -> bool | None:
     return None if value is None else bool(value)
 
 
+def _store_file_there(path: Path, *, readonly: bool) -> bool:
+    """Whether a store file is at `path`; refuses one that cannot be a store before SQLite opens it."""
+    try:
+        with path.open("rb" if readonly else "r+b") as file:  # r+b: the daemon must be able to write it too
+            header = file.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        wal = path.with_name(path.name + "-wal")
+        with contextlib.suppress(OSError):
+            if wal.stat().st_size > 0:
+                # SQLite would replay this log into a new store (nothing ties a log to its database file).
+                raise StoreError(
+                    f"{path}: missing, but its write-ahead log {wal.name} is there (removed without it?); "
+                    f"restore the store from a backup, or move {wal.name} aside too to start a new store"
+                ) from None
+        return False
+    except OSError as err:
+        raise _os_refusal(path, err, readonly=readonly) from err
+    if not header:
+        raise StoreError(f"{path}: the store is an empty file (0 bytes), not a new store; {_RESTORE}")
+    if header != SQLITE_HEADER:
+        raise StoreError(f"{path}: not an SQLite database; {_RESTORE}")
+    return True
+
+
+def _access(path: Path, *, readonly: bool) -> str:
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (a container)
+        user = f"uid {os.geteuid()}"
+    need = "read" if readonly else "read and write"
+    return f"user {user} needs {need} access to it and its folder (for the service: chown alertd: {path.parent} {path})"
+
+
+def _os_refusal(path: Path, err: OSError, *, readonly: bool = False) -> AlertdError:
+    if err.errno in _OS_RETRY_LATER:
+        return StoreUnavailable(f"{path}: cannot open the store just now: {err.strerror}")
+    if isinstance(err, PermissionError):
+        return StoreError(f"{path}: permission denied: {_access(path, readonly=readonly)}")
+    return StoreError(f"{path}: cannot open the store: {err.strerror or err}")
+
+
+def _refusal(path: Path, err: sqlite3.DatabaseError, *, readonly: bool = False) -> AlertdError:
+    code = err.sqlite_errorcode & 0xFF  # the primary code, without the extended bits
+    if code in _RETRY_LATER:
+        return StoreUnavailable(f"{path}: cannot open the store just now: {err}")
+    if code in _NO_ACCESS:
+        return StoreError(f"{path}: {err}: {_access(path, readonly=readonly)}")
+    return StoreError(f"{path}: unusable database: {err}; {_RESTORE}")
+
+
 class Store:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
@@ -387,44 +451,109 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path, *, readonly: bool = False) -> Store:
-        # Blocking path calls are fine here: once, at start, before anything else runs.
-        if not readonly:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        elif not path.exists():  # noqa: ASYNC240
-            raise StoreError(f"{path}: no store here (has the daemon ever run with this config?)")
+        """Open the store at `path`; create it only when no file is there (never for `readonly`).
+
+        Raises StoreError when the file cannot be alertd's store or cannot be used (a person must act),
+        StoreUnavailable when it cannot be opened just now (full disk, I/O error, locked)."""
+        # Blocking file calls are fine here: once, at start, before anything else runs. Whether the store
+        # is new is decided before SQLite touches the path: SQLite creates a missing file and takes an
+        # empty one for a new database, so an emptied store would start again at incident 1 and old SMS
+        # codes (#17) would point at new incidents.
+        if not _store_file_there(path, readonly=readonly):
+            if readonly:
+                raise StoreError(f"{path}: no store here (has the daemon ever run with this config?)")
+            await cls._create(path)
+        return await cls._connect(path, readonly=readonly, new=False)
+
+    @classmethod
+    async def _connect(cls, path: Path, *, readonly: bool, new: bool) -> Store:
         db = await aiosqlite.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT below
         store = cls(db, path)
         try:
-            await store._prepare(readonly=readonly)
+            await store._prepare(readonly=readonly, new=new)
         except sqlite3.DatabaseError as err:
             await db.close()
-            raise StoreError(f"{path}: unusable database: {err}") from err
+            raise _refusal(path, err, readonly=readonly) from err
         except BaseException:
             await db.close()
             raise
         return store
 
-    async def _prepare(self, *, readonly: bool) -> None:
+    @classmethod
+    async def _create(cls, path: Path) -> None:
+        """Build a new store beside `path` and move it into place whole, so that a first start cut short
+        leaves either no store or a complete one, never a file the next start must refuse."""
+        draft = path.with_name(path.name + ".new")
+        drafts = (draft, *(draft.with_name(draft.name + suffix) for suffix in ("-wal", "-shm", "-journal")))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for leftover in drafts:
+                leftover.unlink(missing_ok=True)  # an earlier first start that was cut short
+            store = await cls._connect(draft, readonly=False, new=True)
+            await store.close()  # the last connection checkpoints the WAL into the file and removes it
+            draft.replace(path)
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the rename itself survives a power cut
+            finally:
+                os.close(directory)
+        except BaseException as err:
+            for leftover in drafts:  # a full disk gets its space back
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
+            if isinstance(err, OSError):
+                raise _os_refusal(path, err) from err
+            raise
+        _LOGGER.warning(
+            "No store at %s: created a new, empty one (incident numbers start at 1); expected on a first start only",
+            path,
+        )
+
+    async def _prepare(self, *, readonly: bool, new: bool) -> None:
         await self._db.execute("PRAGMA busy_timeout = 5000")
         if readonly:
             await self._db.execute("PRAGMA query_only = ON")
+            await self._check_ours(await self._version())
             return
+        version = await self._version()
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: schema version {version} is newer than this alertd knows")
+        if not new:
+            await self._check_ours(version)  # before anything writes: a file that is not ours stays as it was
+        async with self._db.execute("PRAGMA integrity_check") as cursor:
+            rows = [r[0] for r in await cursor.fetchall()]
+        if rows != ["ok"]:
+            raise StoreError(f"{self.path}: integrity check failed: {'; '.join(rows[:5])}; {_RESTORE}")
         await self._db.execute("PRAGMA journal_mode = WAL")
         # FULL: the WAL is fsynced at every commit, so a power cut cannot lose a committed alarm.
         await self._db.execute("PRAGMA synchronous = FULL")
         await self._db.execute("PRAGMA foreign_keys = ON")
-        async with self._db.execute("PRAGMA integrity_check") as cursor:
-            rows = [r[0] for r in await cursor.fetchall()]
-        if rows != ["ok"]:
-            raise StoreError(f"{self.path}: integrity check failed: {'; '.join(rows[:5])}")
+        for number in range(version, len(MIGRATIONS)):
+            _LOGGER.log(
+                logging.DEBUG if new else logging.INFO,
+                "Migrating store %s to schema version %d",
+                self.path,
+                number + 1,
+            )
+            await self._db.executescript(f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;")
+
+    async def _version(self) -> int:
         async with self._db.execute("PRAGMA user_version") as cursor:
             row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path}: schema version {version} is newer than this alertd knows")
-        for number in range(version, len(MIGRATIONS)):
-            _LOGGER.info("Migrating store %s to schema version %d", self.path, number + 1)
-            await self._db.executescript(f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;")
+        return int(row[0]) if row else 0
+
+    async def _check_ours(self, version: int) -> None:
+        """An existing file must be an alertd store: version 0 is what a database nobody migrated looks
+        like (another program's, or an empty one), and a version without our tables is another program's."""
+        async with self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
+            tables = {str(r[0]) for r in await cursor.fetchall()}
+        missing = [name for name in _OWN_TABLES if name not in tables]
+        if version == 0 or missing:
+            lacking = f", no {missing[0]} table" if missing else ""
+            raise StoreError(
+                f"{self.path}: an SQLite database, but not an alertd store (schema version {version}{lacking}); "
+                f"check [store] path in the settings, or {_START_AGAIN}"
+            )
 
     async def close(self) -> None:
         await self._db.close()
@@ -674,3 +803,16 @@ class SendResult:
     provider_id: str | None = None
     error: str | None = None
     next_attempt_at: float | None = None
+
+
+@asynccontextmanager
+async def reading(path: Path) -> AsyncIterator[Store]:
+    """The store, read-only, for a command that reports. A damaged page met while reading is refused
+    like one met at open (a read-only open does not read every page): one StoreError naming the file."""
+    store = await Store.open(path, readonly=True)
+    try:
+        yield store
+    except sqlite3.DatabaseError as err:
+        raise _refusal(path, err, readonly=True) from err
+    finally:
+        await store.close()

@@ -92,6 +92,11 @@ class Village:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def socket_path(self) -> Path:
+        """The operator socket (alertd ack ...): `socket = "alertd.sock"`, beside the settings file."""
+        return self.settings_path.with_name("alertd.sock")
+
 
 def write_village(
     tmp_path: Path,
@@ -160,6 +165,7 @@ def write_village(
         f'[mqtt]\nurl = "mqtt://{BROKER_HOST}:{broker_port}"\nclient_id = "{client_id}"\nprefix = "{prefix}"\n'
         f'[store]\npath = "{store_path}"\n'
         f'[http]\nlisten = "127.0.0.1:{http_port}"\npublic_url = "http://127.0.0.1:{http_port}"\n'
+        'socket = "alertd.sock"\n'  # relative: resolved beside this file, as every path in it
         f"[incidents]\njoin_window_s = {join_window_s}\n"
         f'[sms]\nmax_attempts = {max_attempts}\nprefer = "{prefer}"\n' + twilio_section
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from alertd.ratelog import RateLimitedLog
 from alertd.store import Store
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import forget_session, running_daemon, terminals, write_village
@@ -90,3 +91,54 @@ async def test_a_second_alarm_from_the_same_household_joins_the_incident(tmp_pat
     assert len(incidents) == 1
     assert incidents[0].kind == "fire", "the incident rises to the worse kind"
     assert [t.event for t in timeline] == ["opened", "step 0", "alarm"]
+
+
+async def test_a_flood_of_bad_messages_is_counted_in_full_and_logged_once_per_reason_and_device(
+    tmp_path: Path, twilio: TwilioServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """2,000 lines for 2,000 malformed messages would bury the one line an operator needs."""
+    village = write_village(tmp_path, twilio=twilio)
+    caplog.set_level(logging.INFO)
+    try:
+        async with running_daemon(village), terminals(village) as sims:
+            for _ in range(300):
+                await sims.publish("t1-1", "{not json")
+                await sims.publish("t1-2", {"type": "alarm", "kind": "volcano", "seq": 1})
+            await sims.alarm("t1-4", "smoke", seq=10)
+            await sims.wait_until(lambda: len(sims.rings()) == 9)
+            async with asyncio.timeout(10):
+                while await _metric(village.base_url, "alertd_invalid_messages_total", reason="not_json") < 300:
+                    await asyncio.sleep(0.05)
+            assert await _metric(village.base_url, "alertd_invalid_messages_total", reason="unknown_kind") == 300
+    finally:
+        await forget_session(village)
+    rejected = [r.getMessage() for r in caplog.records if "Rejected message" in r.getMessage()]
+    assert len(rejected) == 2, rejected  # one per (device, reason) within the window
+
+
+def test_repeats_within_the_window_are_counted_and_reported_with_the_next_line() -> None:
+    logger = logging.getLogger("tests.ratelog")
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler = Collect()
+    logger.addHandler(handler)
+    logger.propagate = False
+    now = [0.0]
+    log = RateLimitedLog(logger, window_s=60, clock=lambda: now[0])
+    try:
+        for _ in range(5):
+            log.warning_for("t1:bad", "bad from %s", "t1")
+        log.warning_for("t2:bad", "bad from %s", "t2")  # another key is not held back
+        now[0] = 61.0
+        log.warning_for("t1:bad", "bad from %s", "t1")
+    finally:
+        logger.removeHandler(handler)
+    assert records == [
+        "bad from t1",
+        "bad from t2",
+        "bad from t1 (4 more like this in the last 61 s not logged)",
+    ]

@@ -72,9 +72,13 @@ async def _wait_for_log(path: Path, text: str, timeout: float = WAIT_S) -> str:
 
 async def _api(village: Village, method: str, path: str, body: dict[str, str] | None = None) -> tuple[int, str]:
     timeout = aiohttp.ClientTimeout(total=WAIT_S)
+    # Operator actions are taken only on the daemon's Unix socket; webhooks, /healthz, /metrics on TCP.
+    operator = path.startswith("/api/")
+    connector = aiohttp.UnixConnector(path=str(village.socket_path)) if operator else None
+    base = "http://localhost" if operator else village.base_url
     async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.request(method, village.base_url + path, json=body) as response,
+        aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
+        session.request(method, base + path, json=body) as response,
     ):
         return response.status, await response.text()
 
@@ -210,6 +214,13 @@ async def test_a_reload_that_removes_the_calling_household_keeps_its_incident_es
             await sims.alarm("t1-2", "fire", seq=1)
             await sims.wait_until(lambda: len(sims.rings()) == 9)
             _remove_household(tmp_path / "roster.toml", "h1-2")
+            checked = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "alertd.cli", "check", "-c", str(village.settings_path),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            _, warnings = await checked.communicate()
+            assert checked.returncode == 0
+            assert "warning: open incident 1: household h1-2 is no longer in the roster" in warnings.decode()
             assert daemon.process is not None
             daemon.process.send_signal(signal.SIGHUP)
             log = await _wait_for_log(log_path, "Roster reloaded: 1 groups, 9 households")

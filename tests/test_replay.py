@@ -89,3 +89,10 @@ async def test_a_reply_received_before_an_incident_opened_does_not_act_on_it(tmp
         await store.close()
     assert incident is not None
     assert incident.state == State.ACKNOWLEDGED
+
+
+def test_a_reply_never_shows_the_whole_number_in_its_repr() -> None:
+    """The engine logs repr(input) on an internal error."""
+    shown = repr(Reply("+8613812345678", "1", "twilio", message_id="twilio:SM1"))
+    assert "13812345678" not in shown
+    assert "+86138****5678" in shown

@@ -326,3 +326,77 @@ async def test_readonly_store_reads_and_refuses_writes(db_path: Path) -> None:
     finally:
         await reader.close()
         await writer.close()
+
+
+# --- new or not: decided before SQLite creates the file ---------------------------------------------------
+
+
+def _beside(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.glob(path.name + "*"))
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+async def test_an_empty_file_is_refused_not_taken_for_a_new_store(db_path: Path, readonly: bool) -> None:
+    db_path.parent.mkdir()
+    db_path.write_bytes(b"")
+    with pytest.raises(StoreError, match=r"empty file \(0 bytes\), not a new store; restore it from a backup"):
+        await Store.open(db_path, readonly=readonly)
+    assert db_path.stat().st_size == 0
+    assert _beside(db_path) == ["alertd.db"]
+
+
+@pytest.mark.parametrize("user_version", [0, 4])
+async def test_another_programs_database_is_refused_and_left_as_it_was(db_path: Path, user_version: int) -> None:
+    db_path.parent.mkdir()
+    with sqlite3.connect(db_path) as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+        db.execute(f"PRAGMA user_version = {user_version}")
+    db.close()
+    before = db_path.read_bytes()
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match=rf"not an alertd store \(schema version {user_version}, no incidents"):
+            await Store.open(db_path, readonly=readonly)
+    assert db_path.read_bytes() == before  # not switched to WAL, not migrated
+    assert _beside(db_path) == ["alertd.db"]
+
+
+async def test_a_blank_sqlite_file_is_refused(db_path: Path) -> None:
+    """What an interrupted first start used to leave behind: SQLite's header, schema version 0, no tables."""
+    db_path.parent.mkdir()
+    with sqlite3.connect(db_path) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+    db.close()
+    with pytest.raises(StoreError, match=r"not an alertd store \(schema version 0, no incidents table\)"):
+        await Store.open(db_path)
+
+
+async def test_a_missing_store_is_created_whole_and_logged(db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db_path.parent.mkdir()
+    draft = db_path.with_name("alertd.db.new")
+    draft.write_bytes(b"left by a first start that was cut short")
+    with caplog.at_level("INFO", logger="alertd.store"):
+        store = await Store.open(db_path)
+    await store.close()
+    assert _beside(db_path) == ["alertd.db"]  # the draft moved into place; its WAL was checkpointed
+    assert [r.getMessage() for r in caplog.records] == [
+        f"No store at {db_path}: created a new, empty one (incident numbers start at 1); expected on a first start only"
+    ]
+    assert query(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="alertd.store"):
+        await (await Store.open(db_path)).close()  # a store that never recorded anything is still ours
+    assert caplog.records == []
+
+
+async def test_a_store_removed_without_its_write_ahead_log_is_refused(db_path: Path) -> None:
+    """SQLite would replay the orphaned log into a new store; the log may also hold the last alarms."""
+    store = await Store.open(db_path)
+    await store.commit(Batch(T0, incidents={1: incident()}))
+    wal = db_path.with_name("alertd.db-wal")
+    shutil.copyfile(wal, wal.with_name("saved-wal"))  # as a crash leaves it: the commit only in the log
+    await store.close()
+    db_path.unlink()
+    wal.with_name("saved-wal").rename(wal)
+    with pytest.raises(StoreError, match=r"missing, but its write-ahead log alertd\.db-wal is there"):
+        await Store.open(db_path)
+    assert _beside(db_path) == ["alertd.db-wal"]

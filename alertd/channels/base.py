@@ -14,6 +14,9 @@ class Outbound:
     address: str  # E.164 phone or device id
     body: str
     created_at: float  # epoch; reconciliation looks for messages sent after this
+    # An alarm text: a carrier that has not answered within [sms] hedge_after_s is hedged with the next
+    # one (a duplicate beats a delay). Maintenance, digest and disk notices wait for the carrier's answer.
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,7 @@ class Receipt:
 
     carrier: str
     provider_id: str | None = None
+    note: str | None = None  # kept on the outbox row and shown by `alertd show` (e.g. "hedged after 3 s: ...")
 
 
 @dataclass(frozen=True, slots=True)

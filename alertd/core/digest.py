@@ -99,7 +99,7 @@ def plan(
         body = texts.digest(group, len(devices), problems, leader.language)
         notifications.append(
             Notification(
-                None, 0, Channel.SMS, Purpose.ALERT, leader.id, leader.phone, body, scope=f"digest:{group.id}:{day}"
+                None, 0, Channel.SMS, Purpose.NOTICE, leader.id, leader.phone, body, scope=f"digest:{group.id}:{day}"
             )
         )
     return notifications

@@ -45,7 +45,8 @@ class Channel(StrEnum):
 class Purpose(StrEnum):
     RING = "ring"
     STOP = "stop"
-    ALERT = "alert"
+    ALERT = "alert"  # an alarm text: urgent, hedged across SMS carriers
+    NOTICE = "notice"  # maintenance, the daily digest, the server's own trouble: can wait for a carrier
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +177,7 @@ def open_maintenance(
     for person in people.values():
         body = texts.maintenance(incident, household, device, condition, person.language)
         effects.notifications.append(
-            Notification(incident_id, 0, Channel.SMS, Purpose.ALERT, person.id, person.phone, body)
+            Notification(incident_id, 0, Channel.SMS, Purpose.NOTICE, person.id, person.phone, body)
         )
     return incident, effects
 

@@ -167,7 +167,7 @@ class MqttLink:
         except ProtocolError as err:
             self.metrics.invalid.labels(reason=err.reason).inc()
             # Keyed by topic and reason: one broken terminal floods with the same line, not a new one.
-            self._log.warning(f"{topic[:200]}:{err.reason}", "Rejected message on %s: %s", topic[:200], err)
+            self._log.warning_for(f"{topic[:200]}:{err.reason}", "Rejected message on %s: %s", topic[:200], err)
             ack("invalid")  # a bad message acknowledged now, or the broker would redeliver it forever
             return
         self.submit(item, ack)
@@ -185,7 +185,7 @@ class MqttLink:
         except Z2mError as err:
             if err.reason != "bad_topic":  # the bridge's own topics are not device messages
                 self.metrics.invalid.labels(reason=f"zigbee2mqtt_{err.reason}").inc()
-                self._log.warning(
+                self._log.warning_for(
                     f"{topic[:200]}:{err.reason}", "Rejected Zigbee2MQTT message on %s: %s", topic[:200], err
                 )
             ack("invalid")

@@ -1,11 +1,20 @@
-"""HTTP side: Twilio webhooks (signature verified), the operator API, health and metrics. No state of its own."""
+"""HTTP side: Twilio webhooks (signature verified), health and metrics on TCP; the operator API on a Unix
+socket, where the kernel says who is acting. No state of its own."""
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
+import grp
 import logging
+import os
+import pwd
+import socket
+import stat
+import struct
+import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from twilio.request_validator import RequestValidator
@@ -40,7 +49,8 @@ def make_app(deps: WebDeps) -> web.Application:
     app[DEPS] = deps
     app.router.add_post("/twilio/sms", inbound_sms)
     app.router.add_post("/twilio/status", status_callback)
-    app.router.add_post("/api/incidents/{id:\\d+}/{action}", operator_action)
+    # TCP cannot say which local user is calling, and a browser on this machine can reach it (CSRF).
+    app.router.add_route("*", "/api/{tail:.*}", operator_elsewhere)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
@@ -95,14 +105,104 @@ async def status_callback(request: web.Request) -> web.Response:
 
 
 _ACTIONS = {"ack": Action.ACKNOWLEDGE, "on_scene": Action.ON_SCENE, "resolve": Action.RESOLVE, "cancel": Action.CANCEL}
+# Headers a proxy adds: operator actions come straight from a local process, never through a proxy.
+_PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+MAX_NAME = 64  # the name an operator gives (--by); the OS user is added to it, never taken from it
+SOCKET_MODE = 0o660
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid (SO_PEERCRED, Linux)
+STALE_PROBE_TIMEOUT_S = 1.0
+
+
+async def operator_elsewhere(request: web.Request) -> web.Response:
+    raise web.HTTPForbidden(
+        text="operator actions are taken only on the daemon's Unix socket ([http] socket), e.g. with alertd ack"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The process at the other end of a Unix socket connection, as the kernel saw it when it connected."""
+
+    pid: int
+    uid: int
+    gid: int
+
+    @property
+    def user(self) -> str:
+        try:
+            return pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            return f"uid={self.uid}"
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorAccess:
+    """Who may act: root, alertd's own user, and members of the socket's group (as the file mode says)."""
+
+    path: Path
+    gid: int
+    owner_uid: int
+    inode: int  # of the socket file we bound: at exit, remove ours, never a successor's
+
+    def allows(self, peer: Peer) -> bool:
+        if peer.uid in (0, self.owner_uid) or peer.gid == self.gid:
+            return True
+        try:
+            account = pwd.getpwuid(peer.uid)
+        except KeyError:
+            return False
+        return self.gid in os.getgrouplist(account.pw_name, account.pw_gid)
+
+    @property
+    def group(self) -> str:
+        try:
+            return grp.getgrgid(self.gid).gr_name
+        except KeyError:
+            return str(self.gid)
+
+
+ACCESS = web.AppKey("access", OperatorAccess)
+
+
+def make_operator_app(deps: WebDeps, access: OperatorAccess) -> web.Application:
+    """The operator API, served only on the Unix socket `access.path` (see open_operator_socket)."""
+    app = web.Application(client_max_size=MAX_BODY)
+    app[DEPS] = deps
+    app[ACCESS] = access
+    app.router.add_post("/api/incidents/{id:\\d+}/{action}", operator_action)
+    app.on_cleanup.append(_remove_socket)
+    return app
+
+
+def peer_of(request: web.Request) -> Peer | None:
+    """The connecting process's credentials, or None when the request did not come over a Unix socket."""
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return Peer(pid, uid, gid)
 
 
 async def operator_action(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    # The HTTP side may face the internet for Twilio's webhooks; operator actions never do.
-    forwarded = "Forwarded" in request.headers or "X-Forwarded-For" in request.headers
-    if forwarded or not _is_loopback(request.remote):
-        raise web.HTTPForbidden(text="operator actions are accepted from this machine only")
+    deps, access = request.app[DEPS], request.app[ACCESS]
+    # Belt and braces behind the socket's mode: a proxy or a browser in front of the socket would make
+    # every request look like the proxy's user, so anything that looks like either is refused.
+    if any(header in request.headers for header in _PROXY_HEADERS):
+        raise web.HTTPForbidden(text="operator actions are not accepted through a proxy")
+    if "Origin" in request.headers:
+        raise web.HTTPForbidden(text="operator actions are not accepted from web pages")
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(text="operator actions take application/json")
+    peer = peer_of(request)
+    if peer is None:
+        raise web.HTTPForbidden(text="operator actions are taken only on the daemon's Unix socket")
+    if not access.allows(peer):
+        # The socket's mode already keeps such users out; reaching here means the file was loosened.
+        _LOGGER.warning(
+            "Operator request from %s (pid %d) refused: not root, alertd's user or in group %s",
+            peer.user, peer.pid, access.group,
+        )  # fmt: skip
+        raise web.HTTPForbidden(text=f"only root, alertd's user and group {access.group} may act")
     action = _ACTIONS.get(request.match_info["action"])
     if action is None:
         raise web.HTTPNotFound(text=f"unknown action; use one of {', '.join(_ACTIONS)}")
@@ -111,21 +211,94 @@ async def operator_action(request: web.Request) -> web.Response:
     except ValueError as err:
         raise web.HTTPBadRequest(text="body must be JSON") from err
     by = str(body.get("by") or "").strip() if isinstance(body, dict) else ""
-    if not by:
-        raise web.HTTPBadRequest(text='"by" (who is acting) is required')
+    if problem := _name_problem(by):
+        raise web.HTTPBadRequest(text=f'"by" (who is acting): {problem}')
     outcome = body.get("outcome")
     if outcome not in (None, "real", "false_alarm", "drill"):
         raise web.HTTPBadRequest(text='"outcome" must be real, false_alarm or drill')
-    result = await deps.call(OperatorCommand(int(request.match_info["id"]), action, by, outcome))
+    # The name is what the operator says; the OS user is what the kernel says. Both go in the record.
+    actor = f"{by} (os:{peer.user})"
+    result = await deps.call(OperatorCommand(int(request.match_info["id"]), action, actor, outcome))
     ok = not result.startswith(("incident ", "internal"))
-    return web.json_response({"ok": ok, "result": result}, status=200 if ok else 409)
+    return web.json_response({"ok": ok, "result": result, "actor": actor}, status=200 if ok else 409)
 
 
-def _is_loopback(remote: str | None) -> bool:
+def _name_problem(name: str) -> str | None:
+    if not name:
+        return "required"
+    if len(name) > MAX_NAME:
+        return f"at most {MAX_NAME} characters"
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        return "no control characters"  # a line break would forge a line in `alertd show`
+    if "(os:" in unicodedata.normalize("NFKC", name).casefold():  # NFKC: "（ｏｓ：" is "(os:" too
+        return "the OS user is added by alertd, not given"
+    return None
+
+
+def open_operator_socket(path: Path, group: str | None) -> tuple[socket.socket, OperatorAccess]:
+    """Bind the operator socket, mode 0660 and in `group` (None: the daemon's group), not yet listening.
+
+    Raises OSError with a reason: the group is unknown, or the path is taken by a file or a live socket.
+    """
+    gid = None
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise OSError(f"no group {group}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound = False
     try:
-        return remote is not None and ipaddress.ip_address(remote).is_loopback
-    except ValueError:
-        return False
+        sock.bind(str(path))
+        bound = True
+        # Nobody can connect before listen(): mode and group are right before the first connection.
+        os.chmod(path, SOCKET_MODE)
+        if gid is not None:
+            try:
+                os.chown(path, -1, gid)
+            except PermissionError as err:
+                # Only root, or a member of the group allowed to call chown, may give a file to a group.
+                raise OSError(
+                    f"cannot give it to group {group}: {err.strerror} (alertd's user must be in the group, "
+                    "and under systemd chown must be allowed: docs/security.md)"
+                ) from err
+        made = os.stat(path)
+        return sock, OperatorAccess(path, made.st_gid, os.geteuid(), made.st_ino)
+    except BaseException:
+        sock.close()
+        if bound:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+
+
+def _clear_stale(path: Path) -> None:
+    """Remove a socket left by a daemon that died; never a file, nor a socket someone still listens on."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"{path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(STALE_PROBE_TIMEOUT_S)  # a live server with a full backlog does not answer at once
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:  # nobody listens: left behind by a daemon that died
+            path.unlink()
+            return
+        except TimeoutError:
+            pass
+    raise OSError(f"{path} is in use by another process (another alertd?)")
+
+
+async def _remove_socket(app: web.Application) -> None:
+    access = app[ACCESS]
+    with contextlib.suppress(FileNotFoundError):
+        if os.lstat(access.path).st_ino == access.inode:
+            access.path.unlink()
 
 
 async def healthz(request: web.Request) -> web.Response:

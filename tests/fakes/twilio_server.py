@@ -124,6 +124,7 @@ class TwilioServer:
         self.auth_token = auth_token
         self.messages: list[SentMessage] = []
         self.request_count = 0
+        self.hanging = 0  # requests held by a hang right now (hang_next, hang_all)
         self._host = host
         self._port = port
         self._on_message = on_message
@@ -199,6 +200,11 @@ class TwilioServer:
     def fail_all(self, status: int, code: int | None = None) -> None:
         """Every request fails until recover(); the FIFO script still goes first."""
         self._fail_all = _Fault(status=status, code=code)
+
+    def hang_all(self, seconds: float) -> None:
+        """Every request is held this long before it is processed, until recover(): a Twilio that takes
+        connections and says nothing. The FIFO script still goes first."""
+        self._fail_all = _Fault(hang_s=seconds)
 
     def recover(self) -> None:
         self._fail_all = None
@@ -302,8 +308,12 @@ class TwilioServer:
         self.request_count += 1
         fault = self._script.popleft() if self._script else self._fail_all
         if fault is not None and fault.hang_s is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), fault.hang_s)
+            self.hanging += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), fault.hang_s)
+            finally:
+                self.hanging -= 1
         elif fault is not None and fault.status is not None:
             return self._error(fault.status, fault.code)
         if not self._authorized(request):
