@@ -290,6 +290,15 @@ async def running_daemon(village: Village, environ: dict[str, str] | None = None
         await asyncio.wait_for(task, 30)
 
 
+def real_clock_env() -> dict[str, str]:
+    """This environment without libfaketime: a broker is the world, and runs on real time even when the
+    whole suite is run at a faked hour (a faked Mosquitto stalls its autosave)."""
+    return {
+        k: v for k, v in os.environ.items()
+        if not k.startswith("FAKETIME") and not (k == "LD_PRELOAD" and "faketime" in v)
+    }  # fmt: skip
+
+
 class DaemonProcess:
     """`alertd run` as a real process, for kill -9."""
 
@@ -398,7 +407,9 @@ class PrivateBroker:
 
     async def start(self) -> None:
         log = (self.workdir / "mosquitto.log").open("ab")
-        self.process = await asyncio.create_subprocess_exec("mosquitto", "-c", str(self.conf), stdout=log, stderr=log)
+        self.process = await asyncio.create_subprocess_exec(
+            "mosquitto", "-c", str(self.conf), stdout=log, stderr=log, env=real_clock_env()
+        )
         log.close()
         async with asyncio.timeout(WAIT_S):
             while True:

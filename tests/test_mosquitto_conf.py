@@ -26,6 +26,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.harness import real_clock_env
+
 CONF = Path(__file__).resolve().parent.parent / "config" / "mosquitto.conf"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -70,7 +72,9 @@ class Broker:
 
     def start(self) -> None:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log, env=real_clock_env()
+            )
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

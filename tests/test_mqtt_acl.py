@@ -30,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from alertd.config import Config, load_config
 from alertd.core.model import Device
 from alertd.mqtt_acl import password_steps, render_acl, terminal_ids, write_file
+from tests.harness import real_clock_env
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -382,7 +383,7 @@ def broker(tmp_path: Path, config: Config) -> Iterator[Broker]:
     )
     log = tmp_path / "mosquitto.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=out, stderr=out)
+        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=out, stderr=out, env=real_clock_env())
     b = Broker(port, passwords, log)
     try:
         deadline = time.monotonic() + TIMEOUT_S

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from tests.harness import BROKER_HOST, free_port, running_daemon, write_village
+from tests.harness import BROKER_HOST, free_port, real_clock_env, running_daemon, write_village
 
 PASSWORD = "daemon-secret-0123"
 
@@ -48,7 +48,12 @@ async def test_daemon_connects_over_tls_with_client_certificate_and_password(tmp
         encoding="utf-8",
     )
     broker = await asyncio.create_subprocess_exec(
-        "mosquitto", "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        "mosquitto",
+        "-c",
+        str(conf),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=real_clock_env(),
     )
     (tmp_path / "village").mkdir()
     village = write_village(tmp_path / "village", broker_port=port)

@@ -70,7 +70,6 @@ class ProtocolError(CodecError[Reason]):
     """A payload or topic we cannot accept."""
 
 
-
 def _check_segment(what: str, value: str) -> None:
     # A device id is one topic level: no separators, no wildcards, no NUL (forbidden by MQTT).
     if not value or any(c in value for c in "/+#\0"):
