@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from aiohttp import web
 
-from alertd.channels.base import Health, Sender
 from alertd.channels.console import ConsoleSender
 from alertd.channels.failover import FailoverSender
 from alertd.channels.terminal import TerminalSender
 from alertd.clock import CHECK_INTERVAL_S as CLOCK_CHECK_INTERVAL_S
 from alertd.clock import SteadyClock
+from alertd.commands import CommandBook
 from alertd.config import Config, load_roster
-from alertd.core.commands import CommandBook
 from alertd.core.incidents import Channel
 from alertd.core.messages import Texts
+from alertd.core.ports import Health, Sender
 from alertd.engine import Engine
 from alertd.errors import ConfigError
 from alertd.failpoints import Failpoints
@@ -177,7 +177,7 @@ class Daemon:
             if settings.modem.url or settings.receivers:
                 from alertd.channels.gsm_modem import GsmModem
                 from alertd.ingress.contact_id import ContactIdReceiver
-                from alertd.ingress.serial import LineSettings
+                from alertd.serial_lines import LineSettings
             if settings.modem.url:
                 modem = GsmModem(
                     LineSettings("modem", settings.modem.url, settings.modem.baudrate),

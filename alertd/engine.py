@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+from alertd.commands import CommandBook
 from alertd.core import digest, reload
-from alertd.core.commands import CommandBook
 from alertd.core.events import (
     Action,
     Alarm,
@@ -560,7 +560,7 @@ class Engine:
         outcome: Outcome | None = None,
     ) -> str:
         try:
-            updated, effects = apply_action(incident, action, actor, via, now, outcome, self.commands)
+            updated, effects = apply_action(incident, action, actor, via, now, outcome, commands=self.commands)
         except TransitionError as err:
             return str(err)
         _LOGGER.info("Incident %d %s by %s via %s", incident.id, updated.state, actor, via)

@@ -13,8 +13,8 @@ import random
 import time
 from collections.abc import Callable
 
-from alertd.channels.base import Health, Outbound, Receipt, Sender
 from alertd.core.incidents import Channel, Purpose
+from alertd.core.ports import Health, Outbound, Receipt, Sender
 from alertd.errors import PermanentError, StoreFull, TransientError
 from alertd.failpoints import MID_FANOUT, Failpoints
 from alertd.metrics import Metrics

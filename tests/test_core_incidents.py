@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from alertd.commands import CommandBook
 from alertd.core.events import Action, Via
 from alertd.core.incidents import (
     STOP_STEP,
@@ -45,6 +46,8 @@ GRID = "grid"
 PATROL = ("pat1", "pat2")
 DUTY = "duty"
 SENSOR = "s02"  # a smoke detector in house 2: it reports, it cannot ring
+
+PLAIN = CommandBook()  # our terminal protocol, no device profiles
 
 
 def make_roster(*, patrol_members: tuple[str, ...] = PATROL) -> Roster:
@@ -87,7 +90,7 @@ def opened(kind: Kind = Kind.PANIC, now: float = T0) -> Incident:
 
 
 def fire(incident: Incident, now: float) -> tuple[Incident, list[Notification]]:
-    updated, effects = fire_due_steps(incident, ROSTER, TEXTS, now)
+    updated, effects = fire_due_steps(incident, ROSTER, TEXTS, now, commands=PLAIN)
     return updated, effects.notifications
 
 
@@ -158,7 +161,7 @@ def test_full_ladder_on_time_then_escalation_stops() -> None:
 
 
 def test_overdue_first_evaluation_fires_every_step_in_order() -> None:
-    incident, effects = fire_due_steps(opened(), ROSTER, TEXTS, T0 + 400)
+    incident, effects = fire_due_steps(opened(), ROSTER, TEXTS, T0 + 400, commands=PLAIN)
     notes = effects.notifications
     assert [n.step for n in notes] == sorted(n.step for n in notes)
     assert sorted({n.step for n in notes}) == [0, 1, 2]
@@ -184,7 +187,7 @@ def test_acknowledgement_stops_the_rest(ack_at: float, fired_until: float) -> No
     for at in (T0, T0 + 120, T0 + 300):
         if at <= fired_until:
             incident, _ = fire(incident, at)
-    acked, effects = apply_action(incident, Action.ACKNOWLEDGE, "住户5", Via.SMS, ack_at)
+    acked, effects = apply_action(incident, Action.ACKNOWLEDGE, "住户5", Via.SMS, ack_at, commands=PLAIN)
     assert acked.state == State.ACKNOWLEDGED
     assert (acked.acknowledged_at, acked.acknowledged_by) == (ack_at, "住户5")
     assert (acked.next_step, acked.next_step_at) == (None, None)
@@ -199,37 +202,37 @@ def test_acknowledgement_stops_the_rest(ack_at: float, fired_until: float) -> No
 
 def test_acknowledging_twice_is_refused() -> None:
     incident, _ = fire(opened(), T0)
-    acked, _ = apply_action(incident, Action.ACKNOWLEDGE, "a", Via.TERMINAL, T0 + 10)
+    acked, _ = apply_action(incident, Action.ACKNOWLEDGE, "a", Via.TERMINAL, T0 + 10, commands=PLAIN)
     with pytest.raises(TransitionError):
-        apply_action(acked, Action.ACKNOWLEDGE, "b", Via.SMS, T0 + 20)
+        apply_action(acked, Action.ACKNOWLEDGE, "b", Via.SMS, T0 + 20, commands=PLAIN)
 
 
 def test_on_scene_after_ack_keeps_ack_and_sends_no_second_stop() -> None:
     incident, _ = fire(opened(), T0)
-    acked, _ = apply_action(incident, Action.ACKNOWLEDGE, "a", Via.TERMINAL, T0 + 10)
-    there, effects = apply_action(acked, Action.ON_SCENE, "b", Via.SMS, T0 + 90)
+    acked, _ = apply_action(incident, Action.ACKNOWLEDGE, "a", Via.TERMINAL, T0 + 10, commands=PLAIN)
+    there, effects = apply_action(acked, Action.ON_SCENE, "b", Via.SMS, T0 + 90, commands=PLAIN)
     assert there.state == State.ON_SCENE
     assert (there.acknowledged_at, there.acknowledged_by, there.on_scene_at) == (T0 + 10, "a", T0 + 90)
     assert effects.notifications == []
     with pytest.raises(TransitionError):
-        apply_action(there, Action.ACKNOWLEDGE, "c", Via.SMS, T0 + 100)
+        apply_action(there, Action.ACKNOWLEDGE, "c", Via.SMS, T0 + 100, commands=PLAIN)
 
 
 def test_resolve_as_false_alarm_closes_and_refuses_more() -> None:
     incident, _ = fire(opened(), T0)
-    acked, _ = apply_action(incident, Action.ACKNOWLEDGE, "a", Via.TERMINAL, T0 + 10)
-    done, effects = apply_action(acked, Action.RESOLVE, "b", Via.SMS, T0 + 500, Outcome.FALSE_ALARM)
+    acked, _ = apply_action(incident, Action.ACKNOWLEDGE, "a", Via.TERMINAL, T0 + 10, commands=PLAIN)
+    done, effects = apply_action(acked, Action.RESOLVE, "b", Via.SMS, T0 + 500, Outcome.FALSE_ALARM, commands=PLAIN)
     assert (done.state, done.outcome, done.resolved_at) == (State.RESOLVED, Outcome.FALSE_ALARM, T0 + 500)
     assert not done.active
     assert effects.timeline[-1].detail == "outcome false_alarm"
     for action in Action:
         with pytest.raises(TransitionError):
-            apply_action(done, action, "c", Via.OPERATOR, T0 + 600)
+            apply_action(done, action, "c", Via.OPERATOR, T0 + 600, commands=PLAIN)
 
 
 def test_cancel_defaults_to_false_alarm_and_silences_terminals() -> None:
     incident, _ = fire(opened(), T0)
-    cancelled, effects = apply_action(incident, Action.CANCEL, "op", Via.OPERATOR, T0 + 30)
+    cancelled, effects = apply_action(incident, Action.CANCEL, "op", Via.OPERATOR, T0 + 30, commands=PLAIN)
     assert (cancelled.state, cancelled.outcome) == (State.CANCELLED, Outcome.FALSE_ALARM)
     assert len(effects.notifications) == 9
     assert fire(cancelled, T0 + 1000)[1] == []
@@ -237,7 +240,7 @@ def test_cancel_defaults_to_false_alarm_and_silences_terminals() -> None:
 
 def test_resolve_directly_from_open_fills_ack_but_not_on_scene() -> None:
     incident, _ = fire(opened(), T0)
-    done, effects = apply_action(incident, Action.RESOLVE, "住户5", Via.SMS, T0 + 45)
+    done, effects = apply_action(incident, Action.RESOLVE, "住户5", Via.SMS, T0 + 45, commands=PLAIN)
     assert (done.state, done.outcome) == (State.RESOLVED, Outcome.REAL)
     assert (done.acknowledged_at, done.acknowledged_by) == (T0 + 45, "住户5")
     assert done.on_scene_at is None
@@ -248,9 +251,9 @@ def test_resolve_directly_from_open_fills_ack_but_not_on_scene() -> None:
 def test_metrics_times_along_the_whole_path() -> None:
     incident, _ = fire(opened(), T0)
     assert metrics_times(incident) == {"time_to_acknowledge": None, "time_on_scene": None, "time_to_resolve": None}
-    incident, _ = apply_action(incident, Action.ACKNOWLEDGE, "a", Via.TERMINAL, T0 + 30)
-    incident, _ = apply_action(incident, Action.ON_SCENE, "a", Via.SMS, T0 + 240)
-    incident, _ = apply_action(incident, Action.RESOLVE, "a", Via.SMS, T0 + 900, Outcome.DRILL)
+    incident, _ = apply_action(incident, Action.ACKNOWLEDGE, "a", Via.TERMINAL, T0 + 30, commands=PLAIN)
+    incident, _ = apply_action(incident, Action.ON_SCENE, "a", Via.SMS, T0 + 240, commands=PLAIN)
+    incident, _ = apply_action(incident, Action.RESOLVE, "a", Via.SMS, T0 + 900, Outcome.DRILL, commands=PLAIN)
     assert metrics_times(incident) == {"time_to_acknowledge": 30.0, "time_on_scene": 240.0, "time_to_resolve": 900.0}
     assert incident.outcome == Outcome.DRILL
 
@@ -282,8 +285,8 @@ def test_join_alarm_kind_only_rises(first: Kind, second: Kind, expected: Kind) -
 
 
 def test_notification_keys_are_unique_across_steps_purposes_and_recipients() -> None:
-    incident, effects = fire_due_steps(opened(), ROSTER, TEXTS, T0 + 400)
-    _, stop = apply_action(incident, Action.CANCEL, "op", Via.OPERATOR, T0 + 401)
+    incident, effects = fire_due_steps(opened(), ROSTER, TEXTS, T0 + 400, commands=PLAIN)
+    _, stop = apply_action(incident, Action.CANCEL, "op", Via.OPERATOR, T0 + 401, commands=PLAIN)
     notes = effects.notifications + stop.notifications
     assert len(notes) == 9 + 3 + 4 + 1 + 9
     assert len({n.key for n in notes}) == len(notes)
@@ -296,7 +299,7 @@ def test_notification_keys_are_unique_across_steps_purposes_and_recipients() -> 
 def test_person_with_two_roles_in_one_step_is_texted_once() -> None:
     roster = make_roster(patrol_members=(LEADER, "pat1"))  # the leader also walks patrol
     incident, _ = open_incident(7, CALLER, Kind.PANIC, roster, T0, "mqtt")
-    _, effects = fire_due_steps(incident, roster, TEXTS, T0)
+    _, effects = fire_due_steps(incident, roster, TEXTS, T0, commands=PLAIN)
     assert sms_recipients(effects.notifications) == [LEADER, "pat1"]
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from alertd.channels.base import Health, Outbound, Receipt
 from alertd.channels.failover import PROBE_INTERVAL_S, SICK_AFTER_HEDGES, FailoverSender
 from alertd.core.incidents import Channel, Notification, Purpose
+from alertd.core.ports import Health, Outbound, Receipt
 from alertd.errors import PermanentError, TransientError
 from alertd.metrics import Metrics
 from alertd.outbox import OutboxWorker

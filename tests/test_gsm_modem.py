@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from alertd.channels.base import Outbound
 from alertd.channels.gsm_modem import GsmModem
 from alertd.core.events import DeliveryReport, Input, Reply
+from alertd.core.ports import Outbound
 from alertd.errors import PermanentError, TransientError
-from alertd.ingress.serial import LineSettings
+from alertd.serial_lines import LineSettings
 from alertd.metrics import Metrics
 from tests.fakes.gsm_modem import FakeModem
 

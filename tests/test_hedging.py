@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from alertd.commands import CommandBook
 from alertd.config import load_config
 from alertd.core import digest
 from alertd.core.incidents import Purpose, fire_due_steps, open_incident, open_maintenance
@@ -94,7 +95,7 @@ def test_only_alarm_texts_are_urgent_maintenance_and_the_digest_are_notices(tmp_
     roster, texts = config.roster, Texts(ZoneInfo("Asia/Shanghai"))
     household = roster.households["h1-2"]
     incident, _ = open_incident(1, household, Kind.FIRE, roster, T0, "test")
-    _, alarm = fire_due_steps(incident, roster, texts, T0)
+    _, alarm = fire_due_steps(incident, roster, texts, T0, CommandBook())
     _, maintenance = open_maintenance(2, roster.devices["t1-2"], household, "tampered", Kind.PANIC, roster, texts, T0)
     planned = digest.plan("2027-01-15", roster, config.profiles, {}, texts, T0)
     assert {n.purpose for n in alarm.notifications if n.channel == "sms"} == {Purpose.ALERT}

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from alertd.channels.base import Outbound
 from alertd.channels.console import ConsoleSender
 from alertd.channels.twilio_sms import TwilioSender
+from alertd.core.ports import Outbound
 from alertd.errors import PermanentError, TransientError
 from tests.fakes.twilio_server import TwilioServer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from alertd.channels.base import Health, Outbound
+from alertd.core.ports import Health, Outbound
 from alertd.phones import mask
 
 __all__ = ["ConsoleSender"]

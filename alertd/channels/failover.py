@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alertd.channels.base import Health, Outbound, Receipt, Sender
+from alertd.core.ports import Health, Outbound, Receipt, Sender
 from alertd.errors import PermanentError, TransientError
 from alertd.metrics import Metrics
 

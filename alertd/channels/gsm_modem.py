@@ -16,10 +16,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from alertd.channels.base import Health, Outbound
-from alertd.core.events import DeliveryReport, Input, Reply
+from alertd.core.events import DeliveryReport, Reply
+from alertd.core.ports import Health, Outbound, Submit
 from alertd.errors import PermanentError, TransientError
-from alertd.ingress.serial import LineSettings, SerialLine, read_chunks
 from alertd.metrics import Metrics
 from alertd.phones import mask, normalize
 from alertd.protocols.at import (
@@ -44,6 +43,7 @@ from alertd.protocols.sms_pdu import (
     decode_status_report,
     encode_submit,
 )
+from alertd.serial_lines import LineSettings, SerialLine, read_chunks
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ WEDGED_AFTER_TIMEOUTS = 2  # consecutive command timeouts before the line is reo
 PART_EXPIRY_S = 3600.0  # parts of a long reply that never completed
 CTRL_Z, ESC = "\x1a", "\x1b"
 
-Submit = Callable[[Input, Callable[[str], None] | None], None]
 
 
 class ModemNotResponding(ConnectionError):

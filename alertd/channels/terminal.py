@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from alertd.channels.base import Health, Outbound
+from alertd.core.ports import Health, Outbound
 
 
 class Publisher(Protocol):

@@ -15,7 +15,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioS
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from alertd.channels.base import Health, Outbound
+from alertd.core.ports import Health, Outbound
 from alertd.errors import PermanentError, TransientError
 from alertd.phones import mask
 

@@ -2,121 +2,54 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import replace
 
-from alertd.core.commands import CommandBook
 from alertd.core.events import Action, Via
 from alertd.core.messages import Texts
 from alertd.core.model import SEVERITY, Device, Household, Kind, Person, Role, Roster
+from alertd.core.ports import Commands
+from alertd.core.records import (
+    ACTIVE_STATES,
+    Channel,
+    Effects,
+    Incident,
+    Notification,
+    Outcome,
+    Purpose,
+    State,
+    TimelineEntry,
+)
 
-
-class State(StrEnum):
-    OPEN = "open"
-    ACKNOWLEDGED = "acknowledged"
-    ON_SCENE = "on_scene"
-    RESOLVED = "resolved"
-    CANCELLED = "cancelled"
+# The records are used with the decisions everywhere; they are importable from here as well.
+__all__ = [
+    "ACTION_TARGET",
+    "ACTIVE_STATES",
+    "SILENT_ROLES",
+    "STATE_ORDER",
+    "STOP_STEP",
+    "Channel",
+    "Effects",
+    "Incident",
+    "Notification",
+    "Outcome",
+    "Purpose",
+    "State",
+    "TimelineEntry",
+    "TransitionError",
+    "apply_action",
+    "fire_due_steps",
+    "join_alarm",
+    "metrics_times",
+    "open_incident",
+    "open_maintenance",
+]
 
 
 # A duress or silent panic goes to these roles only: no neighbour learns of it by a ringing terminal.
 SILENT_ROLES = frozenset({Role.LEADER, Role.PATROL})
 
-# Terminals of our own protocol under the default prefix: what a core caller without profiles gets.
-_PLAIN_TERMINALS = CommandBook()
-
 # Stop commands are planned once per incident; a reserved step number keeps their outbox keys unique.
 STOP_STEP = 1000
-
-ACTIVE_STATES = frozenset({State.OPEN, State.ACKNOWLEDGED, State.ON_SCENE})
-
-
-class Outcome(StrEnum):
-    REAL = "real"
-    FALSE_ALARM = "false_alarm"
-    DRILL = "drill"
-
-
-class Channel(StrEnum):
-    TERMINAL = "terminal"
-    SMS = "sms"
-
-
-class Purpose(StrEnum):
-    RING = "ring"
-    STOP = "stop"
-    ALERT = "alert"  # an alarm text: urgent, hedged across SMS carriers
-    NOTICE = "notice"  # maintenance, the daily digest, the server's own trouble: can wait for a carrier
-
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    id: int
-    household_id: str
-    group_id: str
-    kind: Kind
-    policy: str
-    state: State
-    opened_at: float
-    last_alarm_at: float
-    next_step: int | None = 0  # index of the next escalation step, None when escalation stopped
-    next_step_at: float | None = None  # absolute deadline (UTC epoch) of next_step
-    acknowledged_at: float | None = None
-    acknowledged_by: str | None = None
-    on_scene_at: float | None = None
-    resolved_at: float | None = None
-    outcome: Outcome | None = None
-    rung: tuple[str, ...] = ()  # terminals told to ring; they get a stop when it is over
-    silent: bool = False  # duress / silent panic: never ring, tell only the leader and the patrol
-    device_id: str | None = None  # maintenance incidents: the device that needs a visit
-    maintenance: str | None = None  # maintenance incidents: the condition (offline, silent, battery_low, tampered)
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-    @property
-    def code(self) -> str:
-        """Short code residents type in SMS replies."""
-        return str(self.id)
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    """One message to one recipient, planned by the core and put in the outbox before it is sent."""
-
-    incident_id: int | None  # None: about no incident (the daily readiness digest)
-    step: int  # escalation step; stop commands use the step after the last
-    channel: Channel
-    purpose: Purpose
-    recipient: str  # device id or person id
-    address: str  # device id or E.164 phone
-    body: str
-    scope: str | None = None  # what the message is about when it is no incident, e.g. "digest:g1:2026-11-29"
-
-    @property
-    def key(self) -> str:
-        """Unique per incident, step, purpose, channel and recipient: the outbox never holds it twice."""
-        return f"{self.scope or self.incident_id}:{self.step}:{self.purpose}:{self.channel}:{self.recipient}"
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
-    incident_id: int
-    at: float
-    event: str
-    actor: str = ""
-    detail: str = ""
-
-
-@dataclass(slots=True)
-class Effects:
-    notifications: list[Notification] = field(default_factory=list)
-    timeline: list[TimelineEntry] = field(default_factory=list)
-
-    def extend(self, other: Effects) -> None:
-        self.notifications.extend(other.notifications)
-        self.timeline.extend(other.timeline)
 
 
 class TransitionError(ValueError):
@@ -191,7 +124,7 @@ def join_alarm(incident: Incident, kind: Kind, now: float, source: str, actor: s
 
 
 def fire_due_steps(
-    incident: Incident, roster: Roster, texts: Texts, now: float, commands: CommandBook = _PLAIN_TERMINALS
+    incident: Incident, roster: Roster, texts: Texts, now: float, commands: Commands
 ) -> tuple[Incident, Effects]:
     """Every escalation step whose deadline has passed, in order; overdue steps fire at once."""
     effects = Effects()
@@ -262,7 +195,8 @@ def apply_action(
     via: Via,
     now: float,
     outcome: Outcome | None = None,
-    commands: CommandBook = _PLAIN_TERMINALS,
+    *,
+    commands: Commands,
 ) -> tuple[Incident, Effects]:
     """Move an incident forward. Skipped states are filled in (on scene implies acknowledged)."""
     if not incident.active:

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from alertd.core.model import Device, Group, Household, Kind
 
 if TYPE_CHECKING:
-    from alertd.core.incidents import Incident
+    from alertd.core.records import Incident
 
 # One UCS-2 SMS segment holds 70 characters; GSM 7-bit holds 160.
 UCS2_SEGMENT = 70

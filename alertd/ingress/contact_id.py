@@ -9,15 +9,15 @@ from collections.abc import Callable
 
 from alertd.core.events import Alarm, Input, Restore, Supervision
 from alertd.core.model import Roster
-from alertd.ingress.serial import LineSettings, SerialLine, read_chunks
+from alertd.core.ports import Submit
 from alertd.metrics import Metrics
 from alertd.protocols.contact_id import DecodeError, LineDecoder, LineFormat, ReceiverHeartbeat, Report, get_format
+from alertd.serial_lines import LineSettings, SerialLine, read_chunks
 
 _LOGGER = logging.getLogger(__name__)
 
 SOURCE = "contact-id"
 
-Submit = Callable[[Input, Callable[[str], None] | None], None]
 
 
 def to_input(report: Report, roster: Roster) -> Input | None:

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from alertd.channels.base import Health
 from alertd.core.events import DeviceStatus, Input, SensorState
+from alertd.core.ports import Health, Submit
 from alertd.errors import TransientError
 from alertd.failpoints import AFTER_RECEIVE, Failpoints
 from alertd.metrics import Metrics
@@ -52,7 +52,6 @@ class BrokerSettings:
     zigbee_base: str | None = None  # Zigbee2MQTT's base topic; None: not watched
 
 
-Submit = Callable[[Input, Callable[[str], None] | None], None]
 
 
 class MqttLink:

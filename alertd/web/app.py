@@ -19,8 +19,8 @@ from pathlib import Path
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from alertd.channels.base import Health
 from alertd.core.events import Action, DeliveryReport, Input, OperatorCommand, Reply
+from alertd.core.ports import Health
 from alertd.metrics import Metrics
 from alertd.phones import mask, normalize
 from alertd.store import Store

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import serial
 import serial_asyncio_fast
 
-from alertd.channels.base import Health
+from alertd.core.ports import Health
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -1,9 +1,23 @@
-"""What a carrier (Twilio, console, MQTT terminal link, GSM modem) must offer the outbox workers."""
+"""The interfaces the edges implement, in one place, imported by the core and the adapters alike.
+
+Carriers (Twilio, the modem, the console, the MQTT terminal link) offer the outbox workers a `Sender`;
+ingress adapters hand inputs to the engine through `Submit`; the command renderer (`alertd.commands`)
+tells the core which devices can sound and what to send them. No logic here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from alertd.core.events import Input
+    from alertd.core.model import Device, Household, Kind
+
+# How an adapter hands the engine an input: done(result) is called once the input's effects are committed
+# (an MQTT PUBACK, a receiver ACK, deleting an SMS from the SIM wait for it).
+Submit = Callable[["Input", Callable[[str], None] | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +63,17 @@ class Sender(Protocol):
         ...
 
     def health(self) -> Health: ...
+
+
+class Commands(Protocol):
+    """Which devices sound for an incident, and the (topic, payload) that makes them sound or stop."""
+
+    def is_terminal(self, device: Device) -> bool:
+        """One of our alarm terminals (it shows the caller; the caller's own is never rung)."""
+        ...
+
+    def ring(self, device: Device, incident_id: int, kind: Kind, caller: Household) -> tuple[str, str] | None:
+        """The command that makes `device` sound for an incident at `caller`; None if it cannot sound."""
+        ...
+
+    def stop(self, device_id: str, incident_id: int, kind: Kind) -> tuple[str, str] | None: ...

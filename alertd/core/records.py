@@ -1,0 +1,108 @@
+"""What an incident is, and what deciding about one produces: the records the store keeps and the
+vocabularies they are written in. Plain data; the decisions live in incidents.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from alertd.core.model import Kind
+
+
+class State(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    ON_SCENE = "on_scene"
+    RESOLVED = "resolved"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATES = frozenset({State.OPEN, State.ACKNOWLEDGED, State.ON_SCENE})
+
+
+class Outcome(StrEnum):
+    REAL = "real"
+    FALSE_ALARM = "false_alarm"
+    DRILL = "drill"
+
+
+class Channel(StrEnum):
+    TERMINAL = "terminal"
+    SMS = "sms"
+
+
+class Purpose(StrEnum):
+    RING = "ring"
+    STOP = "stop"
+    ALERT = "alert"  # an alarm text: urgent, hedged across SMS carriers
+    NOTICE = "notice"  # maintenance, the daily digest, the server's own trouble: can wait for a carrier
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: int
+    household_id: str
+    group_id: str
+    kind: Kind
+    policy: str
+    state: State
+    opened_at: float
+    last_alarm_at: float
+    next_step: int | None = 0  # index of the next escalation step, None when escalation stopped
+    next_step_at: float | None = None  # absolute deadline (UTC epoch) of next_step
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+    on_scene_at: float | None = None
+    resolved_at: float | None = None
+    outcome: Outcome | None = None
+    rung: tuple[str, ...] = ()  # terminals told to ring; they get a stop when it is over
+    silent: bool = False  # duress / silent panic: never ring, tell only the leader and the patrol
+    device_id: str | None = None  # maintenance incidents: the device that needs a visit
+    maintenance: str | None = None  # maintenance incidents: the condition (offline, silent, battery_low, tampered)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def code(self) -> str:
+        """Short code residents type in SMS replies."""
+        return str(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message to one recipient, planned by the core and put in the outbox before it is sent."""
+
+    incident_id: int | None  # None: about no incident (the daily readiness digest)
+    step: int  # escalation step; stop commands use the step after the last
+    channel: Channel
+    purpose: Purpose
+    recipient: str  # device id or person id
+    address: str  # device id or E.164 phone
+    body: str
+    scope: str | None = None  # what the message is about when it is no incident, e.g. "digest:g1:2026-11-29"
+
+    @property
+    def key(self) -> str:
+        """Unique per incident, step, purpose, channel and recipient: the outbox never holds it twice."""
+        return f"{self.scope or self.incident_id}:{self.step}:{self.purpose}:{self.channel}:{self.recipient}"
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    incident_id: int
+    at: float
+    event: str
+    actor: str = ""
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class Effects:
+    notifications: list[Notification] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+
+    def extend(self, other: Effects) -> None:
+        self.notifications.extend(other.notifications)
+        self.timeline.extend(other.timeline)
