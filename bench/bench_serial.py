@@ -53,9 +53,9 @@ import aiohttp
 import serial
 import serial_asyncio_fast
 
-from alertd.channels.base import Outbound
+from alertd.core.ports import Outbound
 from alertd.channels.gsm_modem import GsmModem
-from alertd.ingress.serial import LineSettings
+from alertd.serial_lines import LineSettings
 from alertd.metrics import Metrics
 from alertd.protocols.at import AtParser, Final
 from alertd.protocols.contact_id import LineDecoder, Report, build_message
