@@ -53,13 +53,13 @@ import aiohttp
 import serial
 import serial_asyncio_fast
 
-from alertd.core.ports import Outbound
 from alertd.channels.gsm_modem import GsmModem
-from alertd.serial_lines import LineSettings
+from alertd.core.ports import Outbound
 from alertd.metrics import Metrics
 from alertd.protocols.at import AtParser, Final
 from alertd.protocols.contact_id import LineDecoder, Report, build_message
 from alertd.protocols.sms_pdu import encode_submit
+from alertd.serial_lines import LineSettings
 from bench.bench_pipeline import OwnBroker, PahoClient, alarm_payload, fmt, ratio, ring_household, summary_ms
 from tests.fakes.contact_id_receiver import ACK, FakeReceiver
 from tests.fakes.gsm_modem import FakeModem
