@@ -13,8 +13,8 @@ from alertd.channels.gsm_modem import GsmModem
 from alertd.core.events import DeliveryReport, Input, Reply
 from alertd.core.ports import Outbound
 from alertd.errors import PermanentError, TransientError
-from alertd.serial_lines import LineSettings
 from alertd.metrics import Metrics
+from alertd.serial_lines import LineSettings
 from tests.fakes.gsm_modem import FakeModem
 
 LEADER = "+8613800010005"
