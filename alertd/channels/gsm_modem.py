@@ -53,7 +53,6 @@ PART_EXPIRY_S = 3600.0  # parts of a long reply that never completed
 CTRL_Z, ESC = "\x1a", "\x1b"
 
 
-
 class ModemNotResponding(ConnectionError):
     """The modem stopped answering: reopen the line and initialise it again."""
 

@@ -19,7 +19,6 @@ _LOGGER = logging.getLogger(__name__)
 SOURCE = "contact-id"
 
 
-
 def to_input(report: Report, roster: Roster) -> Input | None:
     """What a report means to the engine; None when its account is not in the roster."""
     # The CCC field of an open/close or access report names a user, not a zone: such a report is the

@@ -52,8 +52,6 @@ class BrokerSettings:
     zigbee_base: str | None = None  # Zigbee2MQTT's base topic; None: not watched
 
 
-
-
 class MqttLink:
     def __init__(
         self,
