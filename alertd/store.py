@@ -13,23 +13,28 @@ import json
 import logging
 import os
 import pwd
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from alertd.core.events import Arming, DeliveryReport
-from alertd.core.incidents import Channel, Incident, Notification, Outcome, Purpose, State, TimelineEntry
+from alertd.core.incidents import Channel, Incident, Outcome, Purpose, State, TimelineEntry
 from alertd.core.model import Kind
+from alertd.core.records import Batch
 from alertd.core.supervision import Reported
 from alertd.errors import AlertdError, StoreError, StoreFull, StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
+_LOOKUP_CHUNK = 400  # keys per query: well under SQLite's limit on bound variables
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Tables every alertd store has had since schema version 1: a database without them is not ours.
@@ -51,161 +56,39 @@ class Status(StrEnum):
     DEAD = "dead"  # gave up after max attempts
 
 
-MIGRATIONS: Sequence[str] = (
-    # 1: the first schema
-    """
-    CREATE TABLE incidents (
-        id INTEGER PRIMARY KEY,
-        household_id TEXT NOT NULL,
-        group_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        policy TEXT NOT NULL,
-        state TEXT NOT NULL,
-        opened_at REAL NOT NULL,
-        last_alarm_at REAL NOT NULL,
-        next_step INTEGER,
-        next_step_at REAL,
-        acknowledged_at REAL,
-        acknowledged_by TEXT,
-        on_scene_at REAL,
-        resolved_at REAL,
-        outcome TEXT,
-        rung TEXT NOT NULL DEFAULT '[]'
-    );
-    CREATE INDEX incidents_active ON incidents(state) WHERE state IN ('open', 'acknowledged', 'on_scene');
-    CREATE TABLE timeline (
-        id INTEGER PRIMARY KEY,
-        incident_id INTEGER NOT NULL REFERENCES incidents(id),
-        at REAL NOT NULL,
-        event TEXT NOT NULL,
-        actor TEXT NOT NULL DEFAULT '',
-        detail TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX timeline_incident ON timeline(incident_id, id);
-    CREATE TABLE notifications (
-        id INTEGER PRIMARY KEY,
-        key TEXT NOT NULL UNIQUE,
-        incident_id INTEGER NOT NULL REFERENCES incidents(id),
-        step INTEGER NOT NULL,
-        channel TEXT NOT NULL,
-        purpose TEXT NOT NULL,
-        recipient TEXT NOT NULL,
-        address TEXT NOT NULL,
-        body TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'pending',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        carrier TEXT,
-        provider_id TEXT,
-        error TEXT,
-        delivery TEXT,
-        created_at REAL NOT NULL,
-        next_attempt_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX notifications_due ON notifications(channel, next_attempt_at)
-        WHERE status IN ('pending', 'sending');
-    CREATE INDEX notifications_incident ON notifications(incident_id);
-    CREATE INDEX notifications_provider ON notifications(provider_id) WHERE provider_id IS NOT NULL;
-    CREATE TABLE seen_alarms (
-        device_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        at REAL NOT NULL,
-        PRIMARY KEY (device_id, seq)
-    ) WITHOUT ROWID;
-    CREATE TABLE devices (
-        id TEXT PRIMARY KEY,
-        online INTEGER,
-        battery INTEGER,
-        last_seen REAL,
-        last_test REAL
-    );
-    CREATE TABLE webhook_tokens (
-        token TEXT PRIMARY KEY,
-        at REAL NOT NULL
-    ) WITHOUT ROWID;
-    """,
-    # 2: duress and silent panic (Contact ID 121/122)
-    """
-    ALTER TABLE incidents ADD COLUMN silent INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 3: the dispatcher asks for status = 'pending' only; an IN (...) partial index is never used for it
-    """
-    DROP INDEX notifications_due;
-    CREATE INDEX notifications_pending ON notifications(channel, next_attempt_at) WHERE status = 'pending';
-    CREATE INDEX notifications_sending ON notifications(channel) WHERE status = 'sending';
-    """,
-    # 4: device health (battery low, tamper) and the last state a sensor reported (transition detection)
-    """
-    ALTER TABLE devices ADD COLUMN battery_low INTEGER;
-    ALTER TABLE devices ADD COLUMN tampered INTEGER;
-    ALTER TABLE devices ADD COLUMN state TEXT;
-    """,
-    # 5: maintenance incidents (a device that cannot be trusted to raise an alarm)
-    """
-    ALTER TABLE incidents ADD COLUMN device_id TEXT;
-    ALTER TABLE incidents ADD COLUMN maintenance TEXT;
-    """,
-    # 6: notifications that belong to no incident (the daily readiness digest): incident_id may be NULL
-    """
-    CREATE TABLE notifications_v6 (
-        id INTEGER PRIMARY KEY,
-        key TEXT NOT NULL UNIQUE,
-        incident_id INTEGER REFERENCES incidents(id),
-        step INTEGER NOT NULL,
-        channel TEXT NOT NULL,
-        purpose TEXT NOT NULL,
-        recipient TEXT NOT NULL,
-        address TEXT NOT NULL,
-        body TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'pending',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        carrier TEXT,
-        provider_id TEXT,
-        error TEXT,
-        delivery TEXT,
-        created_at REAL NOT NULL,
-        next_attempt_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    INSERT INTO notifications_v6 SELECT id, key, incident_id, step, channel, purpose, recipient, address, body,
-        status, attempts, carrier, provider_id, error, delivery, created_at, next_attempt_at, updated_at
-        FROM notifications;
-    DROP TABLE notifications;
-    ALTER TABLE notifications_v6 RENAME TO notifications;
-    CREATE INDEX notifications_pending ON notifications(channel, next_attempt_at) WHERE status = 'pending';
-    CREATE INDEX notifications_sending ON notifications(channel) WHERE status = 'sending';
-    CREATE INDEX notifications_incident ON notifications(incident_id);
-    CREATE INDEX notifications_provider ON notifications(provider_id) WHERE provider_id IS NOT NULL;
-    """,
-    # 7: facts about the store itself (when it was first used, the last daily digest planned). A store
-    # that already holds history predates this table: it counts as in use since the epoch.
-    """
-    CREATE TABLE meta (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    ) WITHOUT ROWID;
-    INSERT INTO meta (key, value)
-        SELECT 'first_started_at', '0'
-        WHERE EXISTS (SELECT 1 FROM incidents) OR EXISTS (SELECT 1 FROM notifications)
-            OR EXISTS (SELECT 1 FROM devices);
-    """,
-    # 8: an alarm panel's troubles (AC loss, communication) and its arming state (Contact ID 301/350, 4xx)
-    """
-    ALTER TABLE devices ADD COLUMN ac_loss INTEGER;
-    ALTER TABLE devices ADD COLUMN comm_trouble INTEGER;
-    ALTER TABLE devices ADD COLUMN armed TEXT;
-    ALTER TABLE devices ADD COLUMN armed_user INTEGER;
-    ALTER TABLE devices ADD COLUMN armed_at REAL;
-    """,
-    # 9: inbound messages handled (Twilio MessageSid, modem SIM slot): a replayed webhook or a message
-    # read again from the SIM is recognised forever, since Twilio's signature carries no timestamp
-    """
-    CREATE TABLE inbound_messages (
-        id TEXT PRIMARY KEY,
-        first_seen_at REAL NOT NULL
-    ) WITHOUT ROWID;
-    """,
-)
+# Schema version N is alertd/schema/NNNN_what.sql: the version is the number in the name, never a place
+# in a listing (alertd/schema/__init__.py says why a shipped file is never edited).
+_SCHEMA_FILE = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
+
+
+def read_migrations(folder: Traversable) -> tuple[str, ...]:
+    """The SQL of schema versions 1..N in `folder`, version 1 first.
+
+    Refuses a gap, two files for one version and a misnamed .sql file: migrating past a missing or
+    ambiguous step would leave a store whose user_version names a schema it does not have."""
+    texts: dict[int, str] = {}
+    names: dict[int, str] = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue  # __init__.py, __pycache__
+        match = _SCHEMA_FILE.fullmatch(entry.name)
+        if match is None:
+            raise StoreError(f"schema file {entry.name}: not named NNNN_what.sql (NNNN: its version)")
+        version = int(match[1])
+        if version in names:
+            raise StoreError(f"schema files {names[version]} and {entry.name}: two files for version {version}")
+        names[version] = entry.name
+        texts[version] = entry.read_text(encoding="utf-8")
+    if not texts:
+        raise StoreError(f"no schema files in {folder}")
+    for expected, version in enumerate(sorted(texts), start=1):
+        if version != expected:
+            raise StoreError(f"schema file {names[version]}: version {version}, but no file for version {expected}")
+    return tuple(texts[version] for version in sorted(texts))
+
+
+# Read once, at import: an install with a schema file missing fails at start, before it touches a store.
+MIGRATIONS: Sequence[str] = read_migrations(files("alertd.schema"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,24 +111,6 @@ class OutboxRow:
     created_at: float
     next_attempt_at: float
     updated_at: float = 0.0  # when its status last moved: the response log shows sends in time order
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceUpdate:
-    """What one input says about a device; None leaves the stored value as it was."""
-
-    device_id: str
-    at: float
-    online: bool | None = None
-    battery: int | None = None
-    test: bool = False
-    battery_low: bool | None = None
-    tampered: bool | None = None
-    state: str | None = None  # JSON of the sensor's last interpreted state
-    ac_loss: bool | None = None
-    comm_trouble: bool | None = None
-    armed: Arming | None = None  # a panel armed or disarmed: replaces armed_user and armed_at as well
-    armed_user: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,33 +139,6 @@ class DeviceRecord:
             tampered=self.tampered,
             ac_loss=self.ac_loss,
             comm_trouble=self.comm_trouble,
-        )
-
-
-@dataclass(slots=True)
-class Batch:
-    """Everything one engine step decided, committed in one transaction."""
-
-    now: float
-    incidents: dict[int, Incident] = field(default_factory=dict)
-    timeline: list[TimelineEntry] = field(default_factory=list)
-    notifications: list[Notification] = field(default_factory=list)
-    seen: list[tuple[str, int]] = field(default_factory=list)
-    devices: list[DeviceUpdate] = field(default_factory=list)
-    deliveries: list[DeliveryReport] = field(default_factory=list)
-    meta: dict[str, str] = field(default_factory=dict)  # facts about the store, e.g. the last digest day
-    inbound: list[str] = field(default_factory=list)  # ids of inbound messages handled in this batch
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.incidents
-            or self.timeline
-            or self.notifications
-            or self.seen
-            or self.devices
-            or self.deliveries
-            or self.meta
-            or self.inbound
         )
 
 
@@ -535,7 +373,10 @@ class Store:
                 self.path,
                 number + 1,
             )
-            await self._db.executescript(f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;")
+            # The file's SQL on lines of its own: a last line that is a comment must not swallow the COMMIT.
+            await self._db.executescript(
+                f"BEGIN;\n{MIGRATIONS[number]}\n;\nPRAGMA user_version = {number + 1}; COMMIT;"
+            )
 
     async def _version(self) -> int:
         async with self._db.execute("PRAGMA user_version") as cursor:
@@ -665,6 +506,30 @@ class Store:
         await self._db.execute(
             "UPDATE notifications SET delivery = ?, updated_at = ? WHERE id = ?", (detail, now, row[0])
         )
+
+    async def seen_alarms(self, keys: Iterable[tuple[str, int]], since: float) -> set[tuple[str, int]]:
+        """Which (device, seq) of a batch were handled within the deduplication window: one query a batch."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[tuple[str, int]] = set()
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            rows = ", ".join("(?, ?)" for _ in chunk)
+            async with self._db.execute(
+                f"SELECT device_id, seq FROM seen_alarms WHERE at >= ? AND (device_id, seq) IN (VALUES {rows})",
+                (since, *(v for key in chunk for v in key)),
+            ) as cursor:
+                found.update((str(r[0]), int(r[1])) for r in await cursor.fetchall())
+        return found
+
+    async def inbound_seen_many(self, message_ids: Iterable[str]) -> set[str]:
+        wanted = list(dict.fromkeys(message_ids))
+        found: set[str] = set()
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            async with self._db.execute(f"SELECT id FROM inbound_messages WHERE id IN ({marks})", chunk) as cursor:
+                found.update(str(r[0]) for r in await cursor.fetchall())
+        return found
 
     async def inbound_seen(self, message_id: str) -> bool:
         async with self._db.execute("SELECT 1 FROM inbound_messages WHERE id = ?", (message_id,)) as cursor:

@@ -45,7 +45,7 @@ class Rig:
     path: Path
 
     async def call(self, item: Input) -> str:
-        return await asyncio.wait_for(self.engine.call(item), 5)
+        return str(await asyncio.wait_for(self.engine.call(item), 5))  # the result in words
 
     async def alarm(self, device: str, seq: int | None, kind: Kind = Kind.PANIC) -> str:
         return await self.call(Alarm(device, kind, seq))
@@ -257,9 +257,9 @@ async def test_restart_resumes_open_incidents_and_fires_overdue_steps(tmp_path: 
     try:
         first = new_engine(store, clock)
         async with running(first):
-            assert await asyncio.wait_for(first.call(Alarm("t01", Kind.FIRE, 1)), 5) == "opened 1"
-            assert await asyncio.wait_for(first.call(Alarm("t06", Kind.GAS, 1)), 5) == "opened 2"
-            assert await asyncio.wait_for(first.call(TerminalAck("t02", 2)), 5) == "acknowledged 2"
+            assert str(await asyncio.wait_for(first.call(Alarm("t01", Kind.FIRE, 1)), 5)) == "opened 1"
+            assert str(await asyncio.wait_for(first.call(Alarm("t06", Kind.GAS, 1)), 5)) == "opened 2"
+            assert str(await asyncio.wait_for(first.call(TerminalAck("t02", 2)), 5)) == "acknowledged 2"
     finally:
         await store.close()
 
@@ -270,7 +270,7 @@ async def test_restart_resumes_open_incidents_and_fires_overdue_steps(tmp_path: 
         await second.load()
         assert sorted(second.active) == [1, 2]
         async with running(second):
-            assert await asyncio.wait_for(second.call(Tick()), 5) == "ok"
+            assert str(await asyncio.wait_for(second.call(Tick()), 5)) == "ok"
             rows = await store.notifications(1)
             assert sorted({r.step for r in rows}) == [0, 1, 2]
             assert [r.recipient for r in rows if r.step == 2] == [DUTY]
@@ -279,8 +279,8 @@ async def test_restart_resumes_open_incidents_and_fires_overdue_steps(tmp_path: 
             assert resumed is not None
             assert (resumed.next_step, resumed.next_step_at) == (None, None)
             # The redelivered alarm is still recognised, and new incidents continue the numbering.
-            assert await asyncio.wait_for(second.call(Alarm("t01", Kind.FIRE, 1)), 5) == "duplicate"
+            assert str(await asyncio.wait_for(second.call(Alarm("t01", Kind.FIRE, 1)), 5)) == "duplicate"
             clock.now += JOIN_WINDOW + 1
-            assert await asyncio.wait_for(second.call(Alarm("t09", Kind.PANIC, 1)), 5) == "opened 3"
+            assert str(await asyncio.wait_for(second.call(Alarm("t09", Kind.PANIC, 1)), 5)) == "opened 3"
     finally:
         await store.close()

@@ -12,10 +12,11 @@ import pytest
 from alertd.channels.failover import PROBE_INTERVAL_S, SICK_AFTER_HEDGES, FailoverSender
 from alertd.core.incidents import Channel, Notification, Purpose
 from alertd.core.ports import Health, Outbound, Receipt
+from alertd.core.records import Batch
 from alertd.errors import PermanentError, TransientError
 from alertd.metrics import Metrics
 from alertd.outbox import OutboxWorker
-from alertd.store import Batch, Status, Store
+from alertd.store import Status, Store
 
 MESSAGE = Outbound(1, "+8613800010001", "【联防】测试", 0.0)
 ALARM = replace(MESSAGE, urgent=True)

@@ -19,6 +19,7 @@ from alertd.core.profile import AlarmRule, Command, DeviceProfile, Transport
 from alertd.errors import ConfigError
 from alertd.profiles import check_roster_profiles, load_profiles
 from alertd.protocols import zigbee2mqtt
+from alertd.store import MIGRATIONS, read_migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.stem for p in (ROOT / "devices").glob("*.toml"))
@@ -314,6 +315,7 @@ def test_pyproject_lists_every_package() -> None:
     assert tool["package-dir"] == mapped
     assert set(tool["package-data"]["alertd.devices"]) >= {"*.toml", "*.md"}
     assert set(tool["package-data"]["alertd.examples"]) >= {"*.toml"}
+    assert set(tool["package-data"]["alertd.schema"]) >= {"*.sql"}
 
 
 @pytest.fixture(scope="module")
@@ -351,3 +353,13 @@ def test_the_wheel_contains_the_example_village_and_the_starter(wheel: zipfile.Z
     """`alertd demo` and `alertd init` read these from the package; an install without them fails."""
     names = set(wheel.namelist())
     assert {f"alertd/examples/{name}" for name in ("alertd.toml", "roster.toml", "roster.starter.toml")} <= names
+
+
+def test_the_wheel_contains_the_schema_files(wheel: zipfile.ZipFile) -> None:
+    """The store reads its schema from the package: a wheel without a file cannot create or migrate a store."""
+    shipped = sorted((ROOT / "alertd" / "schema").glob("*.sql"))
+    assert len(shipped) == len(MIGRATIONS)
+    for path in shipped:
+        assert wheel.read(f"alertd/schema/{path.name}") == path.read_bytes()
+    # Read the way an install reads them: the wheel's folder gives the same migrations, in the same order.
+    assert read_migrations(zipfile.Path(wheel, "alertd/schema/")) == tuple(MIGRATIONS)

@@ -74,13 +74,13 @@ async def test_a_reply_received_before_an_incident_opened_does_not_act_on_it(tmp
     try:
         sent_at = clock.now
         clock.now += 3600
-        assert await eng.call(Alarm("t02", Kind.FIRE, seq=1)) == "opened 1"
+        assert str(await eng.call(Alarm("t02", Kind.FIRE, seq=1))) == "opened 1"
         leader = make_roster().people[LEADER].phone
         late = Reply(leader, "1", "modem", message_id="modem:3:+86:1", received_at=sent_at)
-        assert await eng.call(late) == "no_incident"
+        assert str(await eng.call(late)) == "no_incident"
         assert await eng.call(Reply(leader, "1", "modem", message_id="modem:4:+86:2", received_at=clock.now))
         again = Reply(leader, "1", "modem", message_id="modem:4:+86:2", received_at=clock.now)
-        assert await eng.call(again) == "replay"
+        assert str(await eng.call(again)) == "replay"
         incident = await store.incident(1)
     finally:
         task.cancel()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,9 @@ from alertd.core.incidents import (
     TimelineEntry,
 )
 from alertd.core.model import Kind
+from alertd.core.records import Batch
 from alertd.errors import StoreError
-from alertd.store import MIGRATIONS, Batch, SendResult, Status, Store
+from alertd.store import MIGRATIONS, SendResult, Status, Store, read_migrations
 
 T0 = 1_800_000_000.0
 
@@ -99,6 +102,128 @@ async def test_schema_from_the_future_is_refused(db_path: Path) -> None:
         db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     with pytest.raises(StoreError, match="newer"):
         await Store.open(db_path)
+
+
+# --- schema files and migrations ------------------------------------------------------------------------
+
+SCHEMA = files("alertd.schema")
+# sqlite_master of a version 9 store, frozen when the schema moved from a tuple in store.py to files.
+FROZEN_V9 = Path(__file__).with_name("store_schema_v9.sql")
+# Rows in version 1's columns, which every later version keeps.
+V1_INCIDENT = (
+    "INSERT INTO incidents (id, household_id, group_id, kind, policy, state, opened_at, last_alarm_at, next_step) "
+    "VALUES (1, 'h01', 'g1', 'fire', 'default', 'open', :t, :t, NULL)"
+)
+V1_NOTIFICATION = (
+    "INSERT INTO notifications (key, incident_id, step, channel, purpose, recipient, address, body, created_at, "
+    "next_attempt_at, updated_at) VALUES ('k1', 1, 0, 'sms', 'alert', 'p05', '+8613800000005', 'b', :t, :t, :t)"
+)
+V1_DEVICE = "INSERT INTO devices (id, online, battery, last_seen) VALUES ('t01', 1, 80, :t)"
+META_VERSION = 7  # the version that added the meta table and marked a store with history as in use
+
+
+def schema_of(path: Path) -> str:
+    """sqlite_master as text, in the format of store_schema_v9.sql: what a reviewer reads in a diff."""
+    lines = []
+    for kind, name, table, sql in query(
+        path, "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type DESC, tbl_name, name"
+    ):
+        lines.append(f"-- {kind} {name} on {table}" + (" (made by SQLite)" if sql is None else ""))
+        if sql is not None:
+            lines.append(f"{sql};")
+    return "\n".join(lines) + "\n"
+
+
+def build(path: Path, version: int) -> None:
+    """A store at `version`, as an alertd that shipped only the first `version` schema files left it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, isolation_level=None) as db:
+        for number, sql in enumerate(MIGRATIONS[:version], start=1):
+            db.executescript(f"BEGIN;\n{sql}\n;\nPRAGMA user_version = {number}; COMMIT;")
+    db.close()
+
+
+def test_schema_files_are_numbered_one_to_n_and_are_the_migrations() -> None:
+    names = sorted(entry.name for entry in SCHEMA.iterdir() if entry.name.endswith(".sql"))
+    numbers = [int(name[:4]) for name in names if re.fullmatch(r"\d{4}_[a-z0-9_]+\.sql", name)]
+    assert len(numbers) == len(names)  # every .sql file is named NNNN_what.sql
+    assert numbers == list(range(1, len(names) + 1))  # no gap, no duplicate
+    assert len(MIGRATIONS) == len(names) >= 9
+    for name, sql in zip(names, MIGRATIONS, strict=True):
+        text = SCHEMA.joinpath(name).read_text(encoding="utf-8")
+        assert sql == text
+        assert text.startswith("-- "), f"{name}: starts with the comment that says what the version is for"
+
+
+@pytest.mark.parametrize(
+    ("names", "refusal"),
+    [
+        ((), "no schema files"),
+        (("0001_a.sql", "0003_c.sql"), r"0003_c\.sql: version 3, but no file for version 2"),
+        (("0002_b.sql", "0003_c.sql"), r"0002_b\.sql: version 2, but no file for version 1"),
+        (("0001_a.sql", "0001_b.sql"), r"0001_a\.sql and 0001_b\.sql: two files for version 1"),
+        (("0001_a.sql", "2_b.sql"), r"2_b\.sql: not named NNNN_what\.sql"),
+        (("0001_a.sql", "0002 b.sql"), r"0002 b\.sql: not named NNNN_what\.sql"),
+    ],
+)
+def test_schema_files_with_a_gap_a_duplicate_or_a_bad_name_are_refused(
+    tmp_path: Path, names: tuple[str, ...], refusal: str
+) -> None:
+    for name in names:
+        (tmp_path / name).write_text(f"-- {name}\n", encoding="utf-8")
+    with pytest.raises(StoreError, match=refusal):
+        read_migrations(tmp_path)
+
+
+def test_schema_files_come_in_the_order_of_their_numbers(tmp_path: Path) -> None:
+    for number in range(10, 0, -1):
+        (tmp_path / f"{number:04d}_v{number}.sql").write_text(f"-- version {number}\n", encoding="utf-8")
+    (tmp_path / "__init__.py").write_text("", encoding="utf-8")  # beside them in the package: not a schema file
+    (tmp_path / "__pycache__").mkdir()
+    assert read_migrations(tmp_path) == tuple(f"-- version {number}\n" for number in range(1, 11))
+
+
+def test_the_first_nine_schema_files_build_the_schema_frozen_when_they_left_store_py(db_path: Path) -> None:
+    build(db_path, 9)
+    frozen = FROZEN_V9.read_text(encoding="utf-8").partition("\n\n")[2]  # after the header comment
+    assert schema_of(db_path) == frozen
+    assert query(db_path, "PRAGMA user_version") == [(9,)]
+
+
+async def test_a_new_store_gets_every_schema_file(db_path: Path, tmp_path: Path) -> None:
+    await (await Store.open(db_path)).close()
+    by_hand = tmp_path / "by-hand.db"
+    build(by_hand, len(MIGRATIONS))
+    assert schema_of(db_path) == schema_of(by_hand)
+    assert query(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
+
+
+@pytest.mark.parametrize("version", range(1, len(MIGRATIONS)))
+async def test_an_older_store_migrates_to_the_newest_and_keeps_its_rows(
+    db_path: Path, tmp_path: Path, version: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    build(db_path, version)
+    with sqlite3.connect(db_path) as db:
+        for insert in (V1_INCIDENT, V1_NOTIFICATION, V1_DEVICE):
+            db.execute(insert, {"t": T0})
+    db.close()
+    with caplog.at_level("INFO", logger="alertd.store"):
+        store = await Store.open(db_path)
+    try:
+        assert await store.incident(1) == incident(next_step=None, next_step_at=None, rung=())
+        assert [(n.key, n.recipient, n.status) for n in await store.notifications(1)] == [("k1", "p05", Status.PENDING)]
+        assert (await store.devices())["t01"].battery == 80
+        expected_meta = "0" if version < META_VERSION else None  # a store with history counts as in use
+        assert await store.meta("first_started_at") == expected_meta
+    finally:
+        await store.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Migrating store {db_path} to schema version {number}" for number in range(version + 1, len(MIGRATIONS) + 1)
+    ]
+    assert query(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]
+    new = tmp_path / "new.db"
+    await (await Store.open(new)).close()
+    assert schema_of(db_path) == schema_of(new)
 
 
 # --- the engine's batch ---------------------------------------------------------------------------------

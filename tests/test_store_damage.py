@@ -19,7 +19,8 @@ import pytest
 
 from alertd.core.incidents import Incident, State, TimelineEntry
 from alertd.core.model import Kind
-from alertd.store import Batch, Store
+from alertd.core.records import Batch
+from alertd.store import Store
 from tests.harness import WAIT_S, DaemonProcess, Village, forget_session, write_village
 from tests.test_disk_full import fill, tiny_disk
 

@@ -133,7 +133,7 @@ async def test_offline_terminal_opens_a_maintenance_incident_for_the_grid_worker
         assert "报警电话离线" in notes[0].body
 
         # An alarm from that household is an alarm of its own, not part of the maintenance incident.
-        assert (await eng.call(Alarm("t03", Kind.FIRE, seq=1))).startswith("opened")
+        assert str(await eng.call(Alarm("t03", Kind.FIRE, seq=1))).startswith("opened")
 
         await eng.call(DeviceStatus("t03", online=True))
         await tick(eng, clock, 61)

@@ -398,7 +398,7 @@ class GsmModem:
         except ValueError:
             phone = deliver.sender  # the engine logs and counts it as an unknown sender
 
-        def committed(_result: str) -> None:
+        def committed(_result: object) -> None:
             self._spawn(self._delete(indices))
 
         # The SIM slots, sender and SMSC timestamp name this message: read again from the SIM (a delete that

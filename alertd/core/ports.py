@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from alertd.core.events import Input
     from alertd.core.model import Device, Household, Kind
+    from alertd.core.results import Result
 
 # How an adapter hands the engine an input: done(result) is called once the input's effects are committed
 # (an MQTT PUBACK, a receiver ACK, deleting an SMS from the SIM wait for it).
-Submit = Callable[["Input", Callable[[str], None] | None], None]
+Done = Callable[["Result"], None]
+Submit = Callable[["Input", Done | None], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from alertd.core.events import Arming, DeliveryReport
 from alertd.core.model import Kind
 
 
@@ -106,3 +107,48 @@ class Effects:
     def extend(self, other: Effects) -> None:
         self.notifications.extend(other.notifications)
         self.timeline.extend(other.timeline)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUpdate:
+    """What one input says about a device; None leaves the stored value as it was."""
+
+    device_id: str
+    at: float
+    online: bool | None = None
+    battery: int | None = None
+    test: bool = False
+    battery_low: bool | None = None
+    tampered: bool | None = None
+    state: str | None = None  # JSON of the sensor's last interpreted state
+    ac_loss: bool | None = None
+    comm_trouble: bool | None = None
+    armed: Arming | None = None  # a panel armed or disarmed: replaces armed_user and armed_at as well
+    armed_user: int | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one engine step decided (the desk's changes), committed in one transaction."""
+
+    now: float
+    incidents: dict[int, Incident] = field(default_factory=dict)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+    seen: list[tuple[str, int]] = field(default_factory=list)
+    devices: list[DeviceUpdate] = field(default_factory=list)
+    deliveries: list[DeliveryReport] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)  # facts about the store, e.g. the last digest day
+    inbound: list[str] = field(default_factory=list)  # ids of inbound messages handled in this batch
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.incidents
+            or self.timeline
+            or self.notifications
+            or self.seen
+            or self.devices
+            or self.deliveries
+            or self.meta
+            or self.inbound
+        )

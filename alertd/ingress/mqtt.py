@@ -13,14 +13,14 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiomqtt
 
 from alertd.core.events import DeviceStatus, Input, SensorState
-from alertd.core.ports import Health, Submit
+from alertd.core.ports import Done, Health, Submit
+from alertd.core.results import Result, Verdict
 from alertd.errors import TransientError
 from alertd.failpoints import AFTER_RECEIVE, Failpoints
 from alertd.metrics import Metrics
@@ -29,6 +29,8 @@ from alertd.protocols.zigbee2mqtt import Z2mError, Z2mTopics, parse_availability
 from alertd.ratelog import RateLimitedLog
 
 _LOGGER = logging.getLogger(__name__)
+# What a message the codec refused is acknowledged with: at once, or the broker would redeliver it forever.
+_REJECTED = Result(Verdict.INVALID, detail="codec")
 
 CONNECT_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 10.0
@@ -165,13 +167,11 @@ class MqttLink:
             self.metrics.invalid.labels(reason=err.reason).inc()
             # Keyed by topic and reason: one broken terminal floods with the same line, not a new one.
             self._log.warning_for(f"{topic[:200]}:{err.reason}", "Rejected message on %s: %s", topic[:200], err)
-            ack("invalid")  # a bad message acknowledged now, or the broker would redeliver it forever
+            ack(_REJECTED)  # a bad message acknowledged now, or the broker would redeliver it forever
             return
         self.submit(item, ack)
 
-    def _on_zigbee(
-        self, zigbee: Z2mTopics, topic: str, payload: bytes, retained: bool, ack: Callable[[str], None]
-    ) -> None:
+    def _on_zigbee(self, zigbee: Z2mTopics, topic: str, payload: bytes, retained: bool, ack: Done) -> None:
         try:
             name, what = zigbee.parse(topic)
             item: Input = (
@@ -185,12 +185,12 @@ class MqttLink:
                 self._log.warning_for(
                     f"{topic[:200]}:{err.reason}", "Rejected Zigbee2MQTT message on %s: %s", topic[:200], err
                 )
-            ack("invalid")
+            ack(_REJECTED)
             return
         self.submit(item, ack)
 
-    def _acker(self, client: aiomqtt.Client, generation: int, mid: int, qos: int) -> Callable[[str], None]:
-        def ack(_result: str) -> None:
+    def _acker(self, client: aiomqtt.Client, generation: int, mid: int, qos: int) -> Done:
+        def ack(_result: Result) -> None:
             # A PUBACK belongs to the connection that received the message; after a reconnect the broker
             # redelivers it under a new id and our deduplication absorbs the repeat.
             if qos > 0 and generation == self._generation and self._client is client:

@@ -21,6 +21,7 @@ from twilio.request_validator import RequestValidator
 
 from alertd.core.events import Action, DeliveryReport, Input, OperatorCommand, Reply
 from alertd.core.ports import Health
+from alertd.core.results import Result
 from alertd.metrics import Metrics
 from alertd.phones import mask, normalize
 from alertd.store import Store
@@ -33,7 +34,7 @@ MAX_BODY = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class WebDeps:
-    call: Callable[[Input], Awaitable[str]]  # the engine: submit and wait for the commit
+    call: Callable[[Input], Awaitable[Result]]  # the engine: submit and wait for the commit
     store: Store
     metrics: Metrics
     health_checks: Mapping[str, Callable[[], Health]]
@@ -219,8 +220,10 @@ async def operator_action(request: web.Request) -> web.Response:
     # The name is what the operator says; the OS user is what the kernel says. Both go in the record.
     actor = f"{by} (os:{peer.user})"
     result = await deps.call(OperatorCommand(int(request.match_info["id"]), action, actor, outcome))
-    ok = not result.startswith(("incident ", "internal"))
-    return web.json_response({"ok": ok, "result": result, "actor": actor}, status=200 if ok else 409)
+    return web.json_response(
+        {"ok": result.accepted, "result": str(result), "verdict": result.verdict.value, "actor": actor},
+        status=200 if result.accepted else 409,
+    )
 
 
 def _name_problem(name: str) -> str | None:

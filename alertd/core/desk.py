@@ -1,0 +1,352 @@
+"""The response desk: every decision alertd makes about incidents, in one place, with no I/O.
+
+It holds what it needs to decide (the open incidents, the index of them by household, the escalation
+deadlines, the next incident number, device upkeep) and turns each input into a typed Result plus the
+changes to commit (a Batch). Time is an argument; what was seen before (duplicate alarms, replayed
+messages) is looked up by the shell for the whole batch and passed in. The engine around it queues,
+commits and acknowledges.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from alertd.core import reload, targeting
+from alertd.core.digest import LAST_DAY_KEY, plan
+from alertd.core.events import (
+    Action,
+    Alarm,
+    DeliveryReport,
+    DeviceStatus,
+    Heartbeat,
+    Input,
+    OperatorCommand,
+    Reply,
+    Restore,
+    SensorState,
+    Supervision,
+    TerminalAck,
+    TestReport,
+    Tick,
+    Via,
+)
+from alertd.core.incidents import (
+    TransitionError,
+    apply_action,
+    fire_due_steps,
+    join_alarm,
+    open_incident,
+    open_maintenance,
+)
+from alertd.core.messages import Texts
+from alertd.core.model import Kind, Roster
+from alertd.core.ports import Commands
+from alertd.core.profile import DeviceProfile
+from alertd.core.records import (
+    Batch,
+    Channel,
+    DeviceUpdate,
+    Effects,
+    Incident,
+    Notification,
+    Outcome,
+    Purpose,
+    State,
+    TimelineEntry,
+)
+from alertd.core.results import OK, Result, Verdict
+from alertd.core.supervision import Condition, Reported
+from alertd.core.targeting import ReplyCommand
+from alertd.core.upkeep import Upkeep, news_update
+
+_LOGGER = logging.getLogger(__name__)
+
+# Tolerance between the SMSC's timestamp on a modem reply and our clock when matching it to incidents.
+REPLY_CLOCK_SKEW_S = 300.0
+# Supervision news logged at INFO: a panel's everyday traffic, not something a person must look at.
+_ROUTINE_NEWS = frozenset({"test", "open_close", "other"})
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the store already holds, looked up for a whole batch before deciding."""
+
+    alarms: frozenset[tuple[str, int]] = frozenset()  # (device, seq) within the deduplication window
+    inbound: frozenset[str] = frozenset()  # inbound message ids handled before
+
+
+@dataclass(slots=True)
+class Desk:
+    roster: Roster
+    texts: Texts
+    commands: Commands
+    profiles: Mapping[str, DeviceProfile] = field(default_factory=dict)
+    join_window_s: float = 600.0
+    upkeep: Upkeep = field(default_factory=Upkeep)
+    active: dict[int, Incident] = field(default_factory=dict)
+    next_id: int = 1
+    _by_household: dict[str, set[int]] = field(default_factory=dict)  # household -> its active alarms
+    _deadlines: list[tuple[float, int]] = field(default_factory=list)  # heap (next_step_at, id), lazily pruned
+    _rosters: dict[int, Roster] = field(default_factory=dict)  # incidents escalating with a pre-reload roster
+
+    # --- state ---------------------------------------------------------------------------------------
+
+    def resume(self, incidents: Iterable[Incident], devices: Mapping[str, Reported], next_id: int, now: float) -> None:
+        self.next_id = next_id
+        for incident in incidents:
+            self._track(incident)
+        self.upkeep.resume(devices, self.active.values(), now)
+
+    def next_wakeup(self) -> float:
+        """The next escalation step, review or digest, whichever comes first."""
+        return min(self._next_deadline() or math.inf, self.upkeep.next_due)
+
+    def replace_roster(self, roster: Roster, commands: Commands, profiles: Mapping[str, DeviceProfile]) -> None:
+        """SIGHUP: new roster for new inputs. An open incident the new roster cannot escalate as before (its
+        household removed or moved, its policy gone) keeps the roster it had, so the deputy and the duty
+        room are still told; every such case is logged."""
+        affected = {change.incident_id: change for change in reload.changes(self.active.values(), roster)}
+        for incident_id, change in affected.items():
+            _LOGGER.warning(
+                "Roster reload: incident %d: %s; it keeps escalating to the people it had", incident_id, change.what
+            )
+            self._rosters.setdefault(incident_id, self.roster)
+        for incident_id in [i for i in self._rosters if i not in affected]:
+            del self._rosters[incident_id]  # the new roster serves it again (e.g. the household is back)
+        self.roster, self.commands, self.profiles = roster, commands, profiles
+
+    # --- decisions -----------------------------------------------------------------------------------
+
+    def decide(self, item: Input, now: float, seen: Seen, batch: Batch) -> Result:
+        match item:
+            case Alarm():
+                return self._on_alarm(item, now, seen, batch)
+            case Restore(device_id=device_id, detail=detail):
+                return self._on_restore(device_id, detail, now, batch)
+            case Supervision():
+                return self._on_device(news_update(item, now), batch, item)
+            case TerminalAck(device_id=device_id, incident_id=incident_id):
+                return self._on_button(device_id, incident_id, now, batch)
+            case Reply():
+                raise TypeError("a Reply is decided by decide_reply(), with its parsed command")
+            case OperatorCommand():
+                return self._on_operator(item, now, batch)
+            case Heartbeat(device_id=device_id, battery=battery):
+                return self._on_device(DeviceUpdate(device_id, now, online=True, battery=battery), batch)
+            case TestReport(device_id=device_id):
+                return self._on_device(DeviceUpdate(device_id, now, online=True, test=True), batch)
+            case DeviceStatus(device_id=device_id, online=online, source=source):
+                if source == "zigbee2mqtt" and device_id not in self.roster.devices:
+                    return Result(Verdict.NOT_WATCHED)  # a lamp or a plug on the same coordinator
+                return self._on_device(DeviceUpdate(device_id, now, online=online), batch)
+            case DeliveryReport():
+                batch.deliveries.append(item)
+                return OK
+            case SensorState():
+                raise TypeError("a SensorState is interpreted by its codec first; decide its events")
+            case Tick():
+                return OK
+
+    def _on_alarm(self, alarm: Alarm, now: float, seen: Seen, batch: Batch) -> Result:
+        household = self.roster.household_of_device(alarm.device_id)
+        if household is None:
+            return Result(Verdict.UNKNOWN_DEVICE)
+        if alarm.seq is not None:
+            key = (alarm.device_id, alarm.seq)
+            if key in seen.alarms or key in batch.seen:
+                _LOGGER.info("Duplicate alarm %s seq %d ignored", alarm.device_id, alarm.seq)
+                return Result(Verdict.DUPLICATE)
+            batch.seen.append(key)
+        current = self._newest_active(household.id)
+        if current is not None and now - current.last_alarm_at <= self.join_window_s:
+            incident, effects = join_alarm(current, alarm.kind, now, alarm.source, household.label)
+            self._apply(incident, effects, batch)
+            return Result(Verdict.JOINED, incident.id)
+        incident, effects = open_incident(
+            self.next_id, household, alarm.kind, self.roster, now, alarm.source, alarm.silent
+        )
+        self.next_id += 1
+        _LOGGER.info("Incident %d opened: %s at %s (%s)", incident.id, alarm.kind, household.id, alarm.device_id)
+        self._apply(incident, effects, batch)
+        self._fire(incident.id, now, batch)
+        return Result(Verdict.OPENED, incident.id)
+
+    def _newest_active(self, household_id: str) -> Incident | None:
+        ids = self._by_household.get(household_id)
+        return self.active[max(ids)] if ids else None
+
+    def _on_restore(self, device_id: str, detail: str, now: float, batch: Batch) -> Result:
+        household = self.roster.household_of_device(device_id)
+        if household is None:
+            return Result(Verdict.UNKNOWN_DEVICE)
+        incident = self._newest_active(household.id)
+        if incident is None:
+            _LOGGER.info("Restore from %s with no open incident: %s", device_id, detail)
+            return Result(Verdict.NO_INCIDENT)
+        batch.timeline.append(TimelineEntry(incident.id, now, "restore", household.label, detail))
+        return Result(Verdict.RESTORE, incident.id)
+
+    def _on_device(self, update: DeviceUpdate, batch: Batch, news: Supervision | None = None) -> Result:
+        if update.device_id not in self.roster.devices:
+            return Result(Verdict.UNKNOWN_DEVICE)
+        if news is not None:
+            # Conditions are recorded with the device; the next review opens or closes the maintenance
+            # incident (after the grace period where one applies).
+            level = logging.INFO if news.restore or news.event in _ROUTINE_NEWS else logging.WARNING
+            armed = "" if news.armed is None else f" {news.armed}" + (f" by user {news.user}" if news.user else "")
+            detail = f" ({news.detail})" if news.detail else ""
+            restored = " restored" if news.restore else ""
+            _LOGGER.log(level, "Device %s: %s%s%s%s", news.device_id, news.event, restored, armed, detail)
+        batch.devices.append(update)
+        return OK
+
+    def _on_button(self, device_id: str, incident_id: int | None, now: float, batch: Batch) -> Result:
+        household = self.roster.household_of_device(device_id)
+        if household is None:
+            return Result(Verdict.UNKNOWN_DEVICE)
+        target = targeting.for_button(self.active.values(), household.group_id, device_id, incident_id)
+        if target is None:
+            _LOGGER.info("Acknowledge button on %s: no open incident to acknowledge", device_id)
+            return Result(Verdict.NO_INCIDENT)
+        return self._act(target, Action.ACKNOWLEDGE, household.label, Via.TERMINAL, now, batch)
+
+    def decide_reply(self, reply: Reply, command: ReplyCommand | None, now: float, seen: Seen, batch: Batch) -> Result:
+        """An SMS reply, with the command the reply grammar read in it (None: not a command)."""
+        if reply.message_id is not None:
+            # Twilio's signature has no timestamp: a captured request stays valid forever. Each message is
+            # handled once, recorded in the same transaction as what it did.
+            if reply.message_id in seen.inbound or reply.message_id in batch.inbound:
+                return Result(Verdict.REPLAY)
+            batch.inbound.append(reply.message_id)
+        person = self.roster.person_by_phone(reply.phone)
+        if person is None:
+            return Result(Verdict.UNKNOWN_SENDER)
+        if command is None:
+            return Result(Verdict.NOT_A_COMMAND)
+        # Only incidents already open when the provider received the message: a reply to an old alarm,
+        # read late from the SIM, must not acknowledge one that opened since.
+        received = now if reply.received_at is None else min(now, reply.received_at + REPLY_CLOCK_SKEW_S)
+        groups = targeting.groups_of(self.roster, person.id)
+        target = targeting.for_reply(self.active.values(), groups, command, received)
+        if target is None:
+            return Result(Verdict.NO_INCIDENT)
+        return self._act(target, command.action, person.name, Via.SMS, now, batch, command.outcome)
+
+    def _on_operator(self, command: OperatorCommand, now: float, batch: Batch) -> Result:
+        incident = self.active.get(command.incident_id)
+        if incident is None:
+            return Result(Verdict.NOT_OPEN, command.incident_id)
+        outcome = Outcome(command.outcome) if command.outcome else None
+        return self._act(incident, command.action, command.by, Via.OPERATOR, now, batch, outcome)
+
+    def _act(
+        self,
+        incident: Incident,
+        action: Action,
+        actor: str,
+        via: Via,
+        now: float,
+        batch: Batch,
+        outcome: Outcome | None = None,
+    ) -> Result:
+        try:
+            updated, effects = apply_action(incident, action, actor, via, now, outcome, commands=self.commands)
+        except TransitionError as err:
+            return Result(Verdict.REFUSED, incident.id, str(err))
+        _LOGGER.info("Incident %d %s by %s via %s", incident.id, updated.state, actor, via)
+        first_ack = incident.acknowledged_at is None and updated.acknowledged_at is not None
+        self._apply(updated, effects, batch)
+        took = updated.acknowledged_at - updated.opened_at if first_ack and updated.acknowledged_at else None
+        return Result(Verdict.ACTED, incident.id, updated.state.value, took)
+
+    # --- time passing --------------------------------------------------------------------------------
+
+    def tick(self, now: float, batch: Batch) -> None:
+        """Escalation steps that are due, the supervision review and the daily digest when their time came."""
+        while (deadline := self._next_deadline()) is not None and deadline <= now:
+            _, incident_id = heapq.heappop(self._deadlines)
+            self._fire(incident_id, now, batch)
+        if (review := self.upkeep.review_due(now, self.roster, self.profiles)) is not None:
+            self._review(review.to_open, review.to_close, now, batch)
+        if (day := self.upkeep.digest_due(now)) is not None:
+            planned = plan(day.day, self.roster, self.profiles, self.upkeep.reported, self.texts, now)
+            batch.notifications.extend(planned)
+            batch.meta[LAST_DAY_KEY] = day.day
+            _LOGGER.info("Daily readiness digest for %s planned to %d group leaders", day.day, len(planned))
+
+    def _review(self, to_open: Iterable[tuple[str, Condition]], to_close: Iterable[int], now: float, b: Batch) -> None:
+        for device_id, condition in to_open:
+            device = self.roster.devices[device_id]
+            household = self.roster.households[device.household_id]
+            profile = self.profiles.get(device.profile)
+            kind = profile.alarms[0].kind if profile is not None and profile.alarms else Kind.PANIC
+            incident, effects = open_maintenance(
+                self.next_id, device, household, condition.value, kind, self.roster, self.texts, now
+            )
+            self.next_id += 1
+            _LOGGER.warning("Maintenance incident %d: device %s %s", incident.id, device_id, condition)
+            self.upkeep.maintenance[(device_id, condition)] = incident.id
+            self._apply(incident, effects, b)
+        for incident_id in to_close:
+            case = self.active.get(incident_id)
+            if case is not None:  # None: someone resolved it by hand already
+                _LOGGER.info("Maintenance incident %d closed: device %s healthy again", case.id, case.device_id)
+                self._act(case, Action.RESOLVE, "alertd: device healthy again", Via.SYSTEM, now, b)
+
+    def tell_duty_about_disk(self, *, full: bool, now: float, batch: Batch) -> None:
+        """The server itself needs a person: the township duty room is told (once per event)."""
+        scope = f"system:disk_{'full' if full else 'ok'}:{int(now)}"
+        for person_id in self.roster.duty:
+            person = self.roster.people.get(person_id)
+            if person is not None:
+                body = self.texts.disk(full, now, person.language)
+                batch.notifications.append(
+                    Notification(None, 0, Channel.SMS, Purpose.NOTICE, person.id, person.phone, body, scope=scope)
+                )
+
+    # --- bookkeeping ---------------------------------------------------------------------------------
+
+    def _apply(self, incident: Incident, effects: Effects, batch: Batch) -> None:
+        batch.incidents[incident.id] = incident
+        batch.timeline.extend(effects.timeline)
+        batch.notifications.extend(effects.notifications)
+        if incident.active:
+            self._track(incident)
+        else:
+            self.active.pop(incident.id, None)
+            self._rosters.pop(incident.id, None)
+            self._by_household.get(incident.household_id, set()).discard(incident.id)
+
+    def _track(self, incident: Incident) -> None:
+        self.active[incident.id] = incident
+        if incident.maintenance is None:  # alarms join alarms, never a maintenance incident
+            self._by_household.setdefault(incident.household_id, set()).add(incident.id)
+        if incident.next_step_at is not None:
+            heapq.heappush(self._deadlines, (incident.next_step_at, incident.id))
+
+    def _next_deadline(self) -> float | None:
+        while self._deadlines:
+            at, incident_id = self._deadlines[0]
+            incident = self.active.get(incident_id)
+            if incident is not None and incident.next_step_at == at and incident.state == State.OPEN:
+                return at
+            heapq.heappop(self._deadlines)  # stale: acknowledged, closed or rescheduled
+        return None
+
+    def _fire(self, incident_id: int, now: float, batch: Batch) -> None:
+        incident = self.active[incident_id]
+        roster = self._rosters.get(incident_id, self.roster)
+        updated, effects = fire_due_steps(incident, roster, self.texts, now, self.commands)
+        if updated != incident or effects.notifications:
+            self._apply(updated, effects, batch)
+        elif updated.next_step_at is not None and updated.next_step_at <= now:
+            # The household was already gone from the roster when alertd started: nobody left to compute
+            # recipients from. Stop escalating rather than spin, loudly (a reload keeps the old roster instead).
+            _LOGGER.error(
+                "Incident %d: household %s is not in the roster; escalation stopped", incident_id, incident.household_id
+            )
+            self._apply(replace(updated, next_step=None, next_step_at=None), Effects(), batch)
