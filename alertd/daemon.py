@@ -192,7 +192,7 @@ class Daemon:
                 ContactIdReceiver(
                     LineSettings(r.name, r.url, r.baudrate, r.bytesize, r.parity, r.stopbits),
                     r.format,
-                    lambda: engine.roster,
+                    lambda: engine.desk.roster,
                     engine.submit,
                     self.metrics,
                 )
@@ -344,10 +344,10 @@ class Daemon:
 
 
 def _disk_health(engine: Engine) -> Health:
-    if engine.commit_failure is not None:
-        return Health(False, f"commits failing, alarms held at the broker: {engine.commit_failure}")
+    if engine.durable.failure is not None:
+        return Health(False, f"commits failing, alarms held at the broker: {engine.durable.failure}")
     if engine.store.write_failure is not None:  # the outbox's writes fail too when the disk is full
         return Health(False, f"store writes failing: {engine.store.write_failure}")
-    if engine.on_reserve:
+    if engine.durable.on_reserve:
         return Health(False, "disk full: running on the reserve; free space")
     return Health(True)

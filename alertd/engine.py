@@ -1,11 +1,7 @@
-"""The single writer: inputs in, the desk's decisions committed, then acknowledged and dispatched.
-
-The engine is the shell around the pure desk (alertd.core.desk): one queue, batches of up to MAX_BATCH
-inputs, one lookup of what was seen before for the whole batch, one commit per batch (retried while the
-disk is full), then each input's done-callback (an MQTT PUBACK, a receiver ACK) and a wake-up for the
-outbox workers. It decodes what the core may not (Zigbee2MQTT states, SMS reply grammar) and decides
-nothing itself.
-"""
+"""The single writer, the shell around the pure desk (alertd.core.desk): one queue, batches of inputs,
+one lookup of what was seen before per batch, one commit per batch (retried while the disk is full), then
+each input's done-callback (an MQTT PUBACK, a receiver ACK) and a wake-up for the outbox workers. It
+decodes what the core may not (Zigbee2MQTT states, the SMS reply grammar) and decides nothing itself."""
 
 from __future__ import annotations
 
@@ -23,30 +19,27 @@ from alertd.core.digest import LAST_DAY_KEY
 from alertd.core.events import Alarm, Input, Reply, SensorState, Tick
 from alertd.core.messages import Texts
 from alertd.core.model import Roster
-from alertd.core.profile import DeviceProfile, Transport
-from alertd.core.records import Batch, DeviceUpdate, Incident
-from alertd.core.results import Result, Verdict
+from alertd.core.ports import Done
+from alertd.core.profile import DeviceProfile
+from alertd.core.records import Batch
+from alertd.core.results import OK, Result, Verdict
 from alertd.core.upkeep import Upkeep
 from alertd.durable import DurableCommit
 from alertd.errors import StoreFull
 from alertd.failpoints import AFTER_COMMIT, Failpoints
 from alertd.metrics import Metrics
 from alertd.observe import Observer
-from alertd.protocols import zigbee2mqtt
 from alertd.protocols.replies import parse_reply
 from alertd.reserve import Reserve
+from alertd.sensors import SensorStates
 from alertd.store import Store
 
 _LOGGER = logging.getLogger(__name__)
 
 # Inputs committed together: one fsync for a burst instead of one per alarm.
 MAX_BATCH = 256
-# The store's record of its first start: a digest is never caught up for a time before it.
-IN_USE_SINCE_KEY = "first_started_at"
 # How often old deduplication entries are forgotten.
 PRUNE_INTERVAL_S = 3600.0
-
-Done = Callable[[Result], None]
 
 
 @dataclass(slots=True)
@@ -87,28 +80,12 @@ class Engine:
         self.on_commit = on_commit
         self.queue: asyncio.Queue[Envelope] = asyncio.Queue()
         self.observer = Observer(metrics)
-        self.durable = DurableCommit(store, metrics, reserve, self._tell_duty)
-        self._sensor_states: dict[str, zigbee2mqtt.DeviceState] = {}  # codec state: last state of each sensor
+        self.durable = DurableCommit(store, metrics, reserve, self.desk.tell_duty_about_disk)
+        self.sensors = SensorStates(self.observer)
         self._loaded = False
         self._last_prune = 0.0
 
     # --- the API for ingress, web and cli ----------------------------------------------------------
-
-    @property
-    def roster(self) -> Roster:
-        return self.desk.roster
-
-    @property
-    def active(self) -> Mapping[int, Incident]:
-        return self.desk.active
-
-    @property
-    def commit_failure(self) -> str | None:
-        return self.durable.failure
-
-    @property
-    def on_reserve(self) -> bool:
-        return self.durable.on_reserve
 
     def submit(self, item: Input, done: Done | None = None) -> None:
         self.queue.put_nowait(Envelope(item, done))
@@ -129,20 +106,14 @@ class Engine:
 
     async def load(self) -> None:
         records = await self.store.devices()
-        self._sensor_states = {
-            r.id: zigbee2mqtt.DeviceState.from_json(r.state) for r in records.values() if r.state is not None
-        }
+        self.sensors.load(records.values())
         now = self.clock()
         reported = {r.id: r.reported() for r in records.values()}
         incidents = await self.store.load_active_incidents()
         self.desk.resume(incidents, reported, await self.store.max_incident_id() + 1, now)
-        in_use_since = await self.store.meta(IN_USE_SINCE_KEY)
-        if in_use_since is None:
-            _LOGGER.info("First start with store %s", self.store.path)
-            await self.store.set_meta(IN_USE_SINCE_KEY, repr(now))
         self.desk.upkeep.schedule_digest(
             now,
-            in_use_since=None if in_use_since is None else float(in_use_since),
+            in_use_since=await self.store.in_use_since(now),  # None on a new store's first start
             last_day=await self.store.meta(LAST_DAY_KEY),
             catch_up_s=self.digest_catch_up_s,
         )
@@ -218,27 +189,11 @@ class Engine:
         return result
 
     def _sensor_state(self, message: SensorState, now: float, seen: Seen, batch: Batch) -> Result:
-        """A Zigbee2MQTT state, decoded against the sensor's previous one into the inputs it means."""
-        device = self.desk.roster.devices.get(message.device_id)
-        profile = self.commands.profiles.get(device.profile) if device is not None else None
-        if device is None or profile is None or profile.transport != Transport.ZIGBEE2MQTT:
-            # Zigbee2MQTT also publishes devices alertd does not watch (lights, plugs): not an error.
-            return Result(Verdict.NOT_WATCHED)
-        previous = self._sensor_states.get(device.id)
-        try:
-            state, events = zigbee2mqtt.interpret(
-                device.id, profile, previous, message.payload, retained=message.retained
-            )
-        except zigbee2mqtt.Z2mError as err:
-            self.observer.invalid(f"zigbee2mqtt_{err.reason}", "Zigbee2MQTT state of %s rejected: %s", device.id, err)
-            return Result(Verdict.INVALID, detail=err.reason)
-        if state != previous:
-            self._sensor_states[device.id] = state
-            batch.devices.append(DeviceUpdate(device.id, now, state=state.to_json()))
-        results = [self._decide(event, now, seen, batch) for event in events]
-        return next(
-            (r for r in results if r.incident_id is not None), results[-1] if results else Result(Verdict.RECORDED)
-        )
-
-    def _tell_duty(self, full: bool, now: float, batch: Batch) -> None:
-        self.desk.tell_duty_about_disk(full=full, now=now, batch=batch)
+        decoded = self.sensors.decode(message, self.desk.roster, self.commands.profiles, now)
+        if decoded.refused is not None:
+            return decoded.refused
+        if decoded.update is not None:
+            batch.devices.append(decoded.update)
+        results = [self._decide(event, now, seen, batch) for event in decoded.inputs]
+        # The one that concerns an incident, if any, is what the sender is told.
+        return next((r for r in results if r.incident_id is not None), results[-1] if results else OK)

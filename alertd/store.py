@@ -34,6 +34,7 @@ from alertd.core.supervision import Reported
 from alertd.errors import AlertdError, StoreError, StoreFull, StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
+IN_USE_SINCE_KEY = "first_started_at"  # written at the first start (migration 7 backdates older stores)
 _LOOKUP_CHUNK = 400  # keys per query: well under SQLite's limit on bound variables
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -534,6 +535,16 @@ class Store:
     async def inbound_seen(self, message_id: str) -> bool:
         async with self._db.execute("SELECT 1 FROM inbound_messages WHERE id = ?", (message_id,)) as cursor:
             return await cursor.fetchone() is not None
+
+    async def in_use_since(self, now: float) -> float | None:
+        """When the store was first used by the daemon; None (and from now on `now`) on its first start.
+        A digest is never caught up for a time before it."""
+        since = await self.meta(IN_USE_SINCE_KEY)
+        if since is not None:
+            return float(since)
+        _LOGGER.info("First start with store %s", self.path)
+        await self.set_meta(IN_USE_SINCE_KEY, repr(now))
+        return None
 
     async def meta(self, key: str) -> str | None:
         async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:

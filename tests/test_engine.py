@@ -216,7 +216,7 @@ async def test_reply_3_false_alarm_resolves(rig: Rig) -> None:
     assert incident is not None
     assert (incident.state, incident.outcome, incident.resolved_at) == (State.RESOLVED, Outcome.FALSE_ALARM, T0 + 90)
     assert incident.acknowledged_at == T0 + 90
-    assert rig.engine.active == {}
+    assert rig.engine.desk.active == {}
     assert await rig.call(Reply(LEADER_PHONE, "1", "modem")) == "no_incident"
 
 
@@ -268,7 +268,7 @@ async def test_restart_resumes_open_incidents_and_fires_overdue_steps(tmp_path: 
     try:
         second = new_engine(store, clock)
         await second.load()
-        assert sorted(second.active) == [1, 2]
+        assert sorted(second.desk.active) == [1, 2]
         async with running(second):
             assert str(await asyncio.wait_for(second.call(Tick()), 5)) == "ok"
             rows = await store.notifications(1)

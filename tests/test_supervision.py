@@ -102,7 +102,7 @@ async def engine(tmp_path: Path, clock: Clock) -> AsyncIterator[tuple[Engine, St
         store, make_roster(), Texts(ZoneInfo("Asia/Shanghai")), Metrics(), clock=clock, grace_s=GRACE,
         supervision_interval_s=60,
     )  # fmt: skip
-    eng.replace_roster(eng.roster, {"alertd-terminal": TERMINAL, "zigbee-smoke": SMOKE})
+    eng.replace_roster(eng.desk.roster, {"alertd-terminal": TERMINAL, "zigbee-smoke": SMOKE})
     task = asyncio.create_task(eng.run())
     try:
         yield eng, store
@@ -178,7 +178,7 @@ async def test_daily_digest_tells_each_leader_what_needs_a_visit_once_a_day(tmp_
                 store, make_roster(), Texts(ZoneInfo("Asia/Shanghai")), Metrics(), clock=clock,
                 supervision_interval_s=60, digest_at=dt.time(16, 30),
             )  # fmt: skip
-            eng.replace_roster(eng.roster, {"alertd-terminal": TERMINAL, "zigbee-smoke": SMOKE})
+            eng.replace_roster(eng.desk.roster, {"alertd-terminal": TERMINAL, "zigbee-smoke": SMOKE})
             task = asyncio.create_task(eng.run())
             try:
                 if attempt == 0:

@@ -297,7 +297,7 @@ class Desk:
                 _LOGGER.info("Maintenance incident %d closed: device %s healthy again", case.id, case.device_id)
                 self._act(case, Action.RESOLVE, "alertd: device healthy again", Via.SYSTEM, now, b)
 
-    def tell_duty_about_disk(self, *, full: bool, now: float, batch: Batch) -> None:
+    def tell_duty_about_disk(self, full: bool, now: float, batch: Batch) -> None:
         """The server itself needs a person: the township duty room is told (once per event)."""
         scope = f"system:disk_{'full' if full else 'ok'}:{int(now)}"
         for person_id in self.roster.duty:
