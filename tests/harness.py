@@ -316,6 +316,11 @@ class DaemonProcess:
         self.clock_file = clock_file  # holds the wall clock's offset ("+3600", "-1h"); rewrite it to step
         self.process: asyncio.subprocess.Process | None = None
 
+    def base_env(self) -> dict[str, str]:
+        """The environment to start from: this one, less a suite-wide libfaketime when this process gets
+        a clock of its own (libfaketime's FAKETIME would override the timestamp file)."""
+        return real_clock_env() if self.start_at is not None or self.clock_file is not None else dict(os.environ)
+
     def faked_clock(self) -> dict[str, str]:
         """The environment that starts this process's wall clock at start_at (libfaketime, this process
         only: the broker and the tests keep the real time). The monotonic clock stays real."""
@@ -331,7 +336,7 @@ class DaemonProcess:
         return env
 
     async def start(self, failpoint: str | None = None) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")} | self.faked_clock()
+        env = {k: v for k, v in self.base_env().items() if not k.startswith("ALERTD_")} | self.faked_clock()
         if failpoint:
             env["ALERTD_FAILPOINT"] = failpoint
         log = self.log_path.open("ab")

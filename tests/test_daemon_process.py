@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import itertools
 import json
-import os
 import re
 import signal
 import socket
@@ -46,7 +45,7 @@ class EnvDaemonProcess(DaemonProcess):
 
     async def start(self, failpoint: str | None = None) -> None:
         inherited = {
-            k: v for k, v in os.environ.items()
+            k: v for k, v in self.base_env().items()
             if not k.startswith("ALERTD_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
         }  # fmt: skip
         env = inherited | self.extra_env | self.faked_clock()
