@@ -35,7 +35,7 @@ from alertd.store import Store
 from alertd.web.app import WebDeps, make_app, make_operator_app, open_operator_socket
 
 if TYPE_CHECKING:
-    from alertd.channels.gsm_modem import GsmModem
+    from alertd.modem.session import AtSession
 
 # The Twilio and serial stacks are imported only when configured: a third of start-up is imports.
 # ruff: noqa: PLC0415
@@ -64,7 +64,7 @@ class Daemon:
         self.clock = SteadyClock()  # every timer in the process runs on it: a wall-clock step moves none
         self.engine: Engine | None = None
         self.link: MqttLink | None = None
-        self.modem: GsmModem | None = None
+        self.modem: AtSession | None = None
         self.health_checks: dict[str, Callable[[], Health]] = {}
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -95,7 +95,7 @@ class Daemon:
             )  # fmt: skip
         self.notifier.ready()
 
-    def _sms_sender(self, modem: GsmModem | None) -> Sender:
+    def _sms_sender(self, modem: Sender | None) -> Sender:
         """Twilio and/or the GSM modem, the preferred one first; the console when neither is configured."""
         settings = self.config.settings
         twilio = settings.twilio
@@ -173,21 +173,24 @@ class Daemon:
                 self.metrics,
                 failpoints=self.failpoints,
             )
-            modem = None
+            modem: AtSession | None = None
+            modem_sms: Sender | None = None
             if settings.modem.url or settings.receivers:
-                from alertd.channels.gsm_modem import GsmModem
+                from alertd.channels.gsm_modem import ModemSender
                 from alertd.ingress.contact_id import ContactIdReceiver
+                from alertd.ingress.modem_inbox import ModemInbox
+                from alertd.modem.session import AtSession
                 from alertd.serial_lines import LineSettings
             if settings.modem.url:
-                modem = GsmModem(
+                # One AT session on the modem's line, carrying the SMS sender and the inbox of replies.
+                modem = AtSession(
                     LineSettings("modem", settings.modem.url, settings.modem.baudrate),
-                    engine.submit,
                     self.metrics,
                     command_timeout_s=settings.modem.command_timeout_s,
                     sweep_interval_s=settings.modem.sweep_interval_s,
-                    smsc=settings.modem.smsc,
-                    clock=self.clock,
                 )
+                modem.attach(ModemInbox(modem, engine.submit, self.metrics, clock=self.clock))
+                modem_sms = ModemSender(modem, smsc=settings.modem.smsc)
             receivers = [
                 ContactIdReceiver(
                     LineSettings(r.name, r.url, r.baudrate, r.bytesize, r.parity, r.stopbits),
@@ -198,7 +201,7 @@ class Daemon:
                 )
                 for r in settings.receivers
             ]
-            sms_sender = self._sms_sender(modem)
+            sms_sender = self._sms_sender(modem_sms)
             workers = [
                 OutboxWorker(store, Channel.TERMINAL, TerminalSender(link), self.metrics,
                              max_attempts=settings.sms.max_attempts, failpoints=self.failpoints,

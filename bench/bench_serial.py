@@ -18,9 +18,10 @@ One run measures, once each (the machine is shared and noisy; compare ratios, no
 2. **Codecs, in process**: Contact ID reports/s through LineDecoder.feed (plain and mlr2; one large
    buffer, 1 KiB chunks as read_chunks delivers them, and line by line), AtParser.feed for one AT+CMGS
    exchange, and encode_submit for the two SMS sizes used in 3. Best of 3 repeats.
-3. **Modem channel**: alertd.channels.gsm_modem.GsmModem driven in process against a FakeModem pty:
-   M SMS (zh-CN, UCS-2: 60-character single-part texts and every 5th a 150-character 3-part text)
-   through `await modem.send(...)`, one after another. The floor is the same AT+CMGS exchanges (PDUs
+3. **Modem channel**: alertd.channels.gsm_modem.ModemSender on alertd.modem.session.AtSession (the
+   inbox attached, as in the daemon) driven in process against a FakeModem pty: M SMS (zh-CN, UCS-2:
+   60-character single-part texts and every 5th a 150-character 3-part text) through
+   `await modem.send(...)`, one after another. The floor is the same AT+CMGS exchanges (PDUs
    encoded beforehand) written straight to a fresh FakeModem: on the event loop through
    serial_asyncio_fast (the transport alertd uses), and with blocking pyserial in a thread. The fake
    has no radio delay, so this measures alertd's own overhead per SMS, not what a real modem does
@@ -53,9 +54,11 @@ import aiohttp
 import serial
 import serial_asyncio_fast
 
-from alertd.channels.gsm_modem import GsmModem
+from alertd.channels.gsm_modem import ModemSender
 from alertd.core.ports import Outbound
+from alertd.ingress.modem_inbox import ModemInbox
 from alertd.metrics import Metrics
+from alertd.modem.session import AtSession
 from alertd.protocols.at import AtParser, Final
 from alertd.protocols.contact_id import LineDecoder, Report, build_message
 from alertd.protocols.sms_pdu import encode_submit
@@ -378,8 +381,11 @@ def modem_summary(texts: list[str], per_sms: list[float], seconds: float, parts:
 
 async def measure_alertd_modem(texts: list[str]) -> dict[str, Any]:
     async with FakeModem(name="ttyUSB9") as fake:
-        modem = GsmModem(LineSettings("modem", fake.path, BAUD), lambda _item, _done: None, Metrics())
-        task = asyncio.create_task(modem.run(), name="bench-modem")
+        metrics = Metrics()
+        session = AtSession(LineSettings("modem", fake.path, BAUD), metrics)
+        session.attach(ModemInbox(session, lambda _item, _done: None, metrics))  # sweeps as in the daemon
+        modem = ModemSender(session)
+        task = asyncio.create_task(session.run(), name="bench-modem")
         try:
             async with asyncio.timeout(15):
                 while not modem.health().ok:

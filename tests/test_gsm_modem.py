@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from alertd.channels.gsm_modem import GsmModem
+from alertd.channels.gsm_modem import ModemSender
 from alertd.core.events import DeliveryReport, Input, Reply
 from alertd.core.ports import Outbound
 from alertd.errors import PermanentError, TransientError
+from alertd.ingress.modem_inbox import ModemInbox
 from alertd.metrics import Metrics
+from alertd.modem.session import AtSession
 from alertd.serial_lines import LineSettings
 from tests.fakes.gsm_modem import FakeModem
 
@@ -40,9 +42,12 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(fake: FakeModem, engine: Engine, **options: float) -> AsyncIterator[GsmModem]:
-    modem = GsmModem(LineSettings("modem", fake.path, 115200), engine.submit, Metrics(), **options)  # type: ignore[arg-type]
-    task = asyncio.create_task(modem.run())
+async def running(fake: FakeModem, engine: Engine, **options: float) -> AsyncIterator[ModemSender]:
+    metrics = Metrics()
+    session = AtSession(LineSettings("modem", fake.path, 115200), metrics, **options)
+    session.attach(ModemInbox(session, engine.submit, metrics))  # type: ignore[arg-type]
+    modem = ModemSender(session)
+    task = asyncio.create_task(session.run())
     try:
         await until(lambda: modem.health().ok)
         yield modem
