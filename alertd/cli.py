@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from alertd import decode
 from alertd.config import Config, load_config
 from alertd.core import reload
+from alertd.core.events import Outcome
 from alertd.core.model import Device, Roster
 from alertd.daemon import Daemon
 from alertd.demo import run_demo
@@ -85,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
             "--by", required=True, help="who is acting (a name); alertd adds the OS user that runs this command"
         )
         if name == "resolve":
-            p.add_argument("--outcome", choices=("real", "false_alarm", "drill"), default="real")
+            p.add_argument("--outcome", choices=[o.value for o in Outcome], default=Outcome.REAL.value)
     return parser
 
 

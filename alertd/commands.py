@@ -13,8 +13,8 @@ from alertd.protocols import terminal, zigbee2mqtt
 
 @dataclass(frozen=True, slots=True)
 class CommandBook:
-    prefix: str = terminal.DEFAULT_PREFIX  # our terminal protocol's topic prefix
-    zigbee_base: str = "zigbee2mqtt"
+    topics: terminal.Topics = field(default_factory=terminal.Topics)  # our terminal protocol's topics
+    zigbee_base: str = zigbee2mqtt.DEFAULT_BASE
     profiles: Mapping[str, DeviceProfile] = field(default_factory=dict)
     devices: Mapping[str, Device] = field(default_factory=dict)  # the roster's, to stop what was rung
 
@@ -27,20 +27,26 @@ class CommandBook:
         if not device.ringable:
             return None
         if self.is_terminal(device):
-            return f"{self.prefix}/dev/{device.id}/cmd", terminal.encode_ring(
-                incident_id, kind, caller.id, caller.label
-            )
+            topic = self._cmd_topic(device.id)
+            return None if topic is None else (topic, terminal.encode_ring(incident_id, kind, caller.id, caller.label))
         profile = self.profiles[device.profile]
         return None if profile.ring is None else self._render(profile.ring, device, incident_id, kind)
 
     def stop(self, device_id: str, incident_id: int, kind: Kind) -> tuple[str, str] | None:
         device = self.devices.get(device_id)
         if device is None or self.is_terminal(device):
-            return f"{self.prefix}/dev/{device_id}/cmd", terminal.encode_stop(incident_id)
+            topic = self._cmd_topic(device_id)
+            return None if topic is None else (topic, terminal.encode_stop(incident_id))
         profile = self.profiles.get(device.profile)
         return (
             None if profile is None or profile.stop is None else self._render(profile.stop, device, incident_id, kind)
         )
+
+    def _cmd_topic(self, device_id: str) -> str | None:
+        try:
+            return self.topics.cmd(device_id)
+        except ValueError:
+            return None  # a device id with '/', '+' or '#' cannot be a topic level: it cannot be rung
 
     def _render(self, command: Command, device: Device, incident_id: int, kind: Kind) -> tuple[str, str] | None:
         try:

@@ -67,6 +67,7 @@ class _Terminals:
     """The village's terminals as the demo shows them: every command heard, printed as it arrives."""
 
     client: aiomqtt.Client
+    topics: Topics
     say: Callable[[str], None]
     started: float = field(default_factory=time.monotonic)
     rings: dict[str, RingCommand] = field(default_factory=dict)
@@ -74,7 +75,7 @@ class _Terminals:
 
     async def hear(self, want_rings: int, want_stops: int) -> None:
         async for message in self.client.messages:
-            device = message.topic.value.split("/")[-2]
+            device = self.topics.commanded(message.topic.value)
             command = decode_command(bytes(message.payload))  # type: ignore[arg-type,unused-ignore]
             if isinstance(command, RingCommand) and device not in self.rings:
                 self.rings[device] = command
@@ -114,11 +115,10 @@ async def _run(config: Config, workdir: Path, out: TextIO) -> int:
     daemon_task = asyncio.create_task(daemon.run(), name="daemon")
     try:
         async with aiomqtt.Client(mqtt.host, mqtt.port, identifier="alertd-demo-terminals") as client:
-            await client.subscribe(f"{DEMO_PREFIX}/dev/+/cmd", qos=1)
-            sims = _Terminals(client, say)
-            await asyncio.wait_for(daemon.ready.wait(), STEP_TIMEOUT_S)
-            if daemon.link is not None:
-                await asyncio.wait_for(daemon.link.up.wait(), STEP_TIMEOUT_S)
+            await client.subscribe(topics.every("cmd"), qos=1)
+            sims = _Terminals(client, topics, say)
+            parts = await asyncio.wait_for(daemon.started(), STEP_TIMEOUT_S)
+            await asyncio.wait_for(parts.link.up.wait(), STEP_TIMEOUT_S)
 
             say(f"alertd demo: {group.village}{group.name}, {len(group.households)} households")
             say(f"\n[1] {caller.label} presses the alarm button ({caller.devices[0]})")

@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from alertd.commands import CommandBook
 from alertd.core.desk import Desk, Seen
@@ -27,6 +27,7 @@ from alertd.core.upkeep import Upkeep
 from alertd.durable import DurableCommit
 from alertd.errors import StoreFull
 from alertd.failpoints import AFTER_COMMIT, Failpoints
+from alertd.inbox import Envelope, Inbox
 from alertd.metrics import Metrics
 from alertd.observe import Observer
 from alertd.protocols.replies import parse_reply
@@ -40,12 +41,6 @@ _LOGGER = logging.getLogger(__name__)
 MAX_BATCH = 256
 # How often old deduplication entries are forgotten.
 PRUNE_INTERVAL_S = 3600.0
-
-
-@dataclass(slots=True)
-class Envelope:
-    input: Input
-    done: Done | None = None  # called once the input's effects are committed
 
 
 class Engine:
@@ -67,6 +62,7 @@ class Engine:
         digest_at: dt.time | None = None,
         digest_catch_up_s: float = 7200.0,
         reserve: Reserve | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.store = store
         self.commands = replace(commands or CommandBook(), devices=roster.devices)
@@ -78,7 +74,7 @@ class Engine:
         self.clock = clock
         self.failpoints = failpoints or Failpoints()
         self.on_commit = on_commit
-        self.queue: asyncio.Queue[Envelope] = asyncio.Queue()
+        self.inbox = inbox or Inbox()
         self.observer = Observer(metrics)
         self.durable = DurableCommit(store, metrics, reserve, self.desk.tell_duty_about_disk)
         self.sensors = SensorStates(self.observer)
@@ -88,7 +84,7 @@ class Engine:
     # --- the API for ingress, web and cli ----------------------------------------------------------
 
     def submit(self, item: Input, done: Done | None = None) -> None:
-        self.queue.put_nowait(Envelope(item, done))
+        self.inbox.submit(item, done)
 
     async def call(self, item: Input) -> Result:
         """Submit and wait until the input's effects are committed."""
@@ -131,13 +127,10 @@ class Engine:
     async def _next_inputs(self) -> list[Envelope]:
         try:
             async with asyncio.timeout(max(0.0, self.desk.next_wakeup() - self.clock())):
-                first = await self.queue.get()
+                first = await self.inbox.get()
         except TimeoutError:
             return [Envelope(Tick())]
-        envelopes = [first]
-        while len(envelopes) < MAX_BATCH and not self.queue.empty():
-            envelopes.append(self.queue.get_nowait())
-        return envelopes
+        return [first, *self.inbox.take(MAX_BATCH - 1)]
 
     async def _process(self, envelopes: list[Envelope]) -> None:
         now = self.clock()

@@ -24,12 +24,13 @@ from pathlib import Path
 
 from alertd.config import Config
 from alertd.core.model import Device
+from alertd.protocols.terminal import Topics
+from alertd.protocols.zigbee2mqtt import Z2mTopics
 
 __all__ = [
     "BROKER_SETTINGS",
     "DEFAULT_DAEMON_USER",
     "TERMINAL_PROFILE",
-    "ZIGBEE_BASE",
     "ZIGBEE_USER",
     "is_alertd_terminal",
     "password_steps",
@@ -39,7 +40,6 @@ __all__ = [
 ]
 
 TERMINAL_PROFILE = "alertd-terminal"
-ZIGBEE_BASE = "zigbee2mqtt"  # Zigbee2MQTT's default mqtt.base_topic
 ZIGBEE_USER = "zigbee2mqtt"
 DEFAULT_DAEMON_USER = "alertd"  # when [mqtt] username is not set
 DEFAULT_PWFILE = "/etc/mosquitto/passwd"  # Mosquitto's password_file
@@ -133,7 +133,7 @@ def _comment(text: str) -> str:
 def render_acl(
     config: Config,
     *,
-    zigbee_base: str = ZIGBEE_BASE,
+    zigbee_base: str | None = None,
     zigbee_user: str = ZIGBEE_USER,
     daemon_user: str | None = None,
     is_terminal: Callable[[Device], bool] = is_alertd_terminal,
@@ -141,13 +141,17 @@ def render_acl(
     """Mosquitto `acl_file` text for the roster in `config`.
 
     One `user` block per terminal (by default devices with profile "alertd-terminal"), one for
-    Zigbee2MQTT and one for the daemon (`daemon_user`, else `[mqtt] username`, else "alertd").
+    Zigbee2MQTT (its base topic: `zigbee_base`, else `[zigbee2mqtt] base`) and one for the daemon
+    (`daemon_user`, else `[mqtt] username`, else "alertd").
     Raises ValueError, naming the device, when a device id cannot be a topic level or username.
     """
     prefix = _check_topic("[mqtt] prefix", config.settings.mqtt.prefix)
-    zigbee_base = _check_topic("Zigbee2MQTT base topic", zigbee_base)
+    zigbee_base = _check_topic(
+        "Zigbee2MQTT base topic", config.settings.zigbee2mqtt.base if zigbee_base is None else zigbee_base
+    )
     daemon, zigbee = _users(config, zigbee_user, daemon_user)
     terminals = terminal_ids(config, is_terminal=is_terminal, reserved=(daemon, zigbee))
+    topics, zigbee_topics = Topics(prefix), Z2mTopics(zigbee_base)
 
     settings = _comment(str(config.settings_path))
     lines = [
@@ -168,14 +172,14 @@ def render_acl(
         "# alertd: reads every device's events and statuses, sends every device's commands.",
         "# Its [mqtt] client_id should be this username: the broker keeps its session under the username.",
         f"user {daemon}",
-        f"topic read {prefix}/dev/+/event",
-        f"topic read {prefix}/dev/+/status",
-        f"topic write {prefix}/dev/+/cmd",
-        f"topic readwrite {zigbee_base}/#",
+        f"topic read {topics.every('event')}",
+        f"topic read {topics.every('status')}",
+        f"topic write {topics.every('cmd')}",
+        f"topic readwrite {zigbee_topics.everything()}",
         "",
         "# Zigbee2MQTT: its own base topic only.",
         f"user {zigbee}",
-        f"topic readwrite {zigbee_base}/#",
+        f"topic readwrite {zigbee_topics.everything()}",
         "",
         f"# Terminals ({len(terminals)}): username = device id (and session id); each may publish only its own",
         "# event and status (its Last Will included) and read only its own commands.",
@@ -184,9 +188,9 @@ def render_acl(
         lines += [
             "",
             f"user {device_id}",
-            f"topic write {prefix}/dev/{device_id}/event",
-            f"topic write {prefix}/dev/{device_id}/status",
-            f"topic read {prefix}/dev/{device_id}/cmd",
+            f"topic write {topics.event(device_id)}",
+            f"topic write {topics.status(device_id)}",
+            f"topic read {topics.cmd(device_id)}",
         ]
     return "\n".join(lines) + "\n"
 

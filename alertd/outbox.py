@@ -63,6 +63,7 @@ class OutboxWorker:
         self._flush_lock = asyncio.Lock()
         self._dispatch_lock = asyncio.Lock()  # drain's flush must wait for the recorder's, not skip it
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._tasks: asyncio.TaskGroup | None = None  # the recorder and the sends in flight, while running
         self._draining = False
         self._lookup_failing = False  # logged once per outage of the carrier's lookups
 
@@ -78,13 +79,15 @@ class OutboxWorker:
 
     async def run(self) -> None:
         await self._reconcile()
-        recorder = asyncio.create_task(self._record_loop(), name=f"outbox-{self.channel}-recorder")
-        try:
+        # The recorder and every send are children of this task: cancelling the worker cancels them and
+        # waits until they are gone, and a failure in any (a store that cannot record) stops the worker
+        # loudly instead of dying unseen in a stray task. Once draining, the dispatcher returns and the
+        # sends in flight finish in the group while drain() waits for them and records them; the daemon
+        # then cancels the worker, the recorder with it.
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            tasks.create_task(self._record_loop(), name=f"outbox-{self.channel}-recorder")
             await self._dispatch_loop()
-        finally:
-            recorder.cancel()
-            for task in self._in_flight:
-                task.cancel()
 
     async def drain(self, timeout_s: float) -> None:
         """SIGTERM: take no new rows, let sends in flight finish and be recorded, within timeout_s."""
@@ -140,8 +143,9 @@ class OutboxWorker:
                         rows = []
                         await asyncio.sleep(STORE_RETRY_S)
                         continue
+                    assert self._tasks is not None  # noqa: S101 (dispatch runs only inside run's TaskGroup)
                     for row in rows:
-                        task = asyncio.create_task(self._send(row), name=f"send-{row.id}")
+                        task = self._tasks.create_task(self._send(row), name=f"send-{row.id}")
                         self._in_flight.add(task)
                         task.add_done_callback(self._in_flight.discard)
             if rows:

@@ -30,7 +30,7 @@ from alertd.core.events import Arming, DeliveryReport
 from alertd.core.incidents import Channel, Incident, Outcome, Purpose, State, TimelineEntry
 from alertd.core.model import Kind
 from alertd.core.records import Batch
-from alertd.core.supervision import Reported
+from alertd.core.supervision import Condition, Reported
 from alertd.errors import AlertdError, StoreError, StoreFull, StoreUnavailable
 
 _LOGGER = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ def _incident_params(i: Incident) -> tuple[Any, ...]:
     return (
         i.id, i.household_id, i.group_id, i.kind.value, i.policy, i.state.value, i.opened_at, i.last_alarm_at,
         i.next_step, i.next_step_at, i.acknowledged_at, i.acknowledged_by, i.on_scene_at, i.resolved_at,
-        i.outcome.value if i.outcome else None, json.dumps(list(i.rung)), int(i.silent), i.device_id, i.maintenance,
+        i.outcome.value if i.outcome else None, json.dumps(list(i.rung)), int(i.silent), i.device_id,
+        i.maintenance.value if i.maintenance else None,
     )  # fmt: skip
 
 
@@ -168,7 +169,7 @@ def _incident_from_row(r: Sequence[Any]) -> Incident:
         opened_at=r[6], last_alarm_at=r[7], next_step=r[8], next_step_at=r[9], acknowledged_at=r[10],
         acknowledged_by=r[11], on_scene_at=r[12], resolved_at=r[13],
         outcome=Outcome(r[14]) if r[14] else None, rung=tuple(json.loads(r[15])), silent=bool(r[16]),
-        device_id=r[17], maintenance=r[18],
+        device_id=r[17], maintenance=Condition(r[18]) if r[18] else None,
     )  # fmt: skip
 
 

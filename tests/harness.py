@@ -280,10 +280,12 @@ async def running_daemon(village: Village, environ: dict[str, str] | None = None
     task = asyncio.create_task(daemon.run())
     try:
         async with asyncio.timeout(WAIT_S):
-            while not (daemon.ready.is_set() and daemon.link is not None and daemon.link.connected):
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.02)
+            try:
+                parts = await daemon.started()
+            except RuntimeError:
+                task.result()  # why it stopped
+                raise
+            await parts.link.up.wait()
         yield daemon
     finally:
         daemon.stop()

@@ -54,8 +54,7 @@ async def test_bad_messages_are_counted_and_the_valid_alarm_behind_them_still_ri
                 assert await _metric(village.base_url, "alertd_invalid_messages_total", reason=reason) == 1, f"{reason}"
             assert await _metric(village.base_url, "alertd_duplicate_alarms_total") == 1
             assert await _metric(village.base_url, "alertd_alarms_received_total", source="mqtt", kind="smoke") == 1
-            assert daemon.link is not None
-            assert daemon.link.connected
+            assert (await daemon.started()).link.connected
         store = await Store.open(village.store_path, readonly=True)
         try:
             incidents = await store.incidents()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alertd.core.events import Arming
+from alertd.core.events import Arming, SupervisionKind
 from alertd.core.model import Kind
 from alertd.errors import AlertdError
 from alertd.protocols.contact_id import (
@@ -23,7 +23,6 @@ from alertd.protocols.contact_id import (
     LineDecoder,
     ReceiverHeartbeat,
     Report,
-    SupervisionKind,
     build_message,
     category_of,
     checksum_digit,
@@ -154,28 +153,28 @@ ALARMS: list[tuple[int, Kind, bool]] = [
     (162, Kind.GAS, False),
 ]
 SUPERVISION: list[tuple[int, SupervisionKind]] = [
-    (137, SupervisionKind.TAMPER),
-    (383, SupervisionKind.TAMPER),
+    (137, SupervisionKind.TAMPERED),
+    (383, SupervisionKind.TAMPERED),
     (301, SupervisionKind.AC_LOSS),
-    (302, SupervisionKind.LOW_BATTERY),
-    (309, SupervisionKind.LOW_BATTERY),
+    (302, SupervisionKind.BATTERY_LOW),
+    (309, SupervisionKind.BATTERY_LOW),
     (350, SupervisionKind.COMM_TROUBLE),
     (602, SupervisionKind.TEST),
-    (141, SupervisionKind.TAMPER),
-    (142, SupervisionKind.TAMPER),
+    (141, SupervisionKind.TAMPERED),
+    (142, SupervisionKind.TAMPERED),
     (143, SupervisionKind.COMM_TROUBLE),
-    (144, SupervisionKind.TAMPER),
-    (145, SupervisionKind.TAMPER),
+    (144, SupervisionKind.TAMPERED),
+    (145, SupervisionKind.TAMPERED),
     (147, SupervisionKind.COMM_TROUBLE),
-    (311, SupervisionKind.LOW_BATTERY),
+    (311, SupervisionKind.BATTERY_LOW),
     (333, SupervisionKind.COMM_TROUBLE),
-    (338, SupervisionKind.LOW_BATTERY),
-    (341, SupervisionKind.TAMPER),
+    (338, SupervisionKind.BATTERY_LOW),
+    (341, SupervisionKind.TAMPERED),
     (342, SupervisionKind.AC_LOSS),
     *((code, SupervisionKind.COMM_TROUBLE) for code in range(351, 358)),
     (381, SupervisionKind.COMM_TROUBLE),
     (382, SupervisionKind.COMM_TROUBLE),
-    (384, SupervisionKind.LOW_BATTERY),
+    (384, SupervisionKind.BATTERY_LOW),
     (601, SupervisionKind.TEST),
     (603, SupervisionKind.TEST),
     (608, SupervisionKind.TEST),

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from alertd.core.events import Arming, Input, Supervision
+from alertd.core.events import Arming, Input, Supervision, SupervisionKind
 from alertd.core.incidents import Channel, State
 from alertd.core.messages import Texts
 from alertd.core.model import Device, Roster
@@ -63,7 +63,7 @@ def report(qualifier: int, code: int, zone: int = 0, group: int = 1) -> Input:
 def test_the_issue_vector_is_the_panel_disarmed_by_user_3() -> None:
     item = to_input(parse_message("1234181401020035"), ROSTER)
     assert item == Supervision(
-        PANEL, "open_close", armed=Arming.DISARMED, user=3, detail="event 401 open/close by user, user 3"
+        PANEL, SupervisionKind.OPEN_CLOSE, armed=Arming.DISARMED, user=3, detail="event 401 open/close by user, user 3"
     )
 
 
@@ -78,16 +78,16 @@ def test_a_user_number_never_picks_the_detector_with_that_zone_number() -> None:
 @pytest.mark.parametrize(
     ("qualifier", "code", "expected"),
     [
-        (1, 999, Supervision(PANEL, "other", detail="event 999 unknown event code, zone 0")),
-        (3, 305, Supervision(PANEL, "other", restore=True, detail="event 305 system reset, zone 0")),
-        (1, 406, Supervision(PANEL, "other", detail="event 406 cancel, user 0")),
-        (1, 601, Supervision(PANEL, "test", detail="event 601 manual test, zone 0")),
-        (1, 602, Supervision(PANEL, "test", detail="event 602 periodic test report, zone 0")),
-        (1, 603, Supervision(PANEL, "test", detail="event 603 periodic RF transmission, zone 0")),
-        (1, 301, Supervision(PANEL, "ac_loss", detail="event 301 AC loss, zone 0")),
-        (3, 301, Supervision(PANEL, "ac_loss", restore=True, detail="event 301 AC loss, zone 0")),
-        (6, 350, Supervision(PANEL, "comm_trouble", detail="event 350 communication trouble, zone 0")),
-        (6, 401, Supervision(PANEL, "open_close", user=0, detail="event 401 open/close by user, user 0")),
+        (1, 999, Supervision(PANEL, SupervisionKind.OTHER, detail="event 999 unknown event code, zone 0")),
+        (3, 305, Supervision(PANEL, SupervisionKind.OTHER, restore=True, detail="event 305 system reset, zone 0")),
+        (1, 406, Supervision(PANEL, SupervisionKind.OTHER, detail="event 406 cancel, user 0")),
+        (1, 601, Supervision(PANEL, SupervisionKind.TEST, detail="event 601 manual test, zone 0")),
+        (1, 602, Supervision(PANEL, SupervisionKind.TEST, detail="event 602 periodic test report, zone 0")),
+        (1, 603, Supervision(PANEL, SupervisionKind.TEST, detail="event 603 periodic RF transmission, zone 0")),
+        (1, 301, Supervision(PANEL, SupervisionKind.AC_LOSS, detail="event 301 AC loss, zone 0")),
+        (3, 301, Supervision(PANEL, SupervisionKind.AC_LOSS, restore=True, detail="event 301 AC loss, zone 0")),
+        (6, 350, Supervision(PANEL, SupervisionKind.COMM_TROUBLE, detail="event 350 communication trouble, zone 0")),
+        (6, 401, Supervision(PANEL, SupervisionKind.OPEN_CLOSE, user=0, detail="event 401 open/close by user, user 0")),
     ],
 )
 def test_reports_that_are_not_alarms(qualifier: int, code: int, expected: Supervision) -> None:

@@ -236,7 +236,7 @@ async def test_operator_commands(rig: Rig) -> None:
     rig.clock.now = T0 + 30
     assert await rig.call(OperatorCommand(1, Action.ON_SCENE, "op")) == "on_scene 1"
     rig.clock.now = T0 + 600
-    assert await rig.call(OperatorCommand(1, Action.RESOLVE, "op", outcome="drill")) == "resolved 1"
+    assert await rig.call(OperatorCommand(1, Action.RESOLVE, "op", outcome=Outcome.DRILL)) == "resolved 1"
     incident = await rig.store.incident(1)
     assert incident is not None
     assert (incident.acknowledged_at, incident.on_scene_at, incident.resolved_at, incident.outcome) == (

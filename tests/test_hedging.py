@@ -16,6 +16,7 @@ from alertd.core import digest
 from alertd.core.incidents import Purpose, fire_due_steps, open_incident, open_maintenance
 from alertd.core.messages import Texts
 from alertd.core.model import Kind
+from alertd.core.supervision import Condition
 from alertd.store import OutboxRow, Status, Store
 from tests.fakes.gsm_modem import FakeModem
 from tests.fakes.twilio_server import TwilioServer
@@ -96,7 +97,9 @@ def test_only_alarm_texts_are_urgent_maintenance_and_the_digest_are_notices(tmp_
     household = roster.households["h1-2"]
     incident, _ = open_incident(1, household, Kind.FIRE, roster, T0, "test")
     _, alarm = fire_due_steps(incident, roster, texts, T0, CommandBook())
-    _, maintenance = open_maintenance(2, roster.devices["t1-2"], household, "tampered", Kind.PANIC, roster, texts, T0)
+    _, maintenance = open_maintenance(
+        2, roster.devices["t1-2"], household, Condition.TAMPERED, Kind.PANIC, roster, texts, T0
+    )
     planned = digest.plan("2027-01-15", roster, config.profiles, {}, texts, T0)
     assert {n.purpose for n in alarm.notifications if n.channel == "sms"} == {Purpose.ALERT}
     assert {n.purpose for n in maintenance.notifications} == {Purpose.NOTICE}

@@ -75,11 +75,12 @@ devices = [
 """
 
 
-def make_config(tmp_path: Path, *, username: str | None = DAEMON, prefix: str = PREFIX) -> Config:
+def make_config(tmp_path: Path, *, username: str | None = DAEMON, prefix: str = PREFIX, extra: str = "") -> Config:
     # client_id = username: the broker keeps the session under the username (alertd check warns otherwise).
     account = f'username = "{username}"\nclient_id = "{username}"\n' if username else ""
     mqtt_section = f'[mqtt]\nprefix = "{prefix}"\n' + account
-    (tmp_path / "alertd.toml").write_text('[daemon]\nroster = "roster.toml"\n' + mqtt_section, encoding="utf-8")
+    text = '[daemon]\nroster = "roster.toml"\n' + mqtt_section + extra
+    (tmp_path / "alertd.toml").write_text(text, encoding="utf-8")
     (tmp_path / "roster.toml").write_text(ROSTER, encoding="utf-8")
     return load_config(tmp_path / "alertd.toml", environ={})
 
@@ -174,6 +175,16 @@ def test_zigbee_base_and_user(config: Config) -> None:
     assert users["z2m"] == [("readwrite", "z2m/hekou/#")]
     assert ("readwrite", "z2m/hekou/#") in users[DAEMON]
     assert "zigbee2mqtt" not in users
+
+
+def test_zigbee_base_comes_from_the_settings(tmp_path: Path) -> None:
+    # `alertd mqtt-acl` granted zigbee2mqtt/# whatever [zigbee2mqtt] base said: the broker then denied the
+    # daemon the sensors' topics, and a smoke alarm under another base topic never reached it.
+    config = make_config(tmp_path, extra='[zigbee2mqtt]\nenabled = true\nbase = "z2m/hekou"\n')
+    users = parse_acl(render_acl(config))
+    assert ("readwrite", "z2m/hekou/#") in users[DAEMON]
+    assert users["zigbee2mqtt"] == [("readwrite", "z2m/hekou/#")]
+    assert all(not topic.startswith("zigbee2mqtt/") for rules in users.values() for _, topic in rules)
 
 
 def test_terminal_predicate(config: Config) -> None:

@@ -197,10 +197,17 @@ async def test_the_socket_refuses_browsers_proxies_and_made_up_identities(tmp_pa
             ({"Content-Type": "application/json"}, '{"by": "张三\\n  10:00:00 resolved by 李四"}', 400),
             ({"Content-Type": "application/json"}, '{"by": " "}', 400),
             ({"Content-Type": "application/json"}, '{"by": "' + "名" * 65 + '"}', 400),
+            ({"Content-Type": "application/json"}, '{"by": "张三", "outcome": "maybe"}', 400),
+            ({"Content-Type": "application/json"}, '{"by": "张三", "outcome": ""}', 400),
+            ({"Content-Type": "application/json"}, '{"by": "张三", "outcome": 1}', 400),
+            ({"Content-Type": "application/json"}, '{"by": "张三", "outcome": ["drill"]}', 400),
         ]
         for headers, body, status in refused:
             async with session.post(url, data=body.encode(), headers=headers) as response:
                 assert response.status == status, (headers, body, await response.text())
+        async with session.post(url, json={"by": "张三", "outcome": "REAL"}) as response:
+            assert response.status == 400
+            assert await response.text() == '"outcome" must be real, false_alarm or drill'
         await _unchanged(village, incident_id)
 
         async with session.post(url, json={"by": "张三"}) as response:  # the guards do let an operator in

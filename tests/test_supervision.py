@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,12 +13,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from alertd.core.events import Alarm, DeviceStatus, Heartbeat, Supervision, Tick
+from alertd.core.events import Alarm, DeviceStatus, Heartbeat, Supervision, SupervisionKind, Tick
 from alertd.core.incidents import Channel, State
 from alertd.core.messages import Texts
 from alertd.core.model import Device, Kind
 from alertd.core.profile import DeviceProfile, Transport
-from alertd.core.supervision import Condition, DeviceHealth, Reported, assess, review
+from alertd.core.supervision import MAINTENANCE_CONDITIONS, Condition, DeviceHealth, Reported, assess, review
+from alertd.core.upkeep import news_update
 from alertd.engine import Engine
 from alertd.metrics import Metrics
 from alertd.store import Store
@@ -78,6 +80,20 @@ def test_power_cut_and_line_fault_wait_out_the_grace_period_and_close_when_resto
     assert opened.to_open == (("panel", condition),)
     restored = review([health("panel")], {("panel", condition)}, opened.pending, T0 + GRACE + 60, GRACE)
     assert (restored.to_open, restored.to_close) == ((), (("panel", condition),))
+
+
+# Device news that is no condition of the device: a check-in, the panel's arming, a report of no meaning.
+NOT_CONDITIONS = frozenset({SupervisionKind.TEST, SupervisionKind.OPEN_CLOSE, SupervisionKind.OTHER})
+
+
+@pytest.mark.parametrize("news", sorted(set(SupervisionKind) - NOT_CONDITIONS))
+def test_condition_news_is_spelled_as_the_condition_and_the_device_field(news: SupervisionKind) -> None:
+    # One spelling per condition: the news, the condition supervision judges and the devices table's column.
+    assert news.value in {condition.value for condition in Condition}
+    assert Condition(news.value) in MAINTENANCE_CONDITIONS
+    assert getattr(news_update(Supervision("t05", news), T0), news.value) is True
+    assert getattr(news_update(Supervision("t05", news, restore=True), T0), news.value) is False
+    assert news.value in {f.name for f in dataclasses.fields(Reported)}
 
 
 def test_a_flap_shorter_than_the_grace_period_creates_nothing() -> None:
@@ -147,23 +163,23 @@ async def test_offline_terminal_opens_a_maintenance_incident_for_the_grid_worker
 async def test_tamper_tells_the_grid_worker_and_the_leader_at_once(tmp_path: Path) -> None:
     clock = Clock()
     async with engine(tmp_path, clock) as (eng, store):
-        await eng.call(Supervision("t05", "tamper"))
+        await eng.call(Supervision("t05", SupervisionKind.TAMPERED))
         await tick(eng, clock, 61)
         [case] = await store.incidents()
         recipients = {n.recipient for n in await store.notifications(case.id)}
-    assert case.maintenance == "tampered"
+    assert case.maintenance is Condition.TAMPERED
     assert recipients == {GRID, LEADER}
 
 
 async def test_open_maintenance_incidents_survive_a_restart(tmp_path: Path) -> None:
     clock = Clock()
     async with engine(tmp_path, clock) as (eng, store):
-        await eng.call(Supervision("t05", "low_battery"))
+        await eng.call(Supervision("t05", SupervisionKind.BATTERY_LOW))
         await tick(eng, clock, 61)
     async with engine(tmp_path, clock) as (eng, store):
         await tick(eng, clock, 61)  # the condition is still there: no second incident
         assert len(await store.incidents()) == 1
-        await eng.call(Supervision("t05", "low_battery", restore=True))
+        await eng.call(Supervision("t05", SupervisionKind.BATTERY_LOW, restore=True))
         await tick(eng, clock, 61)
         [case] = await store.incidents()
     assert case.state == State.RESOLVED
@@ -186,7 +202,7 @@ async def test_daily_digest_tells_each_leader_what_needs_a_visit_once_a_day(tmp_
                     assert [n for n in await store.notifications() if n.incident_id is None] == []
                 for n in range(1, 11):
                     await eng.call(Heartbeat(f"t{n:02d}", 90))
-                await eng.call(Supervision(SENSOR, "low_battery"))
+                await eng.call(Supervision(SENSOR, SupervisionKind.BATTERY_LOW))
                 await eng.call(DeviceStatus("t07", online=False))
                 await tick(eng, clock, 61)
             finally:
@@ -209,7 +225,7 @@ async def test_daily_digest_tells_each_leader_what_needs_a_visit_once_a_day(tmp_
 def test_digest_shortens_a_long_list_to_one_segment() -> None:
     roster = make_roster()
     group = roster.groups["g1"]
-    problems = [(roster.households[d.household_id], d, "offline") for d in roster.devices.values()]
+    problems = [(roster.households[d.household_id], d, Condition.OFFLINE) for d in roster.devices.values()]
     text = Texts(ZoneInfo("Asia/Shanghai")).digest(group, 11, problems)
     assert len(text) <= 70
     assert text.endswith(f"等{len(problems)}处")

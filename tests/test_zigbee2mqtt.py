@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from alertd.core.events import Alarm, Heartbeat, Restore, Supervision
+from alertd.core.events import Alarm, Heartbeat, Restore, Supervision, SupervisionKind
 from alertd.core.model import Kind
 from alertd.core.profile import AlarmRule, Command, DeviceProfile, Transport
 from alertd.errors import AlertdError
@@ -321,14 +321,20 @@ def test_battery_low_by_field() -> None:
         [msg(battery=60, battery_low=False), msg(battery=60, battery_low=True), msg(battery=60, battery_low=True)],
         previous=CLEAR,
     )
-    assert events == [[], [Supervision(DEV, "low_battery")], []]
+    assert events == [[], [Supervision(DEV, SupervisionKind.BATTERY_LOW)], []]
     _, events = run(SMOKE, [msg(battery=60, battery_low=False)], previous=state)
-    assert events == [[Supervision(DEV, "low_battery", restore=True)]]
+    assert events == [[Supervision(DEV, SupervisionKind.BATTERY_LOW, restore=True)]]
 
 
 def test_battery_low_by_percent_at_threshold() -> None:
     _, events = run(WATER, [msg(battery=21), msg(battery=20), msg(battery=5), msg(water_leak=False), msg(battery=100)])
-    assert events == [[], [Supervision(DEV, "low_battery")], [], [], [Supervision(DEV, "low_battery", restore=True)]]
+    assert events == [
+        [],
+        [Supervision(DEV, SupervisionKind.BATTERY_LOW)],
+        [],
+        [],
+        [Supervision(DEV, SupervisionKind.BATTERY_LOW, restore=True)],
+    ]
 
 
 def test_battery_values_clamped_and_rounded() -> None:
@@ -347,12 +353,18 @@ def test_battery_low_either_signal() -> None:
     assert state.battery_low
     state, _ = interpret(DEV, SMOKE, CLEAR, msg(battery=10, battery_low=False), retained=False)
     assert state.battery_low
-    assert Supervision(DEV, "low_battery") in events
+    assert Supervision(DEV, SupervisionKind.BATTERY_LOW) in events
 
 
 def test_tamper() -> None:
     _, events = run(SMOKE, [msg(tamper=False), msg(tamper=True), msg(tamper=True), msg(smoke=False), msg(tamper=False)])
-    assert events == [[], [Supervision(DEV, "tamper")], [], [], [Supervision(DEV, "tamper", restore=True)]]
+    assert events == [
+        [],
+        [Supervision(DEV, SupervisionKind.TAMPERED)],
+        [],
+        [],
+        [Supervision(DEV, SupervisionKind.TAMPERED, restore=True)],
+    ]
 
 
 def test_profile_without_health_fields_ignores_them() -> None:
@@ -374,7 +386,12 @@ def test_heartbeat_every_live_message_carries_battery() -> None:
 def test_event_order_alarms_first() -> None:
     before = DeviceState(frozenset(), 50, False, False)
     _, events = interpret(DEV, SMOKE, before, msg(smoke=True, battery=10, tamper=True), retained=False)
-    assert events == [SMOKE_ALARM, Supervision(DEV, "low_battery"), Supervision(DEV, "tamper"), Heartbeat(DEV, 10)]
+    assert events == [
+        SMOKE_ALARM,
+        Supervision(DEV, SupervisionKind.BATTERY_LOW),
+        Supervision(DEV, SupervisionKind.TAMPERED),
+        Heartbeat(DEV, 10),
+    ]
 
 
 # --- bad payloads -------------------------------------------------------------------------------

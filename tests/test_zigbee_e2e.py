@@ -143,8 +143,8 @@ async def test_battery_low_and_availability_show_in_device_health(tmp_path: Path
             await z2m.state("z1-3", battery=9, battery_low=True)
             await z2m.availability("z1-5", json.dumps({"state": "offline"}))
             await asyncio.sleep(0.5)
-            assert daemon.engine is not None
-            roster, profiles = daemon.engine.desk.roster, daemon.engine.commands.profiles
+            engine = (await daemon.started()).engine
+            roster, profiles = engine.desk.roster, engine.commands.profiles
         store = await Store.open(village.store_path, readonly=True)
         try:
             records = await store.devices()

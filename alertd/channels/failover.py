@@ -311,10 +311,7 @@ class FailoverSender:
             task.cancel()
         if leftovers:
             await asyncio.wait(leftovers)
-        for carrier in self.carriers:
-            close = getattr(carrier, "close", None)
-            if close is not None:
-                await close()
+        # The carriers are closed by whoever made them (alertd.assembly), after this.
 
 
 def _state(task: asyncio.Task[_Result]) -> str:

@@ -25,10 +25,12 @@ from alertd.core.events import (
     Heartbeat,
     Input,
     OperatorCommand,
+    Outcome,
     Reply,
     Restore,
     SensorState,
     Supervision,
+    SupervisionKind,
     TerminalAck,
     TestReport,
     Tick,
@@ -53,7 +55,6 @@ from alertd.core.records import (
     Effects,
     Incident,
     Notification,
-    Outcome,
     Purpose,
     State,
     TimelineEntry,
@@ -68,7 +69,7 @@ _LOGGER = logging.getLogger(__name__)
 # Tolerance between the SMSC's timestamp on a modem reply and our clock when matching it to incidents.
 REPLY_CLOCK_SKEW_S = 300.0
 # Supervision news logged at INFO: a panel's everyday traffic, not something a person must look at.
-_ROUTINE_NEWS = frozenset({"test", "open_close", "other"})
+_ROUTINE_NEWS = frozenset({SupervisionKind.TEST, SupervisionKind.OPEN_CLOSE, SupervisionKind.OTHER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,8 +241,7 @@ class Desk:
         incident = self.active.get(command.incident_id)
         if incident is None:
             return Result(Verdict.NOT_OPEN, command.incident_id)
-        outcome = Outcome(command.outcome) if command.outcome else None
-        return self._act(incident, command.action, command.by, Via.OPERATOR, now, batch, outcome)
+        return self._act(incident, command.action, command.by, Via.OPERATOR, now, batch, command.outcome)
 
     def _act(
         self,
@@ -285,7 +285,7 @@ class Desk:
             profile = self.profiles.get(device.profile)
             kind = profile.alarms[0].kind if profile is not None and profile.alarms else Kind.PANIC
             incident, effects = open_maintenance(
-                self.next_id, device, household, condition.value, kind, self.roster, self.texts, now
+                self.next_id, device, household, condition, kind, self.roster, self.texts, now
             )
             self.next_id += 1
             _LOGGER.warning("Maintenance incident %d: device %s %s", incident.id, device_id, condition)

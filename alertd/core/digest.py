@@ -91,7 +91,7 @@ def plan(
             continue
         devices = [roster.devices[d] for h in group.households for d in roster.households[h].devices]
         problems = [
-            (roster.households[device.household_id], device, condition.value)
+            (roster.households[device.household_id], device, condition)
             for device in devices
             for condition in _conditions(device, profiles, reported, now)
             if condition != Condition.OK

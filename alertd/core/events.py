@@ -24,6 +24,14 @@ class Action(StrEnum):
     CANCEL = "cancel"
 
 
+class Outcome(StrEnum):
+    """How an incident ended, as whoever resolved it says (an operator, an SMS reply); kept on the record."""
+
+    REAL = "real"
+    FALSE_ALARM = "false_alarm"
+    DRILL = "drill"
+
+
 @dataclass(frozen=True, slots=True)
 class Alarm:
     device_id: str
@@ -49,15 +57,30 @@ class Arming(StrEnum):
     DISARMED = "disarmed"
 
 
+class SupervisionKind(StrEnum):
+    """What device news that is not an alarm is about (:attr:`Supervision.event`).
+
+    The conditions (``restore`` ends one) are spelled as :class:`alertd.core.supervision.Condition` spells
+    them, and as the devices table's columns are named."""
+
+    TAMPERED = "tampered"
+    BATTERY_LOW = "battery_low"
+    AC_LOSS = "ac_loss"  # mains power gone: the panel runs on its battery
+    COMM_TROUBLE = "comm_trouble"  # the panel cannot reach the receiver, or a part of it
+    TEST = "test"  # a periodic or manual test report: the device checks in
+    OPEN_CLOSE = "open_close"  # the panel was armed or disarmed
+    OTHER = "other"  # a valid report alertd gives no meaning to: recorded, never an alarm
+
+
 @dataclass(frozen=True, slots=True)
 class Supervision:
-    """Device news that is not an alarm. ``event`` is one of ``tamper``, ``low_battery``, ``ac_loss`` and
-    ``comm_trouble`` (conditions: ``restore`` ends one), ``test`` (a periodic or manual test report),
-    ``open_close`` (the panel was armed or disarmed: ``armed``, by ``user``) or ``other`` (a valid report
-    alertd gives no meaning to, e.g. a Contact ID code outside its table: recorded, never an alarm)."""
+    """Device news that is not an alarm. ``event`` is a condition (``tampered``, ``battery_low``, ``ac_loss``,
+    ``comm_trouble``: ``restore`` ends one), ``test`` (a periodic or manual test report), ``open_close`` (the
+    panel was armed or disarmed: ``armed``, by ``user``) or ``other`` (a valid report alertd gives no meaning
+    to, e.g. a Contact ID code outside its table: recorded, never an alarm)."""
 
     device_id: str
-    event: str
+    event: SupervisionKind
     restore: bool = False
     armed: Arming | None = None  # open_close: the panel's state from now on
     user: int | None = None  # open_close: who armed or disarmed it (the panel's user number)
@@ -124,7 +147,7 @@ class OperatorCommand:
     incident_id: int
     action: Action
     by: str
-    outcome: str | None = None
+    outcome: Outcome | None = None
     note: str = ""
 
 

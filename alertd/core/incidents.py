@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from alertd.core.events import Action, Via
+from alertd.core.events import Action, Outcome, Via
 from alertd.core.messages import Texts
 from alertd.core.model import SEVERITY, Device, Household, Kind, Person, Role, Roster
 from alertd.core.ports import Commands
@@ -14,11 +14,11 @@ from alertd.core.records import (
     Effects,
     Incident,
     Notification,
-    Outcome,
     Purpose,
     State,
     TimelineEntry,
 )
+from alertd.core.supervision import Condition
 
 # The records are used with the decisions everywhere; they are importable from here as well.
 __all__ = [
@@ -81,7 +81,7 @@ def open_maintenance(
     incident_id: int,
     device: Device,
     household: Household,
-    condition: str,
+    condition: Condition,
     kind: Kind,
     roster: Roster,
     texts: Texts,
@@ -104,9 +104,9 @@ def open_maintenance(
         device_id=device.id,
         maintenance=condition,
     )
-    roles = [Role.GRID_WORKER, Role.LEADER] if condition == "tampered" else [Role.GRID_WORKER]
+    roles = [Role.GRID_WORKER, Role.LEADER] if condition == Condition.TAMPERED else [Role.GRID_WORKER]
     people: dict[str, Person] = {p.id: p for role in roles for p in roster.people_for(group.id, role)}
-    effects = Effects(timeline=[TimelineEntry(incident_id, now, "maintenance", device.id, condition)])
+    effects = Effects(timeline=[TimelineEntry(incident_id, now, "maintenance", device.id, condition.value)])
     for person in people.values():
         body = texts.maintenance(incident, household, device, condition, person.language)
         effects.notifications.append(

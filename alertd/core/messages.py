@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from alertd.core.model import Device, Group, Household, Kind
+from alertd.core.supervision import Condition
 
 if TYPE_CHECKING:
     from alertd.core.records import Incident
@@ -27,13 +28,13 @@ KIND_ZH: Mapping[Kind, str] = {
     Kind.MEDICAL: "急病求助",
 }
 
-CONDITION_ZH: Mapping[str, str] = {
-    "offline": "离线",
-    "silent": "长时间无信号",
-    "battery_low": "电量低",
-    "tampered": "被拆动",
-    "ac_loss": "停电",  # mains gone, the panel runs on its battery
-    "comm_trouble": "通信故障",
+CONDITION_ZH: Mapping[Condition, str] = {
+    Condition.OFFLINE: "离线",
+    Condition.SILENT: "长时间无信号",
+    Condition.BATTERY_LOW: "电量低",
+    Condition.TAMPERED: "被拆动",
+    Condition.AC_LOSS: "停电",  # mains gone, the panel runs on its battery
+    Condition.COMM_TROUBLE: "通信故障",
 }
 
 DEVICE_ZH: Mapping[str, str] = {
@@ -100,7 +101,12 @@ class Texts:
         return next((v for v in variants if len(v) <= limit), variants[-1])
 
     def maintenance(
-        self, incident: Incident, household: Household, device: Device, condition: str, language: str | None = None
+        self,
+        incident: Incident,
+        household: Household,
+        device: Device,
+        condition: Condition,
+        language: str | None = None,
     ) -> str:
         """To the grid worker: which device of which household needs a visit, and why."""
         when = self.clock(incident.opened_at)
@@ -115,7 +121,11 @@ class Texts:
         return f"【联防设备】{household.label} {what}{why}，请上门检查 {when} #{incident.code}"
 
     def digest(
-        self, group: Group, total: int, problems: list[tuple[Household, Device, str]], language: str | None = None
+        self,
+        group: Group,
+        total: int,
+        problems: Sequence[tuple[Household, Device, Condition]],
+        language: str | None = None,
     ) -> str:
         """The daily readiness digest for a group's leader: how many devices are fine, which are not."""
         english = (language or self.language).lower().startswith("en")

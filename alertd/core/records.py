@@ -1,13 +1,15 @@
 """What an incident is, and what deciding about one produces: the records the store keeps and the
-vocabularies they are written in. Plain data; the decisions live in incidents.py."""
+vocabularies they are written in (an outcome is the events' Outcome, as an operator or a reply gives it; a
+maintenance condition is supervision's Condition). Plain data; the decisions live in incidents.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from alertd.core.events import Arming, DeliveryReport
+from alertd.core.events import Arming, DeliveryReport, Outcome
 from alertd.core.model import Kind
+from alertd.core.supervision import Condition
 
 
 class State(StrEnum):
@@ -19,12 +21,6 @@ class State(StrEnum):
 
 
 ACTIVE_STATES = frozenset({State.OPEN, State.ACKNOWLEDGED, State.ON_SCENE})
-
-
-class Outcome(StrEnum):
-    REAL = "real"
-    FALSE_ALARM = "false_alarm"
-    DRILL = "drill"
 
 
 class Channel(StrEnum):
@@ -59,7 +55,7 @@ class Incident:
     rung: tuple[str, ...] = ()  # terminals told to ring; they get a stop when it is over
     silent: bool = False  # duress / silent panic: never ring, tell only the leader and the patrol
     device_id: str | None = None  # maintenance incidents: the device that needs a visit
-    maintenance: str | None = None  # maintenance incidents: the condition (offline, silent, battery_low, tampered)
+    maintenance: Condition | None = None  # maintenance incidents: the condition (offline, silent, battery_low, ...)
 
     @property
     def active(self) -> bool:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from alertd.core.events import Action
+from alertd.core.events import Action, Outcome
 from alertd.core.incidents import ACTION_TARGET, STATE_ORDER
 from alertd.core.model import Role, Roster
-from alertd.core.records import Incident, Outcome, State
+from alertd.core.records import Incident, State
 
 # Roles through which a person answers for a group (besides living in one of its households).
 _GROUP_ROLES = (Role.LEADER, Role.DEPUTY, Role.GRID_WORKER, Role.PATROL)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 from alertd.core import digest
-from alertd.core.events import Supervision
+from alertd.core.events import Supervision, SupervisionKind
 from alertd.core.model import Roster
 from alertd.core.profile import DeviceProfile
 from alertd.core.records import DeviceUpdate, Incident
@@ -20,18 +20,18 @@ from alertd.core.supervision import Condition, Reported, assess, review
 def news_update(news: Supervision, now: float) -> DeviceUpdate:
     """What device news changes on the device's record: a condition set (or cleared by its restore), an
     arming. Every report is a check-in."""
-    update = DeviceUpdate(news.device_id, now, online=True, test=news.event == "test")
+    update = DeviceUpdate(news.device_id, now, online=True, test=news.event == SupervisionKind.TEST)
     present = not news.restore
     match news.event:
-        case "low_battery":
+        case SupervisionKind.BATTERY_LOW:
             return replace(update, battery_low=present)
-        case "tamper":
+        case SupervisionKind.TAMPERED:
             return replace(update, tampered=present)
-        case "ac_loss":
+        case SupervisionKind.AC_LOSS:
             return replace(update, ac_loss=present)
-        case "comm_trouble":
+        case SupervisionKind.COMM_TROUBLE:
             return replace(update, comm_trouble=present)
-        case "open_close" if news.armed is not None:
+        case SupervisionKind.OPEN_CLOSE if news.armed is not None:
             return replace(update, armed=news.armed, armed_user=news.user)
     return update
 
@@ -58,7 +58,7 @@ class Upkeep:
         self.reported = dict(devices)
         for incident in incidents:
             if incident.active and incident.device_id is not None and incident.maintenance is not None:
-                self.maintenance[(incident.device_id, Condition(incident.maintenance))] = incident.id
+                self.maintenance[(incident.device_id, incident.maintenance)] = incident.id
         # Devices get a full interval to report in before the first review judges them.
         self.next_review = now + self.interval_s
 

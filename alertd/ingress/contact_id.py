@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from alertd.core.events import Alarm, Input, Restore, Supervision
+from alertd.core.events import Alarm, Input, Restore, Supervision, SupervisionKind
 from alertd.core.model import Roster
 from alertd.core.ports import Submit
 from alertd.metrics import Metrics
@@ -33,11 +33,11 @@ def to_input(report: Report, roster: Roster) -> Input | None:
             return Restore(device.id, f"{report.kind} restored (event {report.event_code}, zone {report.zone})")
         return Alarm(device.id, report.kind, seq=None, source=SOURCE, silent=report.silent)
     if report.supervision is not None:
-        return Supervision(device.id, str(report.supervision), restore=report.restore, detail=detail)
-    if report.meaning == "open_close":
-        return Supervision(device.id, "open_close", armed=report.arming, user=report.user, detail=detail)
+        return Supervision(device.id, report.supervision, restore=report.restore, detail=detail)
+    if report.meaning == SupervisionKind.OPEN_CLOSE:
+        return Supervision(device.id, SupervisionKind.OPEN_CLOSE, armed=report.arming, user=report.user, detail=detail)
     # A valid report alertd gives no meaning to: the device is heard from and the report is logged.
-    return Supervision(device.id, "other", restore=report.restore, detail=detail)
+    return Supervision(device.id, SupervisionKind.OTHER, restore=report.restore, detail=detail)
 
 
 class ContactIdReceiver:

@@ -13,11 +13,11 @@ import logging
 import random
 import socket
 import ssl
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiomqtt
 
+from alertd.config import MqttSettings
 from alertd.core.events import DeviceStatus, Input, SensorState
 from alertd.core.ports import Done, Health, Submit
 from alertd.core.results import Result, Verdict
@@ -40,33 +40,20 @@ PENDING_PUBLISHES_EXPECTED = 256
 MAX_INFLIGHT_PUBLISHES = 100
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerSettings:
-    url: str
-    client_id: str
-    prefix: str
-    username: str | None = None
-    password: str | None = None
-    keepalive: int = 30
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    zigbee_base: str | None = None  # Zigbee2MQTT's base topic; None: not watched
-
-
 class MqttLink:
     def __init__(
         self,
-        settings: BrokerSettings,
+        settings: MqttSettings,
         submit: Submit,
         metrics: Metrics,
         *,
+        zigbee_base: str | None = None,  # Zigbee2MQTT's base topic; None: not watched
         failpoints: Failpoints | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.prefix)
-        self.zigbee = Z2mTopics(settings.zigbee_base) if settings.zigbee_base else None
+        self.zigbee = Z2mTopics(zigbee_base) if zigbee_base else None
         self.submit = submit
         self.metrics = metrics
         self.failpoints = failpoints or Failpoints()
@@ -89,16 +76,15 @@ class MqttLink:
     # --- the connection loop ------------------------------------------------------------------------
 
     def _make_client(self) -> aiomqtt.Client:
-        url = urlsplit(self.settings.url)
-        tls = url.scheme == "mqtts"
+        settings = self.settings
         tls_context = None
-        if tls:
-            tls_context = ssl.create_default_context(cafile=self.settings.ca_file)
-            if self.settings.cert_file:
-                tls_context.load_cert_chain(self.settings.cert_file, self.settings.key_file)
+        if settings.tls:
+            tls_context = ssl.create_default_context(cafile=settings.ca_file)
+            if settings.cert_file:
+                tls_context.load_cert_chain(settings.cert_file, settings.key_file)
         client = aiomqtt.Client(
-            hostname=url.hostname or "127.0.0.1",
-            port=url.port or (8883 if tls else 1883),
+            hostname=settings.host,
+            port=settings.port,
             identifier=self.settings.client_id,
             username=self.settings.username,
             password=self.settings.password,

@@ -38,7 +38,7 @@ miscellaneous). What a :class:`Report` means to alertd (:attr:`Report.meaning`):
 
 * an alarm kind: the 1xx codes that mean a present danger (``121``/``122``/``124``/``125`` duress and
   ``146`` silent burglary are *silent*); qualifier 3 is the alarm's restore;
-* a :class:`SupervisionKind`: ``tamper``, ``low_battery``, ``ac_loss``, ``comm_trouble`` (qualifier 1
+* a :class:`SupervisionKind`: ``tampered``, ``battery_low``, ``ac_loss``, ``comm_trouble`` (qualifier 1
   or 6: present, 3: over) and ``test`` (601/602/603/608, the panel's check-in);
 * ``open_close`` (400-403, 407-409, 441, 442): qualifier 1 is an opening (:attr:`Report.arming`
   ``disarmed``), 3 a closing (``armed``, or ``armed_stay`` for 441/442), by user :attr:`Report.user`;
@@ -106,7 +106,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, Literal, get_args
 
-from alertd.core.events import Arming
+from alertd.core.events import Arming, SupervisionKind
 from alertd.core.model import Kind
 from alertd.protocols.common import QUOTE_LIMIT, CodecError, quote
 
@@ -129,7 +129,6 @@ __all__ = [
     "Reason",
     "ReceiverHeartbeat",
     "Report",
-    "SupervisionKind",
     "build_message",
     "category_of",
     "checksum_digit",
@@ -175,16 +174,6 @@ class ContactIdError(CodecError[Reason]):
 
 
 # --- the event code table ---------------------------------------------------------------------
-
-
-class SupervisionKind(StrEnum):
-    """Device health news that is not an alarm (``alertd.core.events.Supervision.event``)."""
-
-    TAMPER = "tamper"
-    LOW_BATTERY = "low_battery"
-    AC_LOSS = "ac_loss"
-    TEST = "test"
-    COMM_TROUBLE = "comm_trouble"
 
 
 class Category(StrEnum):
@@ -288,16 +277,16 @@ EVENT_CODES: Final[Mapping[int, EventCode]] = _table(
     _E(134, "entry/exit", _K.INTRUSION),
     _E(135, "day/night", _K.INTRUSION),
     _E(136, "outdoor", _K.INTRUSION),
-    _E(137, "tamper (cabinet)", supervision=_S.TAMPER),
+    _E(137, "tamper (cabinet)", supervision=_S.TAMPERED),
     _E(138, "near alarm (burglary)"),  # a first trip of a cross-zone pair
     _E(139, "intrusion verifier", _K.INTRUSION),
     # general
     _E(140, "general alarm", _K.PANIC),  # an alarm of no stated kind: someone needs help
-    _E(141, "polling loop open", supervision=_S.TAMPER),  # wiring cut or shorted: treated as sabotage
-    _E(142, "polling loop short", supervision=_S.TAMPER),
+    _E(141, "polling loop open", supervision=_S.TAMPERED),  # wiring cut or shorted: treated as sabotage
+    _E(142, "polling loop short", supervision=_S.TAMPERED),
     _E(143, "expansion module failure", supervision=_S.COMM_TROUBLE),  # the panel lost a part of itself
-    _E(144, "sensor tamper", supervision=_S.TAMPER),
-    _E(145, "expansion module tamper", supervision=_S.TAMPER),
+    _E(144, "sensor tamper", supervision=_S.TAMPERED),
+    _E(145, "expansion module tamper", supervision=_S.TAMPERED),
     _E(146, "silent burglary", _K.INTRUSION, silent=True),  # the panel was told not to tip the intruder off
     _E(147, "sensor supervision failure", supervision=_S.COMM_TROUBLE),
     # 24-hour non-burglary
@@ -325,16 +314,16 @@ EVENT_CODES: Final[Mapping[int, EventCode]] = _table(
     # 3xx troubles: system
     _E(300, "system trouble"),
     _E(301, "AC loss", supervision=_S.AC_LOSS),
-    _E(302, "low system battery", supervision=_S.LOW_BATTERY),
+    _E(302, "low system battery", supervision=_S.BATTERY_LOW),
     _E(303, "RAM checksum bad"),
     _E(304, "ROM checksum bad"),
     _E(305, "system reset"),
     _E(306, "panel programming changed"),
     _E(307, "self-test failure"),
     _E(308, "system shutdown"),
-    _E(309, "battery test failure", supervision=_S.LOW_BATTERY),
+    _E(309, "battery test failure", supervision=_S.BATTERY_LOW),
     _E(310, "ground fault"),
-    _E(311, "battery missing/dead", supervision=_S.LOW_BATTERY),
+    _E(311, "battery missing/dead", supervision=_S.BATTERY_LOW),
     _E(312, "power supply overcurrent"),
     _E(313, "engineer reset"),
     # sounder / relay
@@ -355,9 +344,9 @@ EVENT_CODES: Final[Mapping[int, EventCode]] = _table(
     _E(335, "local printer out of paper"),
     _E(336, "local printer failure"),
     _E(337, "expansion module DC loss"),
-    _E(338, "expansion module low battery", supervision=_S.LOW_BATTERY),
+    _E(338, "expansion module low battery", supervision=_S.BATTERY_LOW),
     _E(339, "expansion module reset"),
-    _E(341, "expansion module tamper", supervision=_S.TAMPER),
+    _E(341, "expansion module tamper", supervision=_S.TAMPERED),
     _E(342, "expansion module AC loss", supervision=_S.AC_LOSS),
     _E(343, "expansion module self-test failure"),
     _E(344, "RF receiver jam detected"),
@@ -384,8 +373,8 @@ EVENT_CODES: Final[Mapping[int, EventCode]] = _table(
     _E(380, "sensor trouble"),
     _E(381, "loss of supervision (RF)", supervision=_S.COMM_TROUBLE),  # a wireless sensor no longer heard
     _E(382, "loss of supervision (RPM)", supervision=_S.COMM_TROUBLE),
-    _E(383, "sensor tamper", supervision=_S.TAMPER),
-    _E(384, "RF low battery", supervision=_S.LOW_BATTERY),
+    _E(383, "sensor tamper", supervision=_S.TAMPERED),
+    _E(384, "RF low battery", supervision=_S.BATTERY_LOW),
     _E(385, "smoke detector high sensitivity"),
     _E(386, "smoke detector low sensitivity"),
     _E(387, "intrusion detector high sensitivity"),
@@ -611,7 +600,9 @@ class Report:
         if self.supervision is not None:
             return self.supervision.value
         entry = EVENT_CODES.get(self.event_code)
-        return "open_close" if entry is not None and entry.closes is not None else "other"
+        if entry is not None and entry.closes is not None:
+            return SupervisionKind.OPEN_CLOSE.value
+        return SupervisionKind.OTHER.value
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict for logs, the API and the timeline."""

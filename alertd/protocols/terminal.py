@@ -99,8 +99,22 @@ class Topics:
         _check_segment("device id", device_id)
         return f"{self.prefix}/dev/{device_id}/cmd"
 
+    def every(self, leaf: Literal["event", "status", "cmd"]) -> str:
+        """The wildcard for one leaf of every device (subscriptions, the broker's ACL)."""
+        return f"{self.prefix}/dev/+/{leaf}"
+
     def subscriptions(self) -> list[str]:
-        return [f"{self.prefix}/dev/+/event", f"{self.prefix}/dev/+/status"]
+        """What the daemon reads: every device's events and status."""
+        return [self.every("event"), self.every("status")]
+
+    def commanded(self, topic: str) -> str:
+        """The device id a ``cmd`` topic is addressed to (the inverse of ``cmd``)."""
+        head = f"{self.prefix}/dev/"
+        match topic.removeprefix(head).split("/") if topic.startswith(head) else []:
+            case [device_id, "cmd"] if device_id:
+                return device_id
+            case _:
+                raise ProtocolError("bad_topic", f"not a device command topic: {quote(topic)}")
 
     def parse(self, topic: str) -> tuple[str, Leaf]:
         """(device_id, leaf) of a topic we subscribed to; anything else is ``bad_topic``."""

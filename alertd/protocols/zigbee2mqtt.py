@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-from alertd.core.events import Alarm, Heartbeat, Restore, Supervision
+from alertd.core.events import Alarm, Heartbeat, Restore, Supervision, SupervisionKind
 from alertd.core.profile import AlarmRule, Command, DeviceProfile, Value
 from alertd.protocols.common import CodecError, quote
 
@@ -99,6 +99,10 @@ class Z2mTopics:
 
     def subscriptions(self) -> list[str]:
         return [f"{self.base}/+", f"{self.base}/+/availability"]
+
+    def everything(self) -> str:
+        """Every topic under the base (the broker's ACL: Zigbee2MQTT's own, and the daemon's)."""
+        return f"{self.base}/#"
 
     def parse(self, topic: str) -> tuple[str, TopicKind]:
         """(friendly name, kind) of a topic we subscribed to; anything else is ``bad_topic``.
@@ -274,7 +278,7 @@ def interpret(
     * ``Alarm`` when a state rule's field goes into its value from anything else (not on repeats);
       when a momentary rule's value is reported (``action: emergency``), unless ``retained``.
     * ``Restore(device_id, "<field> cleared")`` when a state rule's field leaves its value.
-    * ``Supervision(device_id, "low_battery" | "tamper", restore=...)`` on each transition.
+    * ``Supervision(device_id, BATTERY_LOW | TAMPERED, restore=...)`` on each transition.
     * ``Heartbeat(device_id, battery)`` for every live message: a retained one proves nothing about
       the device being alive now, so it gives none.
 
@@ -326,9 +330,12 @@ def interpret(
     state = DeviceState(frozenset(active), battery, battery_low, tamper)
     events: list[Event] = [*alarms, *restores]
     if not baseline:
-        for name, was, now in (("low_battery", before.battery_low, battery_low), ("tamper", before.tamper, tamper)):
+        for news, was, now in (
+            (SupervisionKind.BATTERY_LOW, before.battery_low, battery_low),
+            (SupervisionKind.TAMPERED, before.tamper, tamper),
+        ):
             if was != now:
-                events.append(Supervision(device_id, name, restore=not now))
+                events.append(Supervision(device_id, news, restore=not now))
     if not retained:
         events.append(Heartbeat(device_id, battery))
     return state, events

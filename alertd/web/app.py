@@ -19,7 +19,7 @@ from pathlib import Path
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from alertd.core.events import Action, DeliveryReport, Input, OperatorCommand, Reply
+from alertd.core.events import Action, DeliveryReport, Input, OperatorCommand, Outcome, Reply
 from alertd.core.ports import Health
 from alertd.core.results import Result
 from alertd.metrics import Metrics
@@ -106,6 +106,8 @@ async def status_callback(request: web.Request) -> web.Response:
 
 
 _ACTIONS = {"ack": Action.ACKNOWLEDGE, "on_scene": Action.ON_SCENE, "resolve": Action.RESOLVE, "cancel": Action.CANCEL}
+_OUTCOMES = {o.value: o for o in Outcome}
+_OUTCOME_CHOICES = ", ".join(list(_OUTCOMES)[:-1]) + " or " + list(_OUTCOMES)[-1]  # "real, false_alarm or drill"
 # Headers a proxy adds: operator actions come straight from a local process, never through a proxy.
 _PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 MAX_NAME = 64  # the name an operator gives (--by); the OS user is added to it, never taken from it
@@ -214,9 +216,10 @@ async def operator_action(request: web.Request) -> web.Response:
     by = str(body.get("by") or "").strip() if isinstance(body, dict) else ""
     if problem := _name_problem(by):
         raise web.HTTPBadRequest(text=f'"by" (who is acting): {problem}')
-    outcome = body.get("outcome")
-    if outcome not in (None, "real", "false_alarm", "drill"):
-        raise web.HTTPBadRequest(text='"outcome" must be real, false_alarm or drill')
+    given = body.get("outcome")
+    outcome = _OUTCOMES.get(given) if isinstance(given, str) else None
+    if given is not None and outcome is None:
+        raise web.HTTPBadRequest(text=f'"outcome" must be {_OUTCOME_CHOICES}')
     # The name is what the operator says; the OS user is what the kernel says. Both go in the record.
     actor = f"{by} (os:{peer.user})"
     result = await deps.call(OperatorCommand(int(request.match_info["id"]), action, actor, outcome))

@@ -1,0 +1,291 @@
+"""Every part of a running alertd, built from the config in one place and closed in the reverse order.
+
+`assemble` is an async context manager: it opens the store, builds the adapters, the engine and the
+outbox workers in a straight line (each gets what it needs when it is made; nothing is wired up
+afterwards), loads the engine's state, starts the HTTP side, and yields the typed `Parts`. On the way
+out it closes the HTTP side first (no new requests), then the carriers, then the store. Running the
+parts' loops is the daemon's job (alertd.daemon).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+from aiohttp import web
+
+from alertd.channels.console import ConsoleSender
+from alertd.channels.failover import FailoverSender
+from alertd.channels.terminal import TerminalSender
+from alertd.clock import SteadyClock
+from alertd.commands import CommandBook
+from alertd.config import Config
+from alertd.core.messages import Texts
+from alertd.core.ports import Health, Sender
+from alertd.core.records import Channel
+from alertd.engine import Engine
+from alertd.failpoints import Failpoints
+from alertd.inbox import Inbox
+from alertd.ingress.mqtt import MqttLink
+from alertd.metrics import Metrics
+from alertd.outbox import OutboxWorker
+from alertd.protocols.terminal import Topics
+from alertd.reserve import Reserve
+from alertd.store import Store
+from alertd.web.app import WebDeps, make_app, make_operator_app, open_operator_socket
+
+if TYPE_CHECKING:
+    from alertd.ingress.contact_id import ContactIdReceiver
+    from alertd.modem.session import AtSession
+
+# The Twilio and serial stacks are imported only when configured: a third of start-up is imports.
+# ruff: noqa: PLC0415
+
+_LOGGER = logging.getLogger("alertd.daemon")
+
+# Ring commands are small and the broker acknowledges them in microseconds; keep many in flight, within
+# the shipped mosquitto.conf's max_inflight_messages (100).
+TERMINAL_CONCURRENCY = 64
+# SMS requests in flight: Twilio takes many at once; the modem serialises its own commands anyway.
+SMS_CONCURRENCY = 32
+
+Loop = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    store: Store
+    engine: Engine
+    link: MqttLink
+    terminal: OutboxWorker  # ring and stop commands
+    sms: OutboxWorker  # texts, through `sms.sender`: Twilio, the modem, both (failover) or the console
+    modem: AtSession | None
+    receivers: tuple[ContactIdReceiver, ...]
+    health: Mapping[str, Callable[[], Health]]  # /healthz: mqtt, terminal, sms:<carrier>, disk, operator...
+
+    @property
+    def workers(self) -> tuple[OutboxWorker, OutboxWorker]:
+        return self.terminal, self.sms
+
+    def loops(self) -> list[tuple[str, Loop]]:
+        """Every long-running task, by name: what the daemon runs in its TaskGroup."""
+        loops: list[tuple[str, Loop]] = [("engine", self.engine.run), ("mqtt", self.link.run)]
+        loops += [(f"outbox-{w.channel}", w.run) for w in self.workers]
+        loops += [(f"receiver-{r.name}", r.run) for r in self.receivers]
+        if self.modem is not None:
+            loops.append(("modem", self.modem.run))
+        return loops
+
+
+@contextlib.asynccontextmanager
+async def assemble(
+    config: Config,
+    metrics: Metrics,
+    *,
+    clock: SteadyClock,
+    failpoints: Failpoints | None = None,
+    sms_stream: TextIO | None = None,
+) -> AsyncIterator[Parts]:
+    settings = config.settings
+    failpoints = failpoints or Failpoints()
+    async with contextlib.AsyncExitStack() as closing:
+        store = await Store.open(settings.store.path)
+        closing.push_async_callback(store.close)
+        reserve = Reserve(
+            settings.store.path.with_name(settings.store.path.name + ".reserve"),
+            int(settings.store.reserve_mb * 1024 * 1024),
+        )
+        if not await reserve.lay() and reserve.size > 0:
+            _LOGGER.warning("No room for the disk reserve beside %s: a full disk will stop commits", store.path)
+
+        inbox = Inbox()  # every adapter submits here; the engine drains it
+        zigbee = settings.zigbee2mqtt
+        link = MqttLink(
+            settings.mqtt,
+            inbox.submit,
+            metrics,
+            zigbee_base=zigbee.base if zigbee.enabled else None,
+            failpoints=failpoints,
+        )
+        modem, modem_sms = _modem(config, inbox, metrics, clock)
+        sms_sender = await _sms_sender(config, modem_sms, metrics, sms_stream, closing)
+        terminal = OutboxWorker(store, Channel.TERMINAL, TerminalSender(link), metrics,
+                                max_attempts=settings.sms.max_attempts, failpoints=failpoints,
+                                concurrency=TERMINAL_CONCURRENCY, clock=clock)  # fmt: skip
+        sms = OutboxWorker(store, Channel.SMS, sms_sender, metrics,
+                           max_attempts=settings.sms.max_attempts, failpoints=failpoints,
+                           concurrency=SMS_CONCURRENCY, clock=clock)  # fmt: skip
+
+        def wake_workers() -> None:  # new rows are committed: the workers look now, not at their timeout
+            terminal.wake()
+            sms.wake()
+
+        engine = Engine(
+            store,
+            config.roster,
+            Texts(settings.daemon.zone, settings.daemon.language),
+            metrics,
+            join_window_s=settings.incidents.join_window_s,
+            dedup_window_s=settings.incidents.dedup_window_s,
+            failpoints=failpoints,
+            clock=clock,
+            on_commit=wake_workers,
+            grace_s=settings.supervision.grace_s,
+            supervision_interval_s=settings.supervision.interval_s,
+            digest_at=settings.supervision.digest_time,
+            digest_catch_up_s=settings.supervision.digest_catch_up_s,
+            reserve=reserve,
+            inbox=inbox,
+            commands=CommandBook(
+                topics=Topics(settings.mqtt.prefix), zigbee_base=zigbee.base, profiles=config.profiles
+            ),
+        )
+        await engine.load()
+        receivers = _receivers(config, engine, inbox, metrics)
+
+        health: dict[str, Callable[[], Health]] = {
+            "mqtt": link.health,
+            "terminal": terminal.health,
+            f"sms:{sms_sender.name}": sms.health,
+            "disk": lambda: disk_health(engine),
+        }
+        if modem is not None:
+            health["modem"] = modem.health
+        health.update({f"receiver:{r.name}": r.line.health for r in receivers})
+        await _serve_http(config, engine, store, metrics, health, closing)
+        yield Parts(store, engine, link, terminal, sms, modem, tuple(receivers), health)
+
+
+def disk_health(engine: Engine) -> Health:
+    if engine.durable.failure is not None:
+        return Health(False, f"commits failing, alarms held at the broker: {engine.durable.failure}")
+    if engine.store.write_failure is not None:  # the outbox's writes fail too when the disk is full
+        return Health(False, f"store writes failing: {engine.store.write_failure}")
+    if engine.durable.on_reserve:
+        return Health(False, "disk full: running on the reserve; free space")
+    return Health(True)
+
+
+def _modem(
+    config: Config, inbox: Inbox, metrics: Metrics, clock: SteadyClock
+) -> tuple[AtSession | None, Sender | None]:
+    """One AT session on the modem's line, carrying the SMS sender and the inbox of replies."""
+    modem = config.settings.modem
+    if not modem.url:
+        return None, None
+    from alertd.channels.gsm_modem import ModemSender
+    from alertd.ingress.modem_inbox import ModemInbox
+    from alertd.modem.session import AtSession
+    from alertd.serial_lines import LineSettings
+
+    session = AtSession(
+        LineSettings("modem", modem.url, modem.baudrate),
+        metrics,
+        command_timeout_s=modem.command_timeout_s,
+        sweep_interval_s=modem.sweep_interval_s,
+    )
+    session.attach(ModemInbox(session, inbox.submit, metrics, clock=clock))
+    return session, ModemSender(session, smsc=modem.smsc)
+
+
+def _receivers(config: Config, engine: Engine, inbox: Inbox, metrics: Metrics) -> list[ContactIdReceiver]:
+    """The Contact ID receivers' serial lines; each looks accounts up in the engine's current roster."""
+    if not config.settings.receivers:
+        return []
+    from alertd.ingress.contact_id import ContactIdReceiver
+    from alertd.serial_lines import LineSettings
+
+    return [
+        ContactIdReceiver(
+            LineSettings(r.name, r.url, r.baudrate, r.bytesize, r.parity, r.stopbits),
+            r.format,
+            lambda: engine.desk.roster,  # a SIGHUP's new roster is seen at once
+            inbox.submit,
+            metrics,
+        )
+        for r in config.settings.receivers
+    ]
+
+
+async def _sms_sender(
+    config: Config,
+    modem: Sender | None,
+    metrics: Metrics,
+    stream: TextIO | None,
+    closing: contextlib.AsyncExitStack,
+) -> Sender:
+    """Twilio and/or the GSM modem, the preferred one first; the console when neither is configured."""
+    settings = config.settings
+    twilio = settings.twilio
+    carriers: list[Sender] = []
+    if twilio.enabled and twilio.account_sid and twilio.auth_token and twilio.from_number:
+        from alertd.channels.twilio_sms import TwilioSender
+
+        public = settings.http.public_url
+        sender = TwilioSender(
+            twilio.account_sid,
+            twilio.auth_token,
+            twilio.from_number,
+            twilio.api_base_url,
+            status_callback=f"{public.rstrip('/')}/twilio/status" if public else None,
+            timeout_s=twilio.timeout_s,
+        )
+        closing.push_async_callback(sender.close)
+        carriers.append(sender)
+    if modem is not None:
+        carriers.insert(0 if settings.sms.prefer == "modem" else len(carriers), modem)
+    if not carriers:
+        _LOGGER.warning("No Twilio account or GSM modem configured: SMS are printed by the console channel")
+        return ConsoleSender(stream)
+    if len(carriers) == 1:
+        return carriers[0]
+    failover = FailoverSender(carriers, hedge_after_s=settings.sms.hedge_after_s, metrics=metrics)
+    closing.push_async_callback(failover.close)  # before the carriers: its hedges still use them
+    return failover
+
+
+async def _serve_http(
+    config: Config,
+    engine: Engine,
+    store: Store,
+    metrics: Metrics,
+    health: dict[str, Callable[[], Health]],
+    closing: contextlib.AsyncExitStack,
+) -> None:
+    """Webhooks, /healthz and /metrics on TCP; operator actions on the Unix socket only."""
+    http, twilio = config.settings.http, config.settings.twilio
+    deps = WebDeps(
+        call=engine.call,
+        store=store,
+        metrics=metrics,
+        health_checks=health,
+        auth_token=twilio.auth_token if twilio.enabled else None,
+        public_url=http.public_url,
+    )
+    runner = web.AppRunner(make_app(deps), access_log=None)
+    await runner.setup()
+    closing.push_async_callback(runner.cleanup)
+    await web.TCPSite(runner, http.host, http.port).start()
+    _LOGGER.info("HTTP listening on %s:%s", http.host, http.port)
+    try:
+        sock, access = open_operator_socket(http.socket, http.socket_group)
+    except OSError as err:
+        # Alarms matter more than the operator's command line: run on, loudly, without it.
+        # Terminals and SMS replies still acknowledge; /healthz says what is missing.
+        detail = f"operator socket {http.socket} not open: {err}"
+        _LOGGER.error("%s; alertd ack/on-scene/resolve/cancel will not work", detail)
+        health["operator"] = lambda: Health(False, detail)
+        return
+    operator = web.AppRunner(make_operator_app(deps, access), access_log=None)
+    try:
+        await operator.setup()
+    except BaseException:
+        sock.close()
+        raise
+    closing.push_async_callback(operator.cleanup)
+    await web.SockSite(operator, sock).start()
+    _LOGGER.info("Operator socket %s (mode 0660, group %s)", http.socket, access.group)
+    health["operator"] = lambda: Health(True)
