@@ -147,6 +147,8 @@ _INCIDENT_COLUMNS = (
     "id, household_id, group_id, kind, policy, state, opened_at, last_alarm_at, next_step, next_step_at, "
     "acknowledged_at, acknowledged_by, on_scene_at, resolved_at, outcome, rung, silent, device_id, maintenance"
 )
+# Rows per outbox statement: 6 parameters each stays well under SQLite's 32,766.
+_ROWS_PER_STATEMENT = 1000
 _OUTBOX_COLUMNS = (
     "id, key, incident_id, step, channel, purpose, recipient, address, body, status, attempts, carrier, "
     "provider_id, error, delivery, created_at, next_attempt_at, updated_at"
@@ -251,38 +253,52 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
-        # Engine and outbox workers share one connection: their transactions must not interleave.
+        # The engine's transactions on `_db` must not interleave with each other.
         self._write_lock = asyncio.Lock()
         self._write_failure: str | None = None
+        # The outbox workers' connection (None when read-only): synchronous=NORMAL, one statement per
+        # transaction, one hop to its thread per call. A status move lost to a power cut can only repeat
+        # a message (reconciled or resent), never lose one; the alarms and their plans commit on `_db`
+        # with synchronous=FULL. SQLite serialises the two connections' writes (busy_timeout).
+        self._outbox: aiosqlite.Connection | None = None
 
     @asynccontextmanager
-    async def _transaction(self, *, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
-        """durable=False skips the fsync at commit: for outbox status moves, which a crash can only turn
-        into a repeated message (reconciled or resent), never a lost one. Alarms and plans stay FULL."""
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._write_lock:
             try:
-                if not durable:
-                    await self._db.execute("PRAGMA synchronous = NORMAL")
+                await self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    await self._db.execute("BEGIN IMMEDIATE")
-                    try:
-                        yield self._db
-                    except BaseException:
-                        with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back already
-                            await self._db.execute("ROLLBACK")
-                        raise
-                    await self._db.execute("COMMIT")
-                finally:
-                    if not durable:
-                        await self._db.execute("PRAGMA synchronous = FULL")
-            except sqlite3.OperationalError as err:
-                if err.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+                    yield self._db
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back already
+                        await self._db.execute("ROLLBACK")
                     raise
+                await self._db.execute("COMMIT")
+            except sqlite3.OperationalError as err:
+                self._refuse_write(err)
                 with contextlib.suppress(sqlite3.Error):
                     await self._db.execute("ROLLBACK")
-                self._write_failure = str(err)
                 raise StoreFull(f"{self.path}: {err}") from err
             self._write_failure = None
+
+    def _refuse_write(self, err: sqlite3.OperationalError) -> None:
+        """Re-raise what is not a full disk or an I/O error; remember what is (health, `write_failure`)."""
+        if err.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+            raise err
+        self._write_failure = str(err)
+
+    async def _outbox_write(self, sql: str, params: Sequence[Any]) -> None:
+        """One statement on the outbox connection: its own transaction, one hop."""
+        assert self._outbox is not None, "a read-only store writes nothing"  # noqa: S101
+        try:
+            await self._outbox.execute_fetchall(sql, params)
+        except sqlite3.OperationalError as err:
+            self._refuse_write(err)
+            raise StoreFull(f"{self.path}: {err}") from err
+        self._write_failure = None
+
+    async def _outbox_read(self, sql: str, params: Sequence[Any]) -> Iterable[sqlite3.Row]:
+        return await (self._outbox or self._db).execute_fetchall(sql, params)
 
     @property
     def write_failure(self) -> str | None:
@@ -311,11 +327,15 @@ class Store:
         store = cls(db, path)
         try:
             await store._prepare(readonly=readonly, new=new)
+            if not readonly:
+                store._outbox = await aiosqlite.connect(path, isolation_level=None)
+                await store._outbox.execute("PRAGMA busy_timeout = 5000")
+                await store._outbox.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as err:
-            await db.close()
+            await store.close()
             raise _refusal(path, err, readonly=readonly) from err
         except BaseException:
-            await db.close()
+            await store.close()
             raise
         return store
 
@@ -399,7 +419,9 @@ class Store:
             )
 
     async def close(self) -> None:
-        await self._db.close()
+        if self._outbox is not None:
+            await self._outbox.close()
+        await self._db.close()  # the last connection checkpoints the WAL into the file
 
     async def ping(self) -> None:
         async with self._db.execute("SELECT 1") as cursor:
@@ -591,49 +613,59 @@ class Store:
     # --- the outbox workers' side ----------------------------------------------------------------
 
     async def due(self, channel: Channel, now: float, limit: int) -> list[OutboxRow]:
-        async with self._db.execute(
+        rows = await self._outbox_read(
             f"SELECT {_OUTBOX_COLUMNS} FROM notifications WHERE channel = ? AND status = 'pending' "
             "AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
             (channel.value, now, limit),
-        ) as cursor:
-            return [_outbox_from_row(r) for r in await cursor.fetchall()]
+        )
+        return [_outbox_from_row(r) for r in rows]
 
     async def next_due_at(self, channel: Channel) -> float | None:
-        async with self._db.execute(
-            "SELECT min(next_attempt_at) FROM notifications WHERE channel = ? AND status = 'pending'",
-            (channel.value,),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+        rows = list(
+            await self._outbox_read(
+                "SELECT min(next_attempt_at) FROM notifications WHERE channel = ? AND status = 'pending'",
+                (channel.value,),
+            )
+        )
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     async def in_sending(self, channel: Channel) -> list[OutboxRow]:
         """Rows a crash left between 'about to send' and 'recorded the outcome'."""
-        async with self._db.execute(
+        rows = await self._outbox_read(
             f"SELECT {_OUTBOX_COLUMNS} FROM notifications WHERE channel = ? AND status = 'sending' ORDER BY id",
             (channel.value,),
-        ) as cursor:
-            return [_outbox_from_row(r) for r in await cursor.fetchall()]
+        )
+        return [_outbox_from_row(r) for r in rows]
 
     async def claim(self, ids: Iterable[int], carrier: str, now: float) -> None:
         """Mark rows as being sent: a crash from here on is reconciled before any resend."""
-        async with self._transaction(durable=False) as db:
-            await db.executemany(
-                "UPDATE notifications SET status = 'sending', attempts = attempts + 1, carrier = ?, "
-                "updated_at = ? WHERE id = ?",
-                [(carrier, now, i) for i in ids],
+        ids = list(ids)
+        for start in range(0, len(ids), _ROWS_PER_STATEMENT):
+            chunk = ids[start : start + _ROWS_PER_STATEMENT]
+            await self._outbox_write(
+                "UPDATE notifications SET status = 'sending', attempts = attempts + 1, carrier = ?, updated_at = ? "
+                f"WHERE id IN ({', '.join('?' * len(chunk))})",
+                [carrier, now, *chunk],
             )
 
     async def record_results(self, results: Iterable[SendResult], now: float) -> None:
-        async with self._transaction(durable=False) as db:
-            await db.executemany(
-                "UPDATE notifications SET status = ?, carrier = coalesce(?, carrier), "
-                "provider_id = coalesce(?, provider_id), error = ?, next_attempt_at = ?, updated_at = ? "
-                "WHERE id = ?",
+        # One statement for many rows (UPDATE ... FROM a VALUES list): one transaction and one hop, where
+        # an executemany in a transaction costs four.
+        results = list(results)
+        for start in range(0, len(results), _ROWS_PER_STATEMENT):
+            chunk = results[start : start + _ROWS_PER_STATEMENT]
+            await self._outbox_write(
+                f"WITH r(id, status, carrier, provider_id, error, next_at) AS "
+                f"(VALUES {', '.join(['(?, ?, ?, ?, ?, ?)'] * len(chunk))}) "
+                "UPDATE notifications SET status = r.status, carrier = coalesce(r.carrier, notifications.carrier), "
+                "provider_id = coalesce(r.provider_id, notifications.provider_id), error = r.error, "
+                "next_attempt_at = r.next_at, updated_at = ? FROM r WHERE notifications.id = r.id",
                 [
-                    (r.status.value, r.carrier, r.provider_id, r.error, r.next_attempt_at or now, now, r.id)
-                    for r in results
+                    *(v for x in chunk
+                      for v in (x.id, x.status.value, x.carrier, x.provider_id, x.error, x.next_attempt_at or now)),
+                    now,
                 ],
-            )
+            )  # fmt: skip
 
     # --- reports -----------------------------------------------------------------------------------
 

@@ -130,6 +130,14 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_s(pid: int) -> float | None:
+    """The process's user + system CPU seconds so far (/proc/<pid>/stat, fields 14 and 15)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return None
+
+
 def nodelay(client: mqtt.Client) -> None:
     sock = client.socket()
     if sock is not None:
@@ -480,7 +488,13 @@ async def measure_target(target: Target, twilio: TwilioProcess, port: int, sizes
         result["trickle"] = await run_trickle(target, publisher, receiver, twilio, sizes)
         await asyncio.sleep(1.0)
         print(f"  {target.name}: burst of {sizes.burst}...", flush=True)
+        cpu_before = cpu_s(target.pid)
         result["burst"] = await run_burst(target, publisher, receiver, twilio, sizes)
+        cpu_after = cpu_s(target.pid)
+        if cpu_before is not None and cpu_after is not None:
+            # The responder's own CPU, whatever the broker and the machine's other load did: the least
+            # noisy figure of the burst.
+            result["burst"]["cpu_ms_per_alarm"] = (cpu_after - cpu_before) * 1000 / sizes.burst
         result["rss_after_burst_mb"] = rss_mb(target.pid)
     finally:
         publisher.close()
@@ -613,6 +627,7 @@ def print_table(results: dict[str, Any]) -> None:
     add("burst: sustained (p10..p90), alarms/s", a["burst"].get("sustained_rate"), f["burst"].get("sustained_rate"),
         ".0f")  # fmt: skip
     add("burst: publish took, s", a["burst"].get("publish_s"), f["burst"].get("publish_s"), ".2f")
+    add("burst: CPU per alarm, ms", a["burst"].get("cpu_ms_per_alarm"), f["burst"].get("cpu_ms_per_alarm"), ".2f")
     width = max(len(r[0]) for r in rows)
     print(f"{'':{width}}  {'alertd':>9}  {'forwarder':>9}  {'ratio':>7}")
     for label, av, fv, r in rows:
@@ -627,20 +642,21 @@ def check_targets(results: dict[str, Any], sizes: Sizes) -> list[str]:
     a, f = results["alertd"], results["forwarder"]
     out = []
     p99, fp99 = a["trickle"]["all_rings_ms"]["p99"], f["trickle"]["all_rings_ms"]["p99"]
-    ok = p99 is not None and fp99 is not None and p99 <= 3 * fp99
-    out.append(f"[{'PASS' if ok else 'MISS'}] trickle p99 alarm -> 9 rings <= 3x floor: "
-               f"{fmt(p99)} ms vs 3 x {fmt(fp99)} ms ({ratio(p99, fp99)})")  # fmt: skip
+    # Issue 10's targets.
+    ok = p99 is not None and fp99 is not None and p99 <= 1.5 * fp99
+    out.append(f"[{'PASS' if ok else 'MISS'}] trickle p99 alarm -> 9 rings <= 1.5x floor: "
+               f"{fmt(p99)} ms vs 1.5 x {fmt(fp99)} ms ({ratio(p99, fp99)})")  # fmt: skip
     rate, frate = a["burst"]["drain_rate"], f["burst"]["drain_rate"]
-    ok = rate is not None and frate is not None and rate >= 0.8 * frate and a["burst"]["lost"] == 0
+    ok = rate is not None and frate is not None and rate >= 1.0 * frate and a["burst"]["lost"] == 0
     out.append(
-        f"[{'PASS' if ok else 'MISS'}] burst drained >= 0.8x floor rate, zero loss: "
+        f"[{'PASS' if ok else 'MISS'}] burst drained >= 1.0x floor rate, zero loss: "
         f"{fmt(rate, '.0f')}/s vs {fmt(frate, '.0f')}/s ({ratio(rate, frate)}), lost {a['burst']['lost']}"
     )
-    ok = a["startup_s"] < 2.0
-    out.append(f"[{'PASS' if ok else 'MISS'}] start-up < 2 s at {sizes.households} households: "
+    ok = a["startup_s"] < 1.0
+    out.append(f"[{'PASS' if ok else 'MISS'}] start-up < 1 s at {sizes.households} households: "
                f"{a['startup_s']:.2f} s")  # fmt: skip
     worst = max(v for v in (a["rss_start_mb"], a.get("rss_after_burst_mb")) if v is not None)
-    out.append(f"[{'PASS' if worst < 150 else 'MISS'}] RSS < 150 MB at {sizes.households} households: "
+    out.append(f"[{'PASS' if worst < 100 else 'MISS'}] RSS < 100 MB at {sizes.households} households: "
                f"{worst:.0f} MB (max of after start / after burst)")  # fmt: skip
     return out
 

@@ -7,8 +7,10 @@ PermanentError (record it, tell a person).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
@@ -41,6 +43,32 @@ def _quiet_logger() -> logging.Logger:
     logger = logging.Logger("twilio.http.muted")
     logger.disabled = True
     return logger
+
+
+class _FormEncoded(AsyncTwilioHttpClient):  # type: ignore[misc]  # the library is untyped
+    """The SDK's HTTP client, with the form body and the credentials encoded here, once. Given a dict,
+    aiohttp builds a FormData and, inside it, a multipart writer with a uuid4 boundary for every request: a
+    quarter of the CPU an SMS costs us in a burst. Given `auth`, aiohttp 3.13 warns it is deprecated. The
+    bytes sent are the same."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (the SDK's signature)
+        allow_redirects: bool = False,
+    ) -> Any:
+        headers = dict(headers or {})
+        if isinstance(data, dict):
+            data = urlencode(data, doseq=True).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        if auth is not None:
+            headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode("ascii")
+        return await super().request(method, url, params, data, headers, None, timeout, allow_redirects)
 
 
 class TwilioSender:
@@ -79,7 +107,7 @@ class TwilioSender:
     def _twilio(self) -> Any:
         # Built on first use: the aiohttp session must be created inside the running loop.
         if self._client is None:
-            self._http = AsyncTwilioHttpClient(logger=_quiet_logger())
+            self._http = _FormEncoded(logger=_quiet_logger())
             client = Client(self._account_sid, self._auth_token, http_client=self._http)
             if self._api_base_url is not None:
                 # Every Messages request is built from the Api domain's base_url; edge/region (which the
@@ -114,7 +142,8 @@ class TwilioSender:
             raise error from err
         self._record_success()
         sid = str(created.sid)
-        _LOGGER.debug("Twilio accepted message %d to %s as %s", message.id, mask(message.address), sid)
+        if _LOGGER.isEnabledFor(logging.DEBUG):  # masking parses the number: not for a line nobody reads
+            _LOGGER.debug("Twilio accepted message %d to %s as %s", message.id, mask(message.address), sid)
         return sid
 
     async def find_sent(self, message: Outbound) -> str | None:
