@@ -134,15 +134,13 @@ class OutboxWorker:
             async with self._dispatch_lock:  # drain waits for a claim to become tasks it can wait for
                 if self._draining:
                     return
-                rows = await self.store.due(self.channel, self.clock(), limit=free)
+                try:
+                    rows = await self.store.claim_due(self.channel, self.clock(), free, self.sender.name)
+                except StoreFull:
+                    # Not claimed, not sent: sending first would risk a message the store cannot record.
+                    await asyncio.sleep(STORE_RETRY_S)
+                    continue
                 if rows:
-                    try:
-                        await self.store.claim([r.id for r in rows], self.sender.name, self.clock())
-                    except StoreFull:
-                        # Not claimed, not sent: sending first would risk a message the store cannot record.
-                        rows = []
-                        await asyncio.sleep(STORE_RETRY_S)
-                        continue
                     assert self._tasks is not None  # noqa: S101 (dispatch runs only inside run's TaskGroup)
                     for row in rows:
                         task = self._tasks.create_task(self._send(row), name=f"send-{row.id}")

@@ -6,7 +6,6 @@ writer of incidents; outbox workers only move notification rows through their st
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import json
@@ -15,16 +14,14 @@ import os
 import pwd
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from alertd.core.events import Arming, DeliveryReport
 from alertd.core.incidents import Channel, Incident, Outcome, Purpose, State, TimelineEntry
@@ -32,8 +29,10 @@ from alertd.core.model import Kind
 from alertd.core.records import Batch
 from alertd.core.supervision import Condition, Reported
 from alertd.errors import AlertdError, StoreError, StoreFull, StoreUnavailable
+from alertd.sqlite_thread import Row, SqliteThread, in_transaction
 
 _LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 IN_USE_SINCE_KEY = "first_started_at"  # written at the first start (migration 7 backdates older stores)
 _LOOKUP_CHUNK = 400  # keys per query: well under SQLite's limit on bound variables
 
@@ -56,6 +55,8 @@ class Status(StrEnum):
     FAILED = "failed"  # the carrier refused it for good (invalid number...)
     DEAD = "dead"  # gave up after max attempts
 
+
+_STATUSES = {s.value: s for s in Status}
 
 # Schema version N is alertd/schema/NNNN_what.sql: the version is the number in the name, never a place
 # in a listing (alertd/schema/__init__.py says why a shipped file is never edited).
@@ -147,11 +148,18 @@ _INCIDENT_COLUMNS = (
     "id, household_id, group_id, kind, policy, state, opened_at, last_alarm_at, next_step, next_step_at, "
     "acknowledged_at, acknowledged_by, on_scene_at, resolved_at, outcome, rung, silent, device_id, maintenance"
 )
-# Rows per outbox statement: 6 parameters each stays well under SQLite's 32,766.
-_ROWS_PER_STATEMENT = 1000
+_ACTIVE = "state IN ('open', 'acknowledged', 'on_scene')"
+_DEVICE_COLUMNS = (
+    "id, online, battery, last_seen, last_test, battery_low, tampered, state, ac_loss, comm_trouble, "
+    "armed, armed_user, armed_at"
+)
 _OUTBOX_COLUMNS = (
     "id, key, incident_id, step, channel, purpose, recipient, address, body, status, attempts, carrier, "
     "provider_id, error, delivery, created_at, next_attempt_at, updated_at"
+)
+_DUE = (
+    f"SELECT {_OUTBOX_COLUMNS} FROM notifications WHERE channel = ? AND status = 'pending' AND next_attempt_at <= ? "
+    "ORDER BY next_attempt_at, id LIMIT ?"
 )
 _DELIVERY_RANK = {"queued": 0, "accepted": 0, "sending": 1, "sent": 2, "undelivered": 3, "failed": 3, "delivered": 4}
 
@@ -175,12 +183,18 @@ def _incident_from_row(r: Sequence[Any]) -> Incident:
     )  # fmt: skip
 
 
+# Enum members by value: Enum(value) is the slowest part of reading an outbox row, and a burst reads 18,000.
+_CHANNELS = {c.value: c for c in Channel}
+_PURPOSES = {p.value: p for p in Purpose}
+
+
 def _outbox_from_row(r: Sequence[Any]) -> OutboxRow:
+    # Positional, in OutboxRow's field order (id, key, incident_id, step, channel, purpose, recipient,
+    # address, body, status, attempts, carrier, provider_id, error, delivery, created_at, next_attempt_at,
+    # updated_at), like _OUTBOX_COLUMNS.
     return OutboxRow(
-        id=r[0], key=r[1], incident_id=r[2], step=r[3], channel=Channel(r[4]), purpose=Purpose(r[5]),
-        recipient=r[6], address=r[7], body=r[8], status=Status(r[9]), attempts=r[10], carrier=r[11],
-        provider_id=r[12], error=r[13], delivery=r[14], created_at=r[15], next_attempt_at=r[16],
-        updated_at=r[17],
+        r[0], r[1], r[2], r[3], _CHANNELS[r[4]], _PURPOSES[r[5]], r[6], r[7], r[8], _STATUSES[r[9]], r[10],
+        r[11], r[12], r[13], r[14], r[15], r[16], r[17],
     )  # fmt: skip
 
 
@@ -250,55 +264,33 @@ def _refusal(path: Path, err: sqlite3.DatabaseError, *, readonly: bool = False) 
 
 
 class Store:
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
-        self._db = db
+    def __init__(self, db: SqliteThread, path: Path) -> None:
+        self._db = db  # the engine's: synchronous=FULL, a committed alarm survives a power cut
         self.path = path
-        # The engine's transactions on `_db` must not interleave with each other.
-        self._write_lock = asyncio.Lock()
         self._write_failure: str | None = None
         # The outbox workers' connection (None when read-only): synchronous=NORMAL, one statement per
-        # transaction, one hop to its thread per call. A status move lost to a power cut can only repeat
-        # a message (reconciled or resent), never lose one; the alarms and their plans commit on `_db`
-        # with synchronous=FULL. SQLite serialises the two connections' writes (busy_timeout).
-        self._outbox: aiosqlite.Connection | None = None
+        # transaction. A status move lost to a power cut can only repeat a message (reconciled or
+        # resent), never lose one. SQLite serialises the two connections' writes (busy_timeout); each
+        # connection has its own thread, so an engine commit's fsync does not hold up a claim's read.
+        self._outbox: SqliteThread | None = None
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._write_lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back already
-                        await self._db.execute("ROLLBACK")
-                    raise
-                await self._db.execute("COMMIT")
-            except sqlite3.OperationalError as err:
-                self._refuse_write(err)
-                with contextlib.suppress(sqlite3.Error):
-                    await self._db.execute("ROLLBACK")
-                raise StoreFull(f"{self.path}: {err}") from err
-            self._write_failure = None
-
-    def _refuse_write(self, err: sqlite3.OperationalError) -> None:
-        """Re-raise what is not a full disk or an I/O error; remember what is (health, `write_failure`)."""
-        if err.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
-            raise err
-        self._write_failure = str(err)
-
-    async def _outbox_write(self, sql: str, params: Sequence[Any]) -> None:
-        """One statement on the outbox connection: its own transaction, one hop."""
-        assert self._outbox is not None, "a read-only store writes nothing"  # noqa: S101
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, outbox: bool = False) -> T:
+        """fn in one transaction, in one trip to the connection's thread. A full disk (or an I/O error)
+        is StoreFull, remembered in `write_failure`; anything else is raised as it is."""
+        db = self._outbox if outbox else self._db
+        assert db is not None, "a read-only store writes nothing"  # noqa: S101
         try:
-            await self._outbox.execute_fetchall(sql, params)
+            result = await db.run(lambda connection: in_transaction(connection, fn))
         except sqlite3.OperationalError as err:
-            self._refuse_write(err)
+            if err.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+                raise
+            self._write_failure = str(err)
             raise StoreFull(f"{self.path}: {err}") from err
         self._write_failure = None
+        return result
 
-    async def _outbox_read(self, sql: str, params: Sequence[Any]) -> Iterable[sqlite3.Row]:
-        return await (self._outbox or self._db).execute_fetchall(sql, params)
+    async def _outbox_read(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        return await (self._outbox or self._db).fetchall(sql, params)
 
     @property
     def write_failure(self) -> str | None:
@@ -323,12 +315,11 @@ class Store:
 
     @classmethod
     async def _connect(cls, path: Path, *, readonly: bool, new: bool) -> Store:
-        db = await aiosqlite.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT below
-        store = cls(db, path)
+        store = cls(await SqliteThread.connect(path), path)
         try:
             await store._prepare(readonly=readonly, new=new)
             if not readonly:
-                store._outbox = await aiosqlite.connect(path, isolation_level=None)
+                store._outbox = await SqliteThread.connect(path)
                 await store._outbox.execute("PRAGMA busy_timeout = 5000")
                 await store._outbox.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as err:
@@ -380,8 +371,7 @@ class Store:
             raise StoreError(f"{self.path}: schema version {version} is newer than this alertd knows")
         if not new:
             await self._check_ours(version)  # before anything writes: a file that is not ours stays as it was
-        async with self._db.execute("PRAGMA integrity_check") as cursor:
-            rows = [r[0] for r in await cursor.fetchall()]
+        rows = [r[0] for r in await self._db.fetchall("PRAGMA integrity_check")]
         if rows != ["ok"]:
             raise StoreError(f"{self.path}: integrity check failed: {'; '.join(rows[:5])}; {_RESTORE}")
         await self._db.execute("PRAGMA journal_mode = WAL")
@@ -401,15 +391,13 @@ class Store:
             )
 
     async def _version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetchone("PRAGMA user_version")
         return int(row[0]) if row else 0
 
     async def _check_ours(self, version: int) -> None:
         """An existing file must be an alertd store: version 0 is what a database nobody migrated looks
         like (another program's, or an empty one), and a version without our tables is another program's."""
-        async with self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
-            tables = {str(r[0]) for r in await cursor.fetchall()}
+        tables = {str(r[0]) for r in await self._db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
         missing = [name for name in _OWN_TABLES if name not in tables]
         if version == 0 or missing:
             lacking = f", no {missing[0]} table" if missing else ""
@@ -424,112 +412,13 @@ class Store:
         await self._db.close()  # the last connection checkpoints the WAL into the file
 
     async def ping(self) -> None:
-        async with self._db.execute("SELECT 1") as cursor:
-            await cursor.fetchone()
+        await self._db.fetchone("SELECT 1")
 
     # --- the engine's side -------------------------------------------------------------------
 
     async def commit(self, batch: Batch) -> None:
-        async with self._transaction() as db:
-            if batch.incidents:
-                await db.executemany(
-                    f"INSERT OR REPLACE INTO incidents ({_INCIDENT_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [_incident_params(i) for i in batch.incidents.values()],
-                )
-            if batch.timeline:
-                await db.executemany(
-                    "INSERT INTO timeline (incident_id, at, event, actor, detail) VALUES (?, ?, ?, ?, ?)",
-                    [(t.incident_id, t.at, t.event, t.actor, t.detail) for t in batch.timeline],
-                )
-            if batch.notifications:
-                # The unique key makes a replanned notification a no-op rather than a second message.
-                await db.executemany(
-                    "INSERT OR IGNORE INTO notifications (key, incident_id, step, channel, purpose, recipient, "
-                    "address, body, created_at, next_attempt_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (n.key, n.incident_id, n.step, n.channel.value, n.purpose.value, n.recipient, n.address,
-                         n.body, batch.now, batch.now, batch.now)
-                        for n in batch.notifications
-                    ],
-                )  # fmt: skip
-            if batch.seen:
-                await db.executemany(
-                    "INSERT OR REPLACE INTO seen_alarms (device_id, seq, at) VALUES (?, ?, ?)",
-                    [(d, s, batch.now) for d, s in batch.seen],
-                )
-            for update in batch.devices:
-                armed = update.armed is not None
-                await db.execute(
-                    "INSERT INTO devices (id, online, battery, last_seen, last_test, battery_low, tampered, state, "
-                    "ac_loss, comm_trouble, armed, armed_user, armed_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET online = coalesce(excluded.online, online), "
-                    "battery = coalesce(excluded.battery, battery), last_seen = excluded.last_seen, "
-                    "last_test = coalesce(excluded.last_test, last_test), "
-                    "battery_low = coalesce(excluded.battery_low, battery_low), "
-                    "tampered = coalesce(excluded.tampered, tampered), state = coalesce(excluded.state, state), "
-                    "ac_loss = coalesce(excluded.ac_loss, ac_loss), "
-                    "comm_trouble = coalesce(excluded.comm_trouble, comm_trouble), "
-                    # An arming replaces who and when too: a user unknown now must not keep the last one's number.
-                    "armed_user = CASE WHEN excluded.armed IS NULL THEN armed_user ELSE excluded.armed_user END, "
-                    "armed_at = CASE WHEN excluded.armed IS NULL THEN armed_at ELSE excluded.armed_at END, "
-                    "armed = coalesce(excluded.armed, armed)",
-                    (
-                        update.device_id,
-                        _flag(update.online),
-                        update.battery,
-                        update.at,
-                        update.at if update.test else None,
-                        _flag(update.battery_low),
-                        _flag(update.tampered),
-                        update.state,
-                        _flag(update.ac_loss),
-                        _flag(update.comm_trouble),
-                        None if update.armed is None else update.armed.value,
-                        update.armed_user if armed else None,
-                        update.at if armed else None,
-                    ),
-                )
-            for report in batch.deliveries:
-                await self._record_delivery(report, batch.now)
-            if batch.inbound:
-                await db.executemany(
-                    "INSERT OR IGNORE INTO inbound_messages (id, first_seen_at) VALUES (?, ?)",
-                    [(message_id, batch.now) for message_id in batch.inbound],
-                )
-            if batch.meta:
-                await db.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    list(batch.meta.items()),
-                )
-
-    async def _record_delivery(self, report: DeliveryReport, now: float) -> None:
-        if report.token is not None:
-            cursor = await self._db.execute(
-                "INSERT OR IGNORE INTO webhook_tokens (token, at) VALUES (?, ?)", (report.token, now)
-            )
-            if cursor.rowcount == 0:
-                return  # a retried callback we already recorded
-        provider_id, status, error = report.provider_id, report.status, report.error_code
-        async with self._db.execute(
-            # Newest first: a modem's message reference wraps at 256, so old rows may share it.
-            "SELECT id, delivery FROM notifications WHERE provider_id = ? ORDER BY id DESC LIMIT 1",
-            (provider_id,),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            _LOGGER.info("Delivery report for unknown message %s (%s)", provider_id, status)
-            return
-        # Callbacks can arrive out of order: never let "sent" overwrite "delivered".
-        recorded = (row[1] or "").split(" ", 1)[0]  # "undelivered (30003)" ranks as "undelivered"
-        if _DELIVERY_RANK.get(status, 0) < _DELIVERY_RANK.get(recorded, -1):
-            return
-        detail = f"{status} ({error})" if error else status
-        await self._db.execute(
-            "UPDATE notifications SET delivery = ?, updated_at = ? WHERE id = ?", (detail, now, row[0])
-        )
+        """The batch in one transaction, fsynced (synchronous=FULL), in one trip to the store's thread."""
+        await self._write(lambda db: _commit(db, batch))
 
     async def seen_alarms(self, keys: Iterable[tuple[str, int]], since: float) -> set[tuple[str, int]]:
         """Which (device, seq) of a batch were handled within the deduplication window: one query a batch."""
@@ -538,11 +427,13 @@ class Store:
         for start in range(0, len(wanted), _LOOKUP_CHUNK):
             chunk = wanted[start : start + _LOOKUP_CHUNK]
             rows = ", ".join("(?, ?)" for _ in chunk)
-            async with self._db.execute(
-                f"SELECT device_id, seq FROM seen_alarms WHERE at >= ? AND (device_id, seq) IN (VALUES {rows})",
-                (since, *(v for key in chunk for v in key)),
-            ) as cursor:
-                found.update((str(r[0]), int(r[1])) for r in await cursor.fetchall())
+            found.update(
+                (str(r[0]), int(r[1]))
+                for r in await self._db.fetchall(
+                    f"SELECT device_id, seq FROM seen_alarms WHERE at >= ? AND (device_id, seq) IN (VALUES {rows})",
+                    (since, *(v for key in chunk for v in key)),
+                )
+            )
         return found
 
     async def inbound_seen_many(self, message_ids: Iterable[str]) -> set[str]:
@@ -551,13 +442,14 @@ class Store:
         for start in range(0, len(wanted), _LOOKUP_CHUNK):
             chunk = wanted[start : start + _LOOKUP_CHUNK]
             marks = ", ".join("?" for _ in chunk)
-            async with self._db.execute(f"SELECT id FROM inbound_messages WHERE id IN ({marks})", chunk) as cursor:
-                found.update(str(r[0]) for r in await cursor.fetchall())
+            found.update(
+                str(r[0])
+                for r in await self._db.fetchall(f"SELECT id FROM inbound_messages WHERE id IN ({marks})", chunk)
+            )
         return found
 
     async def inbound_seen(self, message_id: str) -> bool:
-        async with self._db.execute("SELECT 1 FROM inbound_messages WHERE id = ?", (message_id,)) as cursor:
-            return await cursor.fetchone() is not None
+        return await self._db.fetchone("SELECT 1 FROM inbound_messages WHERE id = ?", (message_id,)) is not None
 
     async def in_use_since(self, now: float) -> float | None:
         """When the store was first used by the daemon; None (and from now on `now`) on its first start.
@@ -570,55 +462,49 @@ class Store:
         return None
 
     async def meta(self, key: str) -> str | None:
-        async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else str(row[0])
 
     async def set_meta(self, key: str, value: str) -> None:
-        async with self._transaction() as db:
-            await db.execute(
+        await self._write(
+            lambda db: db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
-            )
+            ).close()
+        )
 
     async def load_active_incidents(self) -> list[Incident]:
-        async with self._db.execute(
-            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE state IN ('open', 'acknowledged', 'on_scene') ORDER BY id"
-        ) as cursor:
-            return [_incident_from_row(r) for r in await cursor.fetchall()]
+        rows = await self._db.fetchall(f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE {_ACTIVE} ORDER BY id")
+        return [_incident_from_row(r) for r in rows]
 
     async def max_incident_id(self) -> int:
-        async with self._db.execute("SELECT coalesce(max(id), 0) FROM incidents") as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetchone("SELECT coalesce(max(id), 0) FROM incidents")
         return int(row[0]) if row else 0
 
     async def seen_alarm(self, device_id: str, seq: int, since: float) -> bool:
-        async with self._db.execute(
-            "SELECT 1 FROM seen_alarms WHERE device_id = ? AND seq = ? AND at >= ?", (device_id, seq, since)
-        ) as cursor:
-            return await cursor.fetchone() is not None
+        return (
+            await self._db.fetchone(
+                "SELECT 1 FROM seen_alarms WHERE device_id = ? AND seq = ? AND at >= ?", (device_id, seq, since)
+            )
+            is not None
+        )
 
     async def prune(self, before: float) -> None:
         """Forget deduplication and webhook tokens older than their windows."""
-        await self._db.execute("DELETE FROM seen_alarms WHERE at < ?", (before,))
-        await self._db.execute("DELETE FROM webhook_tokens WHERE at < ?", (before,))
+
+        def prune(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM seen_alarms WHERE at < ?", (before,))
+            db.execute("DELETE FROM webhook_tokens WHERE at < ?", (before,))
+
+        await self._write(prune)
 
     async def devices(self) -> dict[str, DeviceRecord]:
-        async with self._db.execute(
-            "SELECT id, online, battery, last_seen, last_test, battery_low, tampered, state, ac_loss, comm_trouble, "
-            "armed, armed_user, armed_at FROM devices"
-        ) as cursor:
-            return {r[0]: _device_from_row(r) for r in await cursor.fetchall()}
+        return {r[0]: _device_from_row(r) for r in await self._db.fetchall(f"SELECT {_DEVICE_COLUMNS} FROM devices")}
 
     # --- the outbox workers' side ----------------------------------------------------------------
 
     async def due(self, channel: Channel, now: float, limit: int) -> list[OutboxRow]:
-        rows = await self._outbox_read(
-            f"SELECT {_OUTBOX_COLUMNS} FROM notifications WHERE channel = ? AND status = 'pending' "
-            "AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
-            (channel.value, now, limit),
-        )
-        return [_outbox_from_row(r) for r in rows]
+        return [_outbox_from_row(r) for r in await self._outbox_read(_DUE, (channel.value, now, limit))]
 
     async def next_due_at(self, channel: Channel) -> float | None:
         rows = list(
@@ -639,69 +525,176 @@ class Store:
 
     async def claim(self, ids: Iterable[int], carrier: str, now: float) -> None:
         """Mark rows as being sent: a crash from here on is reconciled before any resend."""
-        ids = list(ids)
-        for start in range(0, len(ids), _ROWS_PER_STATEMENT):
-            chunk = ids[start : start + _ROWS_PER_STATEMENT]
-            await self._outbox_write(
-                "UPDATE notifications SET status = 'sending', attempts = attempts + 1, carrier = ?, updated_at = ? "
-                f"WHERE id IN ({', '.join('?' * len(chunk))})",
-                [carrier, now, *chunk],
-            )
+        await self._write(lambda db: _claim(db, list(ids), carrier, now), outbox=True)
+
+    async def claim_due(self, channel: Channel, now: float, limit: int, carrier: str) -> list[OutboxRow]:
+        """The rows due now (as they were), claimed for `carrier` in the same transaction: one trip."""
+
+        def claim_due(db: sqlite3.Connection) -> list[Row]:
+            rows: list[Row] = db.execute(_DUE, (channel.value, now, limit)).fetchall()
+            _claim(db, [r[0] for r in rows], carrier, now)
+            return rows
+
+        return [_outbox_from_row(r) for r in await self._write(claim_due, outbox=True)]
 
     async def record_results(self, results: Iterable[SendResult], now: float) -> None:
-        # One statement for many rows (UPDATE ... FROM a VALUES list): one transaction and one hop, where
-        # an executemany in a transaction costs four.
-        results = list(results)
-        for start in range(0, len(results), _ROWS_PER_STATEMENT):
-            chunk = results[start : start + _ROWS_PER_STATEMENT]
-            await self._outbox_write(
-                f"WITH r(id, status, carrier, provider_id, error, next_at) AS "
-                f"(VALUES {', '.join(['(?, ?, ?, ?, ?, ?)'] * len(chunk))}) "
-                "UPDATE notifications SET status = r.status, carrier = coalesce(r.carrier, notifications.carrier), "
-                "provider_id = coalesce(r.provider_id, notifications.provider_id), error = r.error, "
-                "next_attempt_at = r.next_at, updated_at = ? FROM r WHERE notifications.id = r.id",
-                [
-                    *(v for x in chunk
-                      for v in (x.id, x.status.value, x.carrier, x.provider_id, x.error, x.next_attempt_at or now)),
-                    now,
-                ],
-            )  # fmt: skip
+        params = [
+            (r.status.value, r.carrier, r.provider_id, r.error, r.next_attempt_at or now, now, r.id) for r in results
+        ]
+        await self._write(
+            lambda db: db.executemany(
+                "UPDATE notifications SET status = ?, carrier = coalesce(?, carrier), "
+                "provider_id = coalesce(?, provider_id), error = ?, next_attempt_at = ?, updated_at = ? "
+                "WHERE id = ?",
+                params,
+            ).close(),
+            outbox=True,
+        )
 
     # --- reports -----------------------------------------------------------------------------------
 
     async def incident(self, incident_id: int) -> Incident | None:
-        async with self._db.execute(
-            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE id = ?", (incident_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = await self._db.fetchone(f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE id = ?", (incident_id,))
         return _incident_from_row(row) if row else None
 
     async def incidents(self, *, active_only: bool = False, limit: int = 200) -> list[Incident]:
-        where = "WHERE state IN ('open', 'acknowledged', 'on_scene')" if active_only else ""
-        async with self._db.execute(
-            f"SELECT {_INCIDENT_COLUMNS} FROM incidents {where} ORDER BY id DESC LIMIT ?", (limit,)
-        ) as cursor:
-            return [_incident_from_row(r) for r in await cursor.fetchall()]
+        where = f"WHERE {_ACTIVE}" if active_only else ""
+        return [
+            _incident_from_row(r)
+            for r in await self._db.fetchall(
+                f"SELECT {_INCIDENT_COLUMNS} FROM incidents {where} ORDER BY id DESC LIMIT ?", (limit,)
+            )
+        ]
 
     async def timeline(self, incident_id: int) -> list[TimelineEntry]:
-        async with self._db.execute(
-            "SELECT incident_id, at, event, actor, detail FROM timeline WHERE incident_id = ? ORDER BY id",
-            (incident_id,),
-        ) as cursor:
-            return [TimelineEntry(*r) for r in await cursor.fetchall()]
+        return [
+            TimelineEntry(*r)
+            for r in await self._db.fetchall(
+                "SELECT incident_id, at, event, actor, detail FROM timeline WHERE incident_id = ? ORDER BY id",
+                (incident_id,),
+            )
+        ]
 
     async def notifications(self, incident_id: int | None = None) -> list[OutboxRow]:
         where, params = ("WHERE incident_id = ?", (incident_id,)) if incident_id is not None else ("", ())
-        async with self._db.execute(
-            f"SELECT {_OUTBOX_COLUMNS} FROM notifications {where} ORDER BY id", params
-        ) as cursor:
-            return [_outbox_from_row(r) for r in await cursor.fetchall()]
+        return [
+            _outbox_from_row(r)
+            for r in await self._db.fetchall(f"SELECT {_OUTBOX_COLUMNS} FROM notifications {where} ORDER BY id", params)
+        ]
 
     async def outbox_counts(self) -> dict[tuple[str, str], int]:
-        async with self._db.execute(
-            "SELECT channel, status, count(*) FROM notifications GROUP BY channel, status"
-        ) as cursor:
-            return {(r[0], r[1]): r[2] for r in await cursor.fetchall()}
+        return {
+            (r[0], r[1]): r[2]
+            for r in await self._db.fetchall(
+                "SELECT channel, status, count(*) FROM notifications GROUP BY channel, status"
+            )
+        }
+
+
+def _commit(db: sqlite3.Connection, batch: Batch) -> None:
+    if batch.incidents:
+        db.executemany(
+            f"INSERT OR REPLACE INTO incidents ({_INCIDENT_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [_incident_params(i) for i in batch.incidents.values()],
+        )
+    if batch.timeline:
+        db.executemany(
+            "INSERT INTO timeline (incident_id, at, event, actor, detail) VALUES (?, ?, ?, ?, ?)",
+            [(t.incident_id, t.at, t.event, t.actor, t.detail) for t in batch.timeline],
+        )
+    if batch.notifications:
+        # The unique key makes a replanned notification a no-op rather than a second message.
+        db.executemany(
+            "INSERT OR IGNORE INTO notifications (key, incident_id, step, channel, purpose, recipient, "
+            "address, body, created_at, next_attempt_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (n.key, n.incident_id, n.step, n.channel.value, n.purpose.value, n.recipient, n.address,
+                 n.body, batch.now, batch.now, batch.now)
+                for n in batch.notifications
+            ],
+        )  # fmt: skip
+    if batch.seen:
+        db.executemany(
+            "INSERT OR REPLACE INTO seen_alarms (device_id, seq, at) VALUES (?, ?, ?)",
+            [(d, s, batch.now) for d, s in batch.seen],
+        )
+    for update in batch.devices:
+        armed = update.armed is not None
+        db.execute(
+            "INSERT INTO devices (id, online, battery, last_seen, last_test, battery_low, tampered, state, "
+            "ac_loss, comm_trouble, armed, armed_user, armed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET online = coalesce(excluded.online, online), "
+            "battery = coalesce(excluded.battery, battery), last_seen = excluded.last_seen, "
+            "last_test = coalesce(excluded.last_test, last_test), "
+            "battery_low = coalesce(excluded.battery_low, battery_low), "
+            "tampered = coalesce(excluded.tampered, tampered), state = coalesce(excluded.state, state), "
+            "ac_loss = coalesce(excluded.ac_loss, ac_loss), "
+            "comm_trouble = coalesce(excluded.comm_trouble, comm_trouble), "
+            # An arming replaces who and when too: a user unknown now must not keep the last one's number.
+            "armed_user = CASE WHEN excluded.armed IS NULL THEN armed_user ELSE excluded.armed_user END, "
+            "armed_at = CASE WHEN excluded.armed IS NULL THEN armed_at ELSE excluded.armed_at END, "
+            "armed = coalesce(excluded.armed, armed)",
+            (
+                update.device_id,
+                _flag(update.online),
+                update.battery,
+                update.at,
+                update.at if update.test else None,
+                _flag(update.battery_low),
+                _flag(update.tampered),
+                update.state,
+                _flag(update.ac_loss),
+                _flag(update.comm_trouble),
+                None if update.armed is None else update.armed.value,
+                update.armed_user if armed else None,
+                update.at if armed else None,
+            ),
+        )
+    for report in batch.deliveries:
+        _record_delivery(db, report, batch.now)
+    if batch.inbound:
+        db.executemany(
+            "INSERT OR IGNORE INTO inbound_messages (id, first_seen_at) VALUES (?, ?)",
+            [(message_id, batch.now) for message_id in batch.inbound],
+        )
+    if batch.meta:
+        db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            list(batch.meta.items()),
+        )
+
+
+def _record_delivery(db: sqlite3.Connection, report: DeliveryReport, now: float) -> None:
+    if report.token is not None:
+        cursor = db.execute("INSERT OR IGNORE INTO webhook_tokens (token, at) VALUES (?, ?)", (report.token, now))
+        if cursor.rowcount == 0:
+            return  # a retried callback we already recorded
+    provider_id, status, error = report.provider_id, report.status, report.error_code
+    row = db.execute(
+        # Newest first: a modem's message reference wraps at 256, so old rows may share it.
+        "SELECT id, delivery FROM notifications WHERE provider_id = ? ORDER BY id DESC LIMIT 1",
+        (provider_id,),
+    ).fetchone()
+    if row is None:
+        _LOGGER.info("Delivery report for unknown message %s (%s)", provider_id, status)
+        return
+    # Callbacks can arrive out of order: never let "sent" overwrite "delivered".
+    recorded = (row[1] or "").split(" ", 1)[0]  # "undelivered (30003)" ranks as "undelivered"
+    if _DELIVERY_RANK.get(status, 0) < _DELIVERY_RANK.get(recorded, -1):
+        return
+    detail = f"{status} ({error})" if error else status
+    db.execute("UPDATE notifications SET delivery = ?, updated_at = ? WHERE id = ?", (detail, now, row[0]))
+
+
+def _claim(db: sqlite3.Connection, ids: list[int], carrier: str, now: float) -> None:
+    db.executemany(
+        "UPDATE notifications SET status = 'sending', attempts = attempts + 1, carrier = ?, updated_at = ? "
+        "WHERE id = ?",
+        [(carrier, now, i) for i in ids],
+    ).close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,10 +90,11 @@ async def test_wal_and_synchronous_full(store: Store, db_path: Path) -> None:
     # journal_mode=WAL is a property of the file: any connection sees it.
     assert query(db_path, "PRAGMA journal_mode") == [("wal",)]
     # synchronous is per connection: read it on the store's own connection (read only, nothing changed).
-    async with store._db.execute("PRAGMA synchronous") as cursor:
-        assert await cursor.fetchone() == (2,)  # FULL
-    async with store._db.execute("PRAGMA foreign_keys") as cursor:
-        assert await cursor.fetchone() == (1,)
+    assert await store._db.fetchone("PRAGMA synchronous") == (2,)  # FULL
+    assert await store._db.fetchone("PRAGMA foreign_keys") == (1,)
+    # The outbox's own connection moves statuses without the fsync: a crash can only repeat a message.
+    assert store._outbox is not None
+    assert await store._outbox.fetchone("PRAGMA synchronous") == (1,)  # NORMAL
 
 
 async def test_schema_from_the_future_is_refused(db_path: Path) -> None:
