@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import socket
 import ssl
@@ -191,7 +192,12 @@ class MqttLink:
         if client is None:
             raise TransientError(self._last_error)
         try:
-            await client.publish(topic, payload.encode(), qos=1, timeout=PUBLISH_TIMEOUT_S)
+            # Our own deadline, not aiomqtt's: its timeout is asyncio.wait_for, a task and a timer more for
+            # every ring command of a burst; math.inf makes it await the broker's PUBACK directly.
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await client.publish(topic, payload.encode(), qos=1, timeout=math.inf)
+        except TimeoutError as err:
+            raise TransientError(f"publish to {topic}: no PUBACK within {PUBLISH_TIMEOUT_S:.0f} s") from err
         except aiomqtt.MqttError as err:
             raise TransientError(f"publish to {topic} failed: {err}") from err
 
