@@ -28,6 +28,7 @@ _LOGGER = logging.getLogger(__name__)
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 300.0
 DEFAULT_CONCURRENCY = 16
+RECORD_GATHER_S = 0.01
 STORE_RETRY_S = 1.0  # while the disk is full, how often a claim or a record is tried again
 
 
@@ -251,6 +252,11 @@ class OutboxWorker:
     async def _record_loop(self) -> None:
         while True:
             await self._results_ready.wait()
+            if self.channel == Channel.TERMINAL:
+                # Let a burst's ring outcomes gather: one transaction for many, not one per loop turn. The
+                # commands are out already; only their 'sent' mark waits (a crash now repeats them, at
+                # most). Not for SMS: a carrier's delivery report must find the provider id recorded.
+                await asyncio.sleep(RECORD_GATHER_S)
             await self._flush_results()
 
     async def _flush_results(self) -> None:
