@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from alertd import roster_cache
 from alertd.core.model import (
     DEFAULT_POLICY,
     Device,
@@ -49,7 +50,6 @@ from alertd.problems import reason as _reason
 from alertd.problems import show as _show
 from alertd.problems import where as _where
 from alertd.profiles import check_roster_profiles, load_profiles
-from alertd.protocols.contact_id import LINE_FORMATS
 
 __all__ = [
     "Config",
@@ -324,6 +324,9 @@ class ReceiverSettings(_Section):
     @field_validator("format")
     @classmethod
     def _known_format(cls, value: str) -> str:
+        # Imported here: only a site with receivers loads the Contact ID decoder (start-up time).
+        from alertd.protocols.contact_id import LINE_FORMATS  # noqa: PLC0415
+
         if value not in LINE_FORMATS:
             raise ValueError(f"unknown line format; one of {', '.join(LINE_FORMATS)}")
         return value
@@ -363,19 +366,27 @@ class Config:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _read_toml(path: Path, label: str) -> tuple[dict[str, Any] | None, list[str]]:
+def _read_bytes(path: Path, label: str) -> tuple[bytes | None, list[str]]:
     try:
-        with path.open("rb") as file:
-            data = tomli.load(file)
+        return path.read_bytes(), []
     except FileNotFoundError:
         return None, [f"{label}: file not found"]
+    except OSError as err:
+        return None, [f"{label}: cannot read: {err.strerror}"]
+
+
+def _parse_toml(raw: bytes, label: str) -> tuple[dict[str, Any] | None, list[str]]:
+    try:
+        return tomli.loads(raw.decode("utf-8")), []
     except tomli.TOMLDecodeError as err:
         return None, [f"{label}: TOML syntax error: {err}"]
     except UnicodeDecodeError:
         return None, [f"{label}: not UTF-8 text"]
-    except OSError as err:
-        return None, [f"{label}: cannot read: {err.strerror}"]
-    return data, []
+
+
+def _read_toml(path: Path, label: str) -> tuple[dict[str, Any] | None, list[str]]:
+    raw, problems = _read_bytes(path, label)
+    return (None, problems) if raw is None else _parse_toml(raw, label)
 
 
 def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
@@ -522,10 +533,16 @@ class _Reader:
         return False
 
 
-def _read_roster(path: Path, label: str) -> tuple[Roster | None, list[str]]:
-    data, problems = _read_toml(path, label)
-    if data is None:
-        return None, problems
+def _read_roster(path: Path, label: str, raw: bytes | None = None) -> tuple[Roster | None, list[str]]:
+    """The roster file at `path` (or its bytes, `raw`, already read) validated in full."""
+    with roster_cache.no_gc():  # ~200,000 objects at 15,000 households and no cycles: the collector only slows it
+        data, problems = _read_toml(path, label) if raw is None else _parse_toml(raw, label)
+        if data is None:
+            return None, problems
+        return _build_roster(data, label)
+
+
+def _build_roster(data: dict[str, Any], label: str) -> tuple[Roster | None, list[str]]:
     r = _Reader(label)
     top = r.validate(_RosterIn, data, "")
     if top is None:
@@ -671,11 +688,20 @@ def _read_policy(r: _Reader, name: str, raw: dict[str, Any]) -> Policy | None:
 # ---------------------------------------------------------------------------------------------- public
 
 
-def load_roster(path: Path, profiles: Mapping[str, DeviceProfile] | None = None) -> Roster:
-    """Read and check a roster file on its own (SIGHUP); ConfigError lists every problem."""
-    roster, problems = _read_roster(path, str(path))
-    if roster is not None and profiles is not None:
-        problems += check_roster_profiles(roster, profiles, str(path))
+def load_roster(
+    path: Path, profiles: Mapping[str, DeviceProfile] | None = None, *, cache: Path | None = None
+) -> Roster:
+    """Read and check a roster file on its own (SIGHUP); ConfigError lists every problem.
+
+    With `cache` (alertd.roster_cache.path_for the store) and `profiles`, a roster validated before with the
+    same file, profiles and code is read from the cache, and a freshly validated one is written to it.
+    """
+    if cache is not None and profiles is not None:
+        roster, problems = _roster_through_cache(path, str(path), profiles, cache)
+    else:
+        roster, problems = _read_roster(path, str(path))
+        if roster is not None and profiles is not None:
+            problems += check_roster_profiles(roster, profiles, str(path))
     if roster is None or problems:
         raise ConfigError(problems)
     _LOGGER.info(
@@ -689,13 +715,48 @@ def load_roster(path: Path, profiles: Mapping[str, DeviceProfile] | None = None)
     return roster
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None, *, secrets: bool = True) -> Config:
+def _roster_through_cache(
+    path: Path, label: str, profiles: Mapping[str, DeviceProfile], cache: Path
+) -> tuple[Roster | None, list[str]]:
+    """The roster from the cache when it holds this file's validated roster; else validated in full (and cached).
+
+    The problems are exactly those of a full validation (check_roster_profiles' included): a cache is only
+    ever written for a roster that had none.
+    """
+    raw, problems = _read_bytes(path, label)
+    if raw is None:
+        return None, problems
+    key = roster_cache.cache_key(raw, profiles, roster_cache.code_fingerprint())
+    if key is not None and (cached := roster_cache.read(cache, key)) is not None:
+        _LOGGER.info("roster %s: read from the cache %s (validated before: same file, profiles and code)", path, cache)
+        return cached, []
+    roster, problems = _read_roster(path, label, raw)
+    if roster is not None:
+        problems += check_roster_profiles(roster, profiles, label)
+    if roster is None or problems:
+        return None, problems
+    body = roster_cache.encode(roster)
+    del roster  # its strings are the parse's, spread over memory the parse has otherwise given back
+    if key is not None:
+        roster_cache.write(cache, key, body)
+    with roster_cache.no_gc():
+        # Served from the cached form, like every later start: the same values (tests/test_roster_cache.py),
+        # in compact fresh memory, so the process keeps no more than a restart would.
+        return roster_cache.decode(body), []
+
+
+def load_config(
+    path: Path, environ: Mapping[str, str] | None = None, *, secrets: bool = True, use_cache: bool = False
+) -> Config:
     """Read the settings file, apply ALERTD_<SECTION>__<KEY> overrides, then read the roster it names.
 
     Raises ConfigError with every problem in both files, each naming the file, the entry and the value.
     secrets=False is for commands that send nothing themselves (incidents, show, devices, ack...): a secret the
     environment does not hold is then no problem. It lives in the service's environment file, which an
     operator's shell does not read; the settings file itself must still be complete.
+    use_cache=True (`alertd run`) reads the validated roster from its cache beside the store when the roster
+    file, the profiles and the code are those it was validated with, and writes it after a full validation
+    (alertd.roster_cache). Otherwise (`alertd check` and the rest) the roster is always validated in full.
     """
     environ = os.environ if environ is None else environ
     label = str(path)
@@ -720,20 +781,32 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None, *, secrets
     daemon = data.get("daemon")
     raw_roster = daemon.get("roster") if isinstance(daemon, dict) else None
     roster_path = path.parent / (raw_roster if isinstance(raw_roster, str) else "roster.toml")
-    roster, roster_problems = _read_roster(roster_path, str(roster_path))
-    problems += roster_problems
     profiles: dict[str, DeviceProfile] = {}
+    profile_problems: list[str] = []
     try:
         profiles = load_profiles(settings.daemon.profiles if settings is not None else ())
     except ConfigError as err:
-        problems += err.problems
-    if roster is not None and profiles:
-        problems += check_roster_profiles(roster, profiles, str(roster_path))
+        profile_problems = err.problems
+    if use_cache and settings is not None and not problems and not profile_problems:
+        cache = roster_cache_path(settings)
+        roster, roster_problems = _roster_through_cache(roster_path, str(roster_path), profiles, cache)
+        problems += roster_problems
+    else:
+        # The problems in the order a reader expects: the roster's own, the profiles', then the devices'.
+        roster, roster_problems = _read_roster(roster_path, str(roster_path))
+        problems += roster_problems + profile_problems
+        if roster is not None and profiles:
+            problems += check_roster_profiles(roster, profiles, str(roster_path))
 
     if settings is None or roster is None or problems:
         raise ConfigError(problems)
     _check_session_id(settings.mqtt, label)
     return Config(settings, roster, path.absolute(), settings.daemon.roster, profiles)
+
+
+def roster_cache_path(settings: Settings) -> Path:
+    """The validated roster's cache: beside the store, in the directory the daemon owns and writes."""
+    return roster_cache.path_for(settings.store.path)
 
 
 def _check_session_id(mqtt: MqttSettings, label: str) -> None:

@@ -14,7 +14,7 @@ from typing import TextIO
 from alertd.assembly import Parts, assemble
 from alertd.clock import CHECK_INTERVAL_S as CLOCK_CHECK_INTERVAL_S
 from alertd.clock import SteadyClock
-from alertd.config import Config, load_roster
+from alertd.config import Config, load_roster, roster_cache_path
 from alertd.core.ports import Health
 from alertd.errors import ConfigError
 from alertd.failpoints import Failpoints
@@ -67,7 +67,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             profiles = load_profiles(self.config.settings.daemon.profiles)
-            roster = load_roster(self.config.roster_path, profiles)
+            roster = load_roster(self.config.roster_path, profiles, cache=roster_cache_path(self.config.settings))
         except ConfigError as err:
             for problem in err.problems:
                 _LOGGER.error("Roster reload refused: %s", problem)

@@ -1,10 +1,18 @@
-"""Phone numbers: normalize whatever the roster says to E.164, and mask numbers before they reach a log."""
+"""Phone numbers: normalize whatever the roster says to E.164, and mask numbers before they reach a log.
+
+phonenumbers is imported on first use, not with this module: a start that reads its roster from the cache
+(alertd.roster_cache) may need no number checked at all, and the import costs ~20 ms.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import phonenumbers
+if TYPE_CHECKING:
+    import phonenumbers
+
+# ruff: noqa: PLC0415
 
 __all__ = ["mask", "normalize"]
 
@@ -14,6 +22,8 @@ _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 def normalize(raw: str, region: str = "CN") -> str:
     """E.164 form of `raw` ("138 0000 0001", "+86-138-0000-0001", ...); ValueError if it cannot be a number."""
+    import phonenumbers
+
     if _E164.fullmatch(raw) and (number := _from_e164(raw)) is not None and phonenumbers.is_valid_number(number):
         return raw  # already canonical: skip the general parser, the slow part of loading a large roster
     try:
@@ -26,6 +36,8 @@ def normalize(raw: str, region: str = "CN") -> str:
 
 
 def _from_e164(text: str) -> phonenumbers.PhoneNumber | None:
+    import phonenumbers
+
     digits = text[1:]
     for size in (1, 2, 3):  # country codes are one to three digits and prefix-free
         code = int(digits[:size])
@@ -39,6 +51,8 @@ def _from_e164(text: str) -> phonenumbers.PhoneNumber | None:
 
 def mask(e164: str) -> str:
     """ "+8613812345678" -> "+86138****5678". Never raises: it is called while logging, on anything."""
+    import phonenumbers
+
     digits = "".join(c for c in e164 if c.isdigit())
     country = ""
     if e164.startswith("+"):

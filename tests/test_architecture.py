@@ -1,4 +1,5 @@
-"""The arrows point one way: the core imports no other alertd package, and no module imports in a circle.
+"""The arrows point one way: the core imports no other alertd package, and no module imports in a circle; and
+`alertd run` does not import what only other commands need.
 
 Read from the source with ast, so the test sees every import, including those inside functions
 (a lazy import is still a dependency) and those only for type checking (a cycle there still ties two
@@ -7,6 +8,8 @@ modules together)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "alertd"
@@ -62,3 +65,19 @@ def test_no_module_imports_in_a_circle() -> None:
         if module not in state:
             visit(module, [module])
     assert cycles == []
+
+
+def test_alertd_run_imports_only_what_it_uses() -> None:
+    """Start-up time (docs/benchmarks.md): what only other commands, other configurations or a roster that must be
+    checked in full need is imported when it is needed, not by `alertd run`'s modules."""
+    code = "import sys, alertd.cli, alertd.daemon; print(' '.join(sorted(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(run.stdout.split())
+    assert "alertd.daemon" in loaded
+    lazy = {
+        "alertd.decode", "alertd.demo", "alertd.mqtt_acl", "alertd.report", "alertd.scaffold",  # other commands
+        "alertd.protocols.contact_id", "alertd.protocols.sms_pdu", "alertd.modem.session",  # receivers, modem
+        "alertd.channels.twilio_sms", "twilio.rest", "serial",  # Twilio, serial lines: when configured
+        "phonenumbers",  # a roster read from its cache checks no number
+    }  # fmt: skip
+    assert lazy & loaded == set()
