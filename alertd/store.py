@@ -495,6 +495,7 @@ class Store:
         def prune(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM seen_alarms WHERE at < ?", (before,))
             db.execute("DELETE FROM webhook_tokens WHERE at < ?", (before,))
+            db.execute("DELETE FROM early_deliveries WHERE at < ?", (before,))
 
         await self._write(prune)
 
@@ -541,15 +542,7 @@ class Store:
         params = [
             (r.status.value, r.carrier, r.provider_id, r.error, r.next_attempt_at or now, now, r.id) for r in results
         ]
-        await self._write(
-            lambda db: db.executemany(
-                "UPDATE notifications SET status = ?, carrier = coalesce(?, carrier), "
-                "provider_id = coalesce(?, provider_id), error = ?, next_attempt_at = ?, updated_at = ? "
-                "WHERE id = ?",
-                params,
-            ).close(),
-            outbox=True,
-        )
+        await self._write(lambda db: _record_results(db, params), outbox=True)
 
     # --- reports -----------------------------------------------------------------------------------
 
@@ -678,15 +671,43 @@ def _record_delivery(db: sqlite3.Connection, report: DeliveryReport, now: float)
         "SELECT id, delivery FROM notifications WHERE provider_id = ? ORDER BY id DESC LIMIT 1",
         (provider_id,),
     ).fetchone()
-    if row is None:
-        _LOGGER.info("Delivery report for unknown message %s (%s)", provider_id, status)
-        return
-    # Callbacks can arrive out of order: never let "sent" overwrite "delivered".
-    recorded = (row[1] or "").split(" ", 1)[0]  # "undelivered (30003)" ranks as "undelivered"
-    if _DELIVERY_RANK.get(status, 0) < _DELIVERY_RANK.get(recorded, -1):
-        return
     detail = f"{status} ({error})" if error else status
-    db.execute("UPDATE notifications SET delivery = ?, updated_at = ? WHERE id = ?", (detail, now, row[0]))
+    if row is None:
+        # The carrier may call back before the outbox has recorded its answer (the provider id): keep the
+        # report until it is (record_results applies it), the most advanced one if several come.
+        early = db.execute("SELECT delivery FROM early_deliveries WHERE provider_id = ?", (provider_id,)).fetchone()
+        if early is None or _outranks(status, early[0]):
+            _LOGGER.info("Delivery report for a message not recorded yet %s (%s): kept for it", provider_id, status)
+            db.execute(
+                "INSERT OR REPLACE INTO early_deliveries (provider_id, delivery, at) VALUES (?, ?, ?)",
+                (provider_id, detail, now),
+            )
+        return
+    if _outranks(status, row[1]):
+        db.execute("UPDATE notifications SET delivery = ?, updated_at = ? WHERE id = ?", (detail, now, row[0]))
+
+
+def _outranks(status: str, recorded: str | None) -> bool:
+    """Callbacks can arrive out of order: never let "sent" overwrite "delivered"."""
+    before = (recorded or "").split(" ", 1)[0]  # "undelivered (30003)" ranks as "undelivered"
+    return _DELIVERY_RANK.get(status, 0) >= _DELIVERY_RANK.get(before, -1)
+
+
+def _record_results(db: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:
+    db.executemany(
+        "UPDATE notifications SET status = ?, carrier = coalesce(?, carrier), provider_id = coalesce(?, provider_id), "
+        "error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+        params,
+    ).close()
+    for provider_id in {p[2] for p in params if p[2] is not None}:
+        early = db.execute(
+            "DELETE FROM early_deliveries WHERE provider_id = ? RETURNING delivery", (provider_id,)
+        ).fetchone()
+        if early is not None:
+            db.execute(
+                "UPDATE notifications SET delivery = ? WHERE provider_id = ? AND delivery IS NULL",
+                (early[0], provider_id),
+            )
 
 
 def _claim(db: sqlite3.Connection, ids: list[int], carrier: str, now: float) -> None:

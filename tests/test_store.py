@@ -361,6 +361,21 @@ async def test_late_sent_never_overwrites_delivered(store: Store) -> None:
     assert row.delivery == "delivered"
 
 
+async def test_a_delivery_report_ahead_of_the_recorded_send_is_kept_until_it(store: Store) -> None:
+    # Twilio may call back before the worker has recorded the message's sid: the report must wait for it,
+    # not be dropped as "unknown message" (tests/test_scenario.py saw it now and then).
+    await store.commit(Batch(T0, incidents={1: incident()}, notifications=[sms()]))
+    (row,) = await store.notifications(1)
+    await store.claim([row.id], "twilio", T0 + 1)
+    await store.commit(Batch(T0 + 2, deliveries=[DeliveryReport("SM1", "delivered")]))
+    await store.commit(Batch(T0 + 2, deliveries=[DeliveryReport("SM1", "sent")]))
+    await store.record_results([SendResult(row.id, Status.SENT, "twilio", "SM1")], T0 + 3)
+    (row,) = await store.notifications(1)
+    assert row.delivery == "delivered"
+    await store.commit(Batch(T0 + 4, deliveries=[DeliveryReport("SM1", "sent")]))
+    assert (await store.notifications(1))[0].delivery == "delivered"
+
+
 async def test_delivery_moves_forward(store: Store) -> None:
     await sent_row(store)
     await store.commit(Batch(T0 + 3, deliveries=[DeliveryReport("SM1", "sent")]))
