@@ -11,12 +11,13 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from prometheus_client import Counter
 
 from alertd.core.incidents import Channel, Purpose
-from alertd.core.ports import Health, Outbound, Receipt, Sender
+from alertd.core.ports import BatchSender, Health, Outbound, Receipt, Sender
 from alertd.errors import PermanentError, StoreFull, TransientError
 from alertd.failpoints import MID_FANOUT, Failpoints
 from alertd.metrics import Metrics
@@ -59,13 +60,17 @@ class OutboxWorker:
         self.clock = clock
         self.failpoints = failpoints or Failpoints()
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
-        self.concurrency = concurrency
+        self.concurrency = concurrency  # messages in flight at most
+        # A batch sender gets each claim whole (one task, one call); any other sender a task per message.
+        self._batch_sender = sender if isinstance(sender, BatchSender) else None
         self._wake = asyncio.Event()
         self._results: list[SendResult] = []
         self._results_ready = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._dispatch_lock = asyncio.Lock()  # drain's flush must wait for the recorder's, not skip it
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._busy = 0  # messages in flight (a batch task carries many)
+        self._room = asyncio.Event()  # set whenever a send task finishes
         self._tasks: asyncio.TaskGroup | None = None  # the recorder and the sends in flight, while running
         self._draining = False
         self._lookup_failing = False  # logged once per outage of the carrier's lookups
@@ -88,7 +93,7 @@ class OutboxWorker:
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        return self._busy
 
     async def run(self) -> None:
         await self._reconcile()
@@ -138,10 +143,11 @@ class OutboxWorker:
 
     async def _dispatch_loop(self) -> None:
         while not self._draining:
-            free = self.concurrency - len(self._in_flight)
+            free = self.concurrency - self._busy
             # Refill in chunks: claiming one row per finished send would cost a transaction per message.
-            if self._in_flight and free < max(1, self.concurrency // 4):
-                await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
+            if self._busy and free < max(1, self.concurrency // 4):
+                self._room.clear()
+                await self._room.wait()
                 continue
             self._wake.clear()
             async with self._dispatch_lock:  # drain waits for a claim to become tasks it can wait for
@@ -153,12 +159,11 @@ class OutboxWorker:
                     # Not claimed, not sent: sending first would risk a message the store cannot record.
                     await asyncio.sleep(STORE_RETRY_S)
                     continue
-                if rows:
-                    assert self._tasks is not None  # noqa: S101 (dispatch runs only inside run's TaskGroup)
+                if rows and self._batch_sender is not None:
+                    self._start(self._send_all(self._batch_sender, rows), len(rows), f"send-{rows[0].id}+")
+                else:
                     for row in rows:
-                        task = self._tasks.create_task(self._send(row), name=f"send-{row.id}")
-                        self._in_flight.add(task)
-                        task.add_done_callback(self._in_flight.discard)
+                        self._start(self._send(row), 1, f"send-{row.id}")
             if rows:
                 continue
             next_at = await self.store.next_due_at(self.channel)
@@ -169,8 +174,47 @@ class OutboxWorker:
             except TimeoutError:
                 pass
 
+    def _start(self, send: Coroutine[Any, Any, None], messages: int, name: str) -> None:
+        assert self._tasks is not None  # noqa: S101 (dispatch runs only inside run's TaskGroup)
+        task = self._tasks.create_task(send, name=name)
+        self._in_flight.add(task)
+        self._busy += messages
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self._in_flight.discard(task)
+            self._busy -= messages
+            self._room.set()
+
+        task.add_done_callback(finished)
+
+    async def _send_all(self, sender: BatchSender, rows: list[OutboxRow]) -> None:
+        results: list[SendResult] = []
+        fresh: list[OutboxRow] = []
+        notes: list[str | None] = []
+        for row in rows:
+            refused: str | None = None
+            if row.attempts > 0:  # as in _attempt: ask before sending again
+                found, refused = await self._lookup(row)
+                if found is not None:
+                    results.append(self._sent(row, found))
+                    continue
+            fresh.append(row)
+            notes.append(refused)
+        if fresh:
+            try:
+                outcomes = await sender.send_all([_outbound(row) for row in fresh])
+            except Exception as err:  # a carrier bug must not strand the rows in 'sending'
+                _LOGGER.exception("Notifications from %d: unexpected error from %s", fresh[0].id, sender.name)
+                outcomes = [err] * len(fresh)
+            for row, note, error in zip(fresh, notes, outcomes, strict=True):
+                results.append(self._sent(row, None, note=note) if error is None else self._failed(row, error))
+        for result in results:
+            self._done(result)
+
     async def _send(self, row: OutboxRow) -> None:
-        result = await self._attempt(row)
+        self._done(await self._attempt(row))
+
+    def _done(self, result: SendResult) -> None:
         self._results.append(result)
         self._results_ready.set()
         self._counter(result.status).inc()
@@ -178,7 +222,6 @@ class OutboxWorker:
             self.failpoints.hit(MID_FANOUT)
 
     async def _attempt(self, row: OutboxRow) -> SendResult:
-        attempts = row.attempts + 1
         refused: str | None = None
         if row.attempts > 0:
             # A timed-out attempt may have reached the carrier after all: ask before sending again.
@@ -189,10 +232,15 @@ class OutboxWorker:
         try:
             # The note stays on the row, so `alertd show` tells why the message may have gone out twice.
             return self._sent(row, await self.sender.send(_outbound(row)), note=refused)
-        except PermanentError as err:
+        except Exception as err:  # noqa: BLE001 (every failure is classified; none may strand the row)
+            return self._failed(row, err)
+
+    def _failed(self, row: OutboxRow, err: Exception) -> SendResult:
+        attempts = row.attempts + 1
+        if isinstance(err, PermanentError):
             _LOGGER.error("Notification %d to %s failed for good via %s: %s", row.id, _who(row), self.sender.name, err)
             return SendResult(row.id, Status.FAILED, self.sender.name, error=_describe(err))
-        except TransientError as err:
+        if isinstance(err, TransientError):
             if attempts >= self.max_attempts:
                 _LOGGER.error("Notification %d to %s dead after %d attempts: %s", row.id, _who(row), attempts, err)
                 return SendResult(row.id, Status.DEAD, self.sender.name, error=_describe(err))
@@ -201,12 +249,12 @@ class OutboxWorker:
             return SendResult(
                 row.id, Status.PENDING, self.sender.name, error=_describe(err), next_attempt_at=self.clock() + delay
             )
-        except Exception as err:  # a carrier bug must not strand the row in 'sending'
-            _LOGGER.exception("Notification %d: unexpected error from %s", row.id, self.sender.name)
-            return SendResult(
-                row.id, Status.PENDING, self.sender.name, error=repr(err),
-                next_attempt_at=self.clock() + backoff_s(attempts, self._rng),
-            )  # fmt: skip
+        # A carrier bug must not strand the row in 'sending': retried, with its traceback logged.
+        _LOGGER.error("Notification %d: unexpected error from %s", row.id, self.sender.name, exc_info=err)
+        return SendResult(
+            row.id, Status.PENDING, self.sender.name, error=repr(err),
+            next_attempt_at=self.clock() + backoff_s(attempts, self._rng),
+        )  # fmt: skip
 
     async def _lookup(self, row: OutboxRow) -> tuple[str | Receipt | None, str | None]:
         """Did an earlier attempt reach the carrier? (receipt, None) when it did, (None, None) when the

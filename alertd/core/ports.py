@@ -7,9 +7,9 @@ tells the core which devices can sound and what to send them. No logic here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from alertd.core.events import Input
@@ -65,6 +65,16 @@ class Sender(Protocol):
         ...
 
     def health(self) -> Health: ...
+
+
+@runtime_checkable
+class BatchSender(Sender, Protocol):
+    """A carrier that takes many messages at once: the broker link publishes a claimed batch of ring and
+    stop commands back to back and waits for their PUBACKs together, not one awaited call per command."""
+
+    async def send_all(self, messages: Sequence[Outbound]) -> Sequence[Exception | None]:
+        """Send each once; for each, in order, None (sent; no provider id) or the error send() would raise."""
+        ...
 
 
 class Commands(Protocol):

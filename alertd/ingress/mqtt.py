@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import socket
 import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from alertd.config import MqttSettings
 from alertd.core.events import DeviceStatus, Input, SensorState
 from alertd.core.ports import Done, Health, Submit
 from alertd.core.results import Result, Verdict
-from alertd.errors import TransientError
+from alertd.errors import PermanentError, TransientError
 from alertd.failpoints import AFTER_RECEIVE, Failpoints
 from alertd.metrics import Metrics
 from alertd.protocols.terminal import ProtocolError, Topics, parse_event, parse_status
@@ -39,6 +42,24 @@ RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
 PENDING_PUBLISHES_EXPECTED = 256
 MAX_INFLIGHT_PUBLISHES = 100
+
+
+@dataclass(slots=True, eq=False)
+class _Pubacks:
+    """A batch of publishes waiting for their PUBACKs: one future for all of them, not one per command."""
+
+    pending: dict[int, int] = field(default_factory=dict)  # paho message id -> index in the batch
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def acknowledged(self, mid: int) -> None:
+        del self.pending[mid]
+        if not self.pending and not self.done.done():
+            self.done.set_result(None)
+
+    def abandon(self) -> None:
+        """The connection is gone: what is still pending will never be acknowledged on it."""
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 class MqttLink:
@@ -60,6 +81,7 @@ class MqttLink:
         self.failpoints = failpoints or Failpoints()
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
         self._client: aiomqtt.Client | None = None
+        self._waiting: dict[int, _Pubacks] = {}  # the current connection's publishes awaiting a PUBACK
         self._generation = 0
         self._last_error = "not connected yet"
         self.up = asyncio.Event()  # set while connected and subscribed
@@ -76,7 +98,7 @@ class MqttLink:
 
     # --- the connection loop ------------------------------------------------------------------------
 
-    def _make_client(self) -> aiomqtt.Client:
+    def _make_client(self, waiting: dict[int, _Pubacks]) -> aiomqtt.Client:
         settings = self.settings
         tls_context = None
         if settings.tls:
@@ -102,6 +124,19 @@ class MqttLink:
         )
         # aiomqtt 2.x has no manual-ack switch (aiomqtt#345); paho's is the documented way.
         client._client.manual_ack_set(True)
+        # Ring commands are published in batches (publish_all) and their PUBACKs are matched here, one dict
+        # lookup each; aiomqtt's own publish keeps an event and an awaiting task per message. Message ids
+        # that are not ours (aiomqtt's publishes, if any) go on to aiomqtt.
+        aiomqtt_on_publish = client._client.on_publish
+
+        def on_publish(paho_client: paho.Client, userdata: Any, mid: int, *rest: Any) -> None:
+            batch = waiting.pop(mid, None)
+            if batch is not None:
+                batch.acknowledged(mid)
+            elif aiomqtt_on_publish is not None:
+                aiomqtt_on_publish(paho_client, userdata, mid, *rest)
+
+        client._client.on_publish = on_publish
         # The terminal outbox keeps many publishes in flight on purpose; aiomqtt warns past this many.
         client.pending_calls_threshold = PENDING_PUBLISHES_EXPECTED
         return client
@@ -109,14 +144,15 @@ class MqttLink:
     async def run(self) -> None:
         failures = 0
         while True:
-            client = self._make_client()
+            waiting: dict[int, _Pubacks] = {}
+            client = self._make_client(waiting)
             try:
                 async with client:
                     self._generation += 1
                     # Subscribe every time: the broker may have lost our session while we were away.
                     for topic in self.topics.subscriptions() + (self.zigbee.subscriptions() if self.zigbee else []):
                         await client.subscribe(topic, qos=1)
-                    self._client = client
+                    self._client, self._waiting = client, waiting
                     self.up.set()
                     self.metrics.mqtt_connected.set(1)
                     _LOGGER.info("Connected to MQTT broker %s", _safe_url(self.settings.url))
@@ -129,6 +165,9 @@ class MqttLink:
                 _LOGGER.log(level, "MQTT broker %s unreachable: %s", _safe_url(self.settings.url), err)
             finally:
                 self._client = None
+                for batch in set(waiting.values()):
+                    batch.abandon()
+                waiting.clear()
                 self.up.clear()
                 self.metrics.mqtt_connected.set(0)
             failures += 1
@@ -188,18 +227,43 @@ class MqttLink:
     # --- outbound -----------------------------------------------------------------------------------
 
     async def publish(self, topic: str, payload: str) -> None:
-        client = self._client
+        [error] = await self.publish_all([(topic, payload)])
+        if error is not None:
+            raise error
+
+    async def publish_all(self, commands: Sequence[tuple[str, str]]) -> list[Exception | None]:
+        """Publish every (topic, payload) at QoS 1, back to back, then wait for their PUBACKs together,
+        within PUBLISH_TIMEOUT_S. For each command, in order: None once the broker has it, else the error
+        (TransientError: retry; PermanentError: a topic the broker can never take)."""
+        client, waiting = self._client, self._waiting
         if client is None:
-            raise TransientError(self._last_error)
+            return [TransientError(self._last_error)] * len(commands)
+        outcomes: list[Exception | None] = [None] * len(commands)
+        batch = _Pubacks()
+        for index, (topic, payload) in enumerate(commands):
+            try:
+                info = client._client.publish(topic, payload.encode(), qos=1)
+            except ValueError as err:  # a wildcard or an empty topic: no retry will ever publish it
+                outcomes[index] = PermanentError(f"publish to {topic!r}: {err}")
+                continue
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                outcomes[index] = TransientError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
+            elif not info.is_published():
+                batch.pending[info.mid] = index
+                waiting[info.mid] = batch
+        if not batch.pending:
+            return outcomes
+        why = "the broker link went down before its PUBACK"
         try:
-            # Our own deadline, not aiomqtt's: its timeout is asyncio.wait_for, a task and a timer more for
-            # every ring command of a burst; math.inf makes it await the broker's PUBACK directly.
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                await client.publish(topic, payload.encode(), qos=1, timeout=math.inf)
-        except TimeoutError as err:
-            raise TransientError(f"publish to {topic}: no PUBACK within {PUBLISH_TIMEOUT_S:.0f} s") from err
-        except aiomqtt.MqttError as err:
-            raise TransientError(f"publish to {topic} failed: {err}") from err
+                await batch.done
+        except TimeoutError:
+            why = f"no PUBACK within {PUBLISH_TIMEOUT_S:.0f} s"
+        finally:
+            for mid, index in batch.pending.items():
+                waiting.pop(mid, None)
+                outcomes[index] = TransientError(f"publish to {commands[index][0]}: {why}")
+        return outcomes
 
 
 def _safe_url(url: str) -> str:
