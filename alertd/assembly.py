@@ -119,10 +119,6 @@ async def assemble(
                            max_attempts=settings.sms.max_attempts, failpoints=failpoints,
                            concurrency=SMS_CONCURRENCY, clock=clock)  # fmt: skip
 
-        def wake_workers() -> None:  # new rows are committed: the workers look now, not at their timeout
-            terminal.wake()
-            sms.wake()
-
         engine = Engine(
             store,
             config.roster,
@@ -132,7 +128,7 @@ async def assemble(
             dedup_window_s=settings.incidents.dedup_window_s,
             failpoints=failpoints,
             clock=clock,
-            on_commit=wake_workers,
+            outlets=(terminal, sms),
             grace_s=settings.supervision.grace_s,
             supervision_interval_s=settings.supervision.interval_s,
             digest_at=settings.supervision.digest_time,

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from alertd.core.incidents import Channel
 from alertd.core.records import Batch
 from alertd.errors import StoreFull
 from alertd.metrics import Metrics
 from alertd.reserve import Reserve
-from alertd.store import Store
+from alertd.store import Claim, OutboxRow, Store
 
 _LOGGER = logging.getLogger("alertd.engine")
 
@@ -38,11 +39,14 @@ class DurableCommit:
         self.on_reserve = False  # the disk filled; running on the reserve until there is room again
         self._next_relay = 0.0
 
-    async def commit(self, batch: Batch) -> None:
+    async def commit(
+        self, batch: Batch, claims: Mapping[Channel, Claim] | None = None
+    ) -> dict[Channel, list[OutboxRow]]:
+        """The batch on disk, and the outbox rows claimed with it (Store.commit)."""
         delay = RETRY_MIN_S
         while True:
             try:
-                await self.store.commit(batch)
+                claimed = await self.store.commit(batch, claims)
             except StoreFull as err:
                 self.metrics.store_writable.set(0)
                 if self.reserve is not None and await self.reserve.release():
@@ -67,6 +71,7 @@ class DurableCommit:
             _LOGGER.info("Commits go through again")
             self.failure = None
         self.metrics.store_writable.set(1)
+        return claimed
 
     async def relay_reserve(self, batch: Batch) -> None:
         """While on the reserve: lay it again once there is room, and tell the duty room."""

@@ -1,6 +1,7 @@
 """The single writer, the shell around the pure desk (alertd.core.desk): one queue, batches of inputs,
 one lookup of what was seen before per batch, one commit per batch (retried while the disk is full), then
-each input's done-callback (an MQTT PUBACK, a receiver ACK) and a wake-up for the outbox workers. It
+the rows claimed in that commit handed to their outbox workers, and each input's done-callback (an MQTT
+PUBACK, a receiver ACK). It
 decodes what the core may not (Zigbee2MQTT states, the SMS reply grammar) and decides nothing itself."""
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from alertd.commands import CommandBook
 from alertd.core.desk import Desk, Seen
 from alertd.core.digest import LAST_DAY_KEY
 from alertd.core.events import Alarm, Input, Reply, SensorState, Tick
+from alertd.core.incidents import Channel
 from alertd.core.messages import Texts
 from alertd.core.model import Roster
 from alertd.core.ports import Done
@@ -33,7 +36,7 @@ from alertd.observe import Observer
 from alertd.protocols.replies import parse_reply
 from alertd.reserve import Reserve
 from alertd.sensors import SensorStates
-from alertd.store import Store
+from alertd.store import Claim, OutboxRow, Store
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,6 +44,24 @@ _LOGGER = logging.getLogger(__name__)
 MAX_BATCH = 256
 # How often old deduplication entries are forgotten.
 PRUNE_INTERVAL_S = 3600.0
+
+
+class Outlet(Protocol):
+    """An outbox worker as the engine sees it (alertd.outbox.OutboxWorker)."""
+
+    channel: Channel
+
+    def room(self) -> Claim:
+        """How many due rows it can take from a commit now, and for which carrier (limit 0: none)."""
+        ...
+
+    def take(self, rows: list[OutboxRow]) -> None:
+        """Rows claimed for it in a commit: send them now."""
+        ...
+
+    def wake(self) -> None:
+        """New rows are committed: look now, not at the next timeout."""
+        ...
 
 
 class Engine:
@@ -55,7 +76,7 @@ class Engine:
         dedup_window_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
         failpoints: Failpoints | None = None,
-        on_commit: Callable[[], None] = lambda: None,
+        outlets: Sequence[Outlet] = (),
         commands: CommandBook | None = None,
         grace_s: float = 600.0,
         supervision_interval_s: float = 60.0,
@@ -73,7 +94,7 @@ class Engine:
         self.digest_catch_up_s = digest_catch_up_s
         self.clock = clock
         self.failpoints = failpoints or Failpoints()
-        self.on_commit = on_commit
+        self.outlets = outlets
         self.inbox = inbox or Inbox()
         self.observer = Observer(metrics)
         self.durable = DurableCommit(store, metrics, reserve, self.desk.tell_duty_about_disk)
@@ -139,16 +160,22 @@ class Engine:
         results = [self._decide(envelope.input, now, seen, batch) for envelope in envelopes]
         self.desk.tick(now, batch)
         await self.durable.relay_reserve(batch)
+        claimed: dict[Channel, list[OutboxRow]] = {}
         if batch:
-            await self.durable.commit(batch)
+            # The new ring commands and texts are claimed in the commit itself: a worker with room gets
+            # them straight from here, one transaction and two thread hops sooner than by claiming them.
+            claimed = await self.durable.commit(batch, {o.channel: o.room() for o in self.outlets})
             self.desk.upkeep.remember(batch.devices)
             self.failpoints.hit(AFTER_COMMIT)
+        if batch.notifications:
+            for outlet in self.outlets:  # the terminal worker first: its rings go out before the texts
+                if rows := claimed.get(outlet.channel):
+                    outlet.take(rows)
+                outlet.wake()  # for what did not fit
+            self.metrics.planned(batch.notifications)
         for envelope, result in zip(envelopes, results, strict=True):
             if envelope.done is not None:
                 envelope.done(result)
-        if batch.notifications:
-            self.metrics.planned(batch.notifications)
-            self.on_commit()
         if batch.incidents:
             self.metrics.set_active(self.desk.active.values())
         if now - self._last_prune > PRUNE_INTERVAL_S:

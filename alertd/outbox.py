@@ -22,7 +22,7 @@ from alertd.errors import PermanentError, StoreFull, TransientError
 from alertd.failpoints import MID_FANOUT, Failpoints
 from alertd.metrics import Metrics
 from alertd.phones import mask
-from alertd.store import OutboxRow, SendResult, Status, Store
+from alertd.store import Claim, OutboxRow, SendResult, Status, Store
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class OutboxWorker:
         self._room = asyncio.Event()  # set whenever a send task finishes
         self._tasks: asyncio.TaskGroup | None = None  # the recorder and the sends in flight, while running
         self._draining = False
+        self._taking = False  # rows may be handed over from the engine's commits (reconciled, not draining)
         self._lookup_failing = False  # logged once per outage of the carrier's lookups
         self._counters: dict[Status, Counter] = {}
 
@@ -88,6 +89,27 @@ class OutboxWorker:
     def wake(self) -> None:
         self._wake.set()
 
+    def room(self) -> Claim:
+        """What the engine may claim for this worker in its commit: none before the rows a crash left in
+        'sending' are reconciled (they must not be taken for new ones), none while draining."""
+        taking = self._taking and not self._draining
+        return Claim(max(0, self.concurrency - self._busy) if taking else 0, self.sender.name)
+
+    def take(self, rows: list[OutboxRow]) -> None:
+        """Rows the engine claimed for this worker in its commit: sent now, as if this worker had claimed
+        them (a drain that began during that commit waits for them too)."""
+        if not self._taking:  # only if the worker stopped during that commit: like a crash's, reconciled
+            _LOGGER.info("%d %s rows claimed as the worker stopped: sent after the restart", len(rows), self.channel)
+            return
+        self._launch(rows)
+
+    def _launch(self, rows: list[OutboxRow]) -> None:
+        if self._batch_sender is not None:
+            self._start(self._send_all(self._batch_sender, rows), len(rows), f"send-{rows[0].id}+")
+        else:
+            for row in rows:
+                self._start(self._send(row), 1, f"send-{row.id}")
+
     def health(self) -> Health:
         return self.sender.health()
 
@@ -102,19 +124,25 @@ class OutboxWorker:
         # loudly instead of dying unseen in a stray task. Once draining, the dispatcher returns and the
         # sends in flight finish in the group while drain() waits for them and records them; the daemon
         # then cancels the worker, the recorder with it.
-        async with asyncio.TaskGroup() as tasks:
-            self._tasks = tasks
-            tasks.create_task(self._record_loop(), name=f"outbox-{self.channel}-recorder")
-            await self._dispatch_loop()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                tasks.create_task(self._record_loop(), name=f"outbox-{self.channel}-recorder")
+                self._taking = True  # until the group is gone: a drain still takes what a commit claimed
+                await self._dispatch_loop()
+        finally:
+            self._taking = False
 
     async def drain(self, timeout_s: float) -> None:
         """SIGTERM: take no new rows, let sends in flight finish and be recorded, within timeout_s."""
         self._draining = True
-        async with self._dispatch_lock:
-            pending = set(self._in_flight)
-        if pending:
-            _LOGGER.info("Draining %d %s sends", len(pending), self.channel)
-            await asyncio.wait(pending, timeout=timeout_s)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        async with self._dispatch_lock:  # a claim under way becomes tasks first
+            if self._in_flight:
+                _LOGGER.info("Draining %d %s sends", self._busy, self.channel)
+        # Until none is left: a commit that was under way may still hand over rows it claimed.
+        while self._in_flight and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.wait(set(self._in_flight), timeout=left)
         await self._flush_results()
 
     async def _reconcile(self) -> None:
@@ -159,11 +187,8 @@ class OutboxWorker:
                     # Not claimed, not sent: sending first would risk a message the store cannot record.
                     await asyncio.sleep(STORE_RETRY_S)
                     continue
-                if rows and self._batch_sender is not None:
-                    self._start(self._send_all(self._batch_sender, rows), len(rows), f"send-{rows[0].id}+")
-                else:
-                    for row in rows:
-                        self._start(self._send(row), 1, f"send-{row.id}")
+                if rows:
+                    self._launch(rows)
             if rows:
                 continue
             next_at = await self.store.next_due_at(self.channel)

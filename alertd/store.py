@@ -14,7 +14,7 @@ import os
 import pwd
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -416,9 +416,25 @@ class Store:
 
     # --- the engine's side -------------------------------------------------------------------
 
-    async def commit(self, batch: Batch) -> None:
-        """The batch in one transaction, fsynced (synchronous=FULL), in one trip to the store's thread."""
-        await self._write(lambda db: _commit(db, batch))
+    async def commit(
+        self, batch: Batch, claims: Mapping[Channel, Claim] | None = None
+    ) -> dict[Channel, list[OutboxRow]]:
+        """The batch in one transaction, fsynced (synchronous=FULL), in one trip to the store's thread.
+
+        `claims`: for a channel of the batch's notifications, up to `limit` of its due rows (the new ones
+        among them) are claimed for `carrier` in the same transaction and returned, so the engine can hand
+        them to their outbox worker at once, without another transaction and another trip first."""
+
+        def commit(db: sqlite3.Connection) -> dict[Channel, list[OutboxRow]]:
+            _commit(db, batch)
+            channels = {n.channel for n in batch.notifications}
+            return {
+                channel: [_outbox_from_row(r) for r in _claim_due(db, channel, batch.now, claim.limit, claim.carrier)]
+                for channel, claim in (claims or {}).items()
+                if channel in channels and claim.limit > 0
+            }
+
+        return await self._write(commit)
 
     async def seen_alarms(self, keys: Iterable[tuple[str, int]], since: float) -> set[tuple[str, int]]:
         """Which (device, seq) of a batch were handled within the deduplication window: one query a batch."""
@@ -531,12 +547,8 @@ class Store:
     async def claim_due(self, channel: Channel, now: float, limit: int, carrier: str) -> list[OutboxRow]:
         """The rows due now (as they were), claimed for `carrier` in the same transaction: one trip."""
 
-        def claim_due(db: sqlite3.Connection) -> list[Row]:
-            rows: list[Row] = db.execute(_DUE, (channel.value, now, limit)).fetchall()
-            _claim(db, [r[0] for r in rows], carrier, now)
-            return rows
-
-        return [_outbox_from_row(r) for r in await self._write(claim_due, outbox=True)]
+        rows = await self._write(lambda db: _claim_due(db, channel, now, limit, carrier), outbox=True)
+        return [_outbox_from_row(r) for r in rows]
 
     async def record_results(self, results: Iterable[SendResult], now: float) -> None:
         params = [
@@ -710,12 +722,26 @@ def _record_results(db: sqlite3.Connection, params: list[tuple[Any, ...]]) -> No
             )
 
 
+def _claim_due(db: sqlite3.Connection, channel: Channel, now: float, limit: int, carrier: str) -> list[Row]:
+    rows: list[Row] = db.execute(_DUE, (channel.value, now, limit)).fetchall()
+    _claim(db, [r[0] for r in rows], carrier, now)
+    return rows
+
+
 def _claim(db: sqlite3.Connection, ids: list[int], carrier: str, now: float) -> None:
     db.executemany(
         "UPDATE notifications SET status = 'sending', attempts = attempts + 1, carrier = ?, updated_at = ? "
         "WHERE id = ?",
         [(carrier, now, i) for i in ids],
     ).close()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Rows an outbox worker can take from a commit: how many at most, claimed in whose name."""
+
+    limit: int
+    carrier: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ one of :data:`REASONS`, meant as a metrics label. See docs/protocol.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -277,6 +278,7 @@ def _dumps(body: dict[str, object]) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=256)  # an incident rings ~9 neighbours with the same body; a burst has many incidents
 def encode_ring(incident_id: int, kind: Kind, household_id: str, label: str) -> str:
     """The ``cmd`` body that makes a neighbour's terminal ring for ``household_id``'s alarm."""
     return _dumps(
