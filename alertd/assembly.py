@@ -36,6 +36,7 @@ from alertd.protocols.terminal import Topics
 from alertd.reserve import Reserve
 from alertd.store import Store
 from alertd.web.app import WebDeps, make_app, make_operator_app, open_operator_socket
+from alertd.web.live import Live
 
 if TYPE_CHECKING:
     from alertd.ingress.contact_id import ContactIdReceiver
@@ -119,6 +120,7 @@ async def assemble(
                            max_attempts=settings.sms.max_attempts, failpoints=failpoints,
                            concurrency=SMS_CONCURRENCY, clock=clock)  # fmt: skip
 
+        live = Live()  # committed incident changes, for the console's open boards
         engine = Engine(
             store,
             config.roster,
@@ -129,6 +131,7 @@ async def assemble(
             failpoints=failpoints,
             clock=clock,
             outlets=(terminal, sms),
+            watchers=(live.committed,),
             grace_s=settings.supervision.grace_s,
             supervision_interval_s=settings.supervision.interval_s,
             digest_at=settings.supervision.digest_time,
@@ -151,7 +154,7 @@ async def assemble(
         if modem is not None:
             health["modem"] = modem.health
         health.update({f"receiver:{r.name}": r.line.health for r in receivers})
-        await _serve_http(config, engine, store, metrics, health, closing)
+        await _serve_http(config, engine, store, metrics, health, closing, live, clock)
         yield Parts(store, engine, link, terminal, sms, modem, tuple(receivers), health)
 
 
@@ -250,8 +253,10 @@ async def _serve_http(
     metrics: Metrics,
     health: dict[str, Callable[[], Health]],
     closing: contextlib.AsyncExitStack,
+    live: Live,
+    clock: SteadyClock,
 ) -> None:
-    """Webhooks, /healthz and /metrics on TCP; operator actions on the Unix socket only."""
+    """Webhooks, /healthz, /metrics and the console on TCP; operator actions on the Unix socket only."""
     http, twilio = config.settings.http, config.settings.twilio
     deps = WebDeps(
         call=engine.call,
@@ -261,7 +266,19 @@ async def _serve_http(
         auth_token=twilio.auth_token if twilio.enabled else None,
         public_url=http.public_url,
     )
-    runner = web.AppRunner(make_app(deps), access_log=None)
+    app = make_app(deps)
+    if config.settings.console.enabled:
+        # Imported only when served: the templates, sessions and password hashing cost start-up time.
+        from alertd.accounts import Accounts
+        from alertd.web.console import ConsoleDeps, add_console
+
+        settings = config.settings
+        idle_s = settings.console.idle_timeout_min * 60
+        secure = bool(http.public_url and http.public_url.startswith("https:"))
+        accounts = Accounts(store, idle_timeout_s=idle_s)
+        roster = lambda: engine.desk.roster  # noqa: E731 (read at each request: a reload replaces it)
+        add_console(app, ConsoleDeps(accounts, store, engine.call, roster, live, clock, settings.daemon.zone, secure))
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     closing.push_async_callback(runner.cleanup)
     await web.TCPSite(runner, http.host, http.port).start()

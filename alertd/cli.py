@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from alertd.config import Config, load_config
 from alertd.core import reload
+from alertd.core.access import Role
 from alertd.core.events import Outcome
 from alertd.core.model import Device, Roster
 from alertd.daemon import Daemon
@@ -90,7 +91,32 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "resolve":
             p.add_argument("--outcome", choices=[o.value for o in Outcome], default=Outcome.REAL.value)
+    _users_parser(with_config("users", "the duty-room console's accounts (alertd users add/list/disable/passwd)"))
     return parser
+
+
+def _users_parser(users: argparse.ArgumentParser) -> None:
+    what = users.add_subparsers(dest="what", required=True)
+    # -c after the subcommand too (alertd users add 老周 --role duty -c FILE), as for every other command.
+    config_too = argparse.ArgumentParser(add_help=False)
+    config_too.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, help="settings file")
+    p = what.add_parser("add", help="create an account", parents=[config_too])
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=[r.value for r in Role])
+    p.add_argument("--groups", default="", help="comma-separated group ids (grid and leader only), e.g. g1,g2")
+    _password_args(p)
+    what.add_parser("list", help="every account", parents=[config_too])
+    p = what.add_parser("disable", help="disable an account and end its sessions", parents=[config_too])
+    p.add_argument("name")
+    p = what.add_parser("passwd", help="set a new password (ends the account's sessions)", parents=[config_too])
+    p.add_argument("name")
+    _password_args(p)
+
+
+def _password_args(parser: argparse.ArgumentParser) -> None:
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    how.add_argument("--generate", action="store_true", help="generate a password and show it once")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,6 +201,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             return asyncio.run(_report(args, load_config(args.config, secrets=False)))
         case "ack" | "on-scene" | "resolve" | "cancel":
             return _act(args, load_config(args.config, secrets=False))
+        case "users":
+            from alertd import users
+
+            return users.run(args, load_config(args.config, secrets=False))
     return EXIT_FAILED
 
 

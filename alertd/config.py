@@ -332,12 +332,20 @@ class ReceiverSettings(_Section):
         return value
 
 
+class ConsoleSettings(_Section):
+    """The duty-room console (值班台), served on [http] listen; accounts come from `alertd users`."""
+
+    enabled: bool = True
+    idle_timeout_min: float = Field(default=720.0, gt=0)  # a session unused this long must log in again
+
+
 class Settings(_Section):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     sms: SmsSettings = Field(default_factory=SmsSettings)
     modem: ModemSettings = Field(default_factory=ModemSettings)

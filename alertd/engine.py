@@ -77,6 +77,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         failpoints: Failpoints | None = None,
         outlets: Sequence[Outlet] = (),
+        watchers: Sequence[Callable[[Batch], None]] = (),  # told of each committed batch (the console)
         commands: CommandBook | None = None,
         grace_s: float = 600.0,
         supervision_interval_s: float = 60.0,
@@ -95,6 +96,7 @@ class Engine:
         self.clock = clock
         self.failpoints = failpoints or Failpoints()
         self.outlets = outlets
+        self.watchers = watchers
         self.inbox = inbox or Inbox()
         self.observer = Observer(metrics)
         self.durable = DurableCommit(store, metrics, reserve, self.desk.tell_duty_about_disk)
@@ -167,6 +169,8 @@ class Engine:
             claimed = await self.durable.commit(batch, {o.channel: o.room() for o in self.outlets})
             self.desk.upkeep.remember(batch.devices)
             self.failpoints.hit(AFTER_COMMIT)
+            for watch in self.watchers:
+                watch(batch)
         if batch.notifications:
             for outlet in self.outlets:  # the terminal worker first: its rings go out before the texts
                 if rows := claimed.get(outlet.channel):

@@ -411,6 +411,15 @@ class Store:
             await self._outbox.close()
         await self._db.close()  # the last connection checkpoints the WAL into the file
 
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """fn in one write transaction on the main connection, for the store's other keepers (the console's
+        accounts, alertd.accounts): a full disk is StoreFull, as for the engine's commits."""
+        return await self._write(fn)
+
+    async def query(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """fn on the main connection, reading only."""
+        return await self._db.run(fn)
+
     async def ping(self) -> None:
         await self._db.fetchone("SELECT 1")
 

@@ -9,6 +9,13 @@ if ! compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null; then
     sudo=(); [[ ${EUID} -eq 0 ]] || sudo=(sudo)
     "${sudo[@]}" apt-get update -qq && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime
 fi
+# Browser tests (tests/browser.py) drive Debian's headless Chromium through its chromedriver; selenium never downloads one.
+# A CJK font too, or the console's Chinese shows as boxes in the screenshots the tests save.
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]] || ! fc-list :lang=zh 2>/dev/null | grep -q .; then
+    sudo=(); [[ ${EUID} -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-wqy-zenhei fontconfig
+fi
 .venv/bin/ruff check alertd tests bench
 .venv/bin/ruff format --check alertd tests bench
 .venv/bin/mypy  # strict, on alertd/ and tests/ (pyproject.toml)

@@ -241,7 +241,12 @@ class Desk:
         incident = self.active.get(command.incident_id)
         if incident is None:
             return Result(Verdict.NOT_OPEN, command.incident_id)
-        return self._act(incident, command.action, command.by, Via.OPERATOR, now, batch, command.outcome)
+        result = self._act(incident, command.action, command.by, command.via, now, batch, command.outcome)
+        if command.note and result.accepted:
+            batch.timeline.append(
+                TimelineEntry(incident.id, now, "note", f"{command.by} ({command.via})", command.note)
+            )
+        return result
 
     def _act(
         self,

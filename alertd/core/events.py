@@ -13,7 +13,8 @@ class Via(StrEnum):
 
     TERMINAL = "terminal"
     SMS = "sms"
-    OPERATOR = "operator"
+    OPERATOR = "operator"  # the operator socket (alertd ack and friends)
+    CONSOLE = "console"  # the duty-room web console
     SYSTEM = "system"
 
 
@@ -148,7 +149,8 @@ class OperatorCommand:
     action: Action
     by: str
     outcome: Outcome | None = None
-    note: str = ""
+    note: str = ""  # kept in the timeline beside the action
+    via: Via = Via.OPERATOR
 
 
 @dataclass(frozen=True, slots=True)

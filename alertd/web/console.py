@@ -1,0 +1,369 @@
+"""值班台, the duty-room console: a live board of open incidents, each incident's timeline and actions.
+
+Server-rendered pages (aiohttp-jinja2), one small script (the live board's server-sent events, a sound and a
+flashing title for a new alarm), every asset in the package: no CDN, no build step, no internet.
+
+Who may do what (alertd.accounts): a session cookie (HttpOnly, SameSite=Strict, Secure behind https) opens a
+session; every POST carries the session's CSRF token; a grid worker or leader sees and acts on their own groups
+only, and the server checks it on every request, not the page. An action on an incident goes to the engine as
+an operator command, so it lands in the incident's timeline as `name (console, address)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.resources import files
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from alertd.accounts import Accounts, Session
+from alertd.core.access import User
+from alertd.core.events import Action, Input, OperatorCommand, Outcome, Via
+from alertd.core.incidents import Channel
+from alertd.core.messages import CONDITION_ZH, KIND_ZH
+from alertd.core.model import Roster
+from alertd.core.records import Incident
+from alertd.core.results import Result
+from alertd.report import show
+from alertd.store import Status, Store
+from alertd.web.live import EVERYTHING, Live
+
+_LOGGER = logging.getLogger(__name__)
+
+COOKIE = "alertd_session"
+LOGIN_COOKIE = "alertd_login"  # the login form's CSRF token (double submit: cookie and form field)
+HEARTBEAT_S = 15.0
+MAX_NOTE = 500
+
+_ACTIONS = {a.value: a for a in (Action.ACKNOWLEDGE, Action.ON_SCENE, Action.RESOLVE, Action.CANCEL)}
+_OUTCOMES = {o.value: o for o in Outcome}
+STATE_ZH = {
+    "open": "待响应",
+    "acknowledged": "已确认",
+    "on_scene": "已到场",
+    "resolved": "已处置",
+    "cancelled": "已取消",
+}
+OUTCOME_ZH = {"real": "真实警情", "false_alarm": "误报", "drill": "演练"}
+ROLE_ZH = {"admin": "管理员", "duty": "值班员", "grid": "网格员", "leader": "联防组长", "viewer": "只读"}
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleDeps:
+    accounts: Accounts
+    store: Store
+    call: Callable[[Input], Awaitable[Result]]  # the engine: submit and wait for the commit
+    roster: Callable[[], Roster]  # the roster now (a reload replaces it)
+    live: Live
+    clock: Callable[[], float]
+    zone: ZoneInfo
+    secure_cookies: bool  # public_url is https
+
+
+CONSOLE = web.AppKey("console", ConsoleDeps)
+SESSION = web.RequestKey("session", Session)  # the session of a logged-in request
+
+
+def add_console(app: web.Application, deps: ConsoleDeps) -> None:
+    """The console's routes, templates and static files on `app` (the daemon's TCP app)."""
+    app[CONSOLE] = deps
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("alertd.web", "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+        undefined=jinja2.StrictUndefined,
+    )
+    env.globals.update(STATE_ZH=STATE_ZH, OUTCOME_ZH=OUTCOME_ZH, ROLE_ZH=ROLE_ZH)
+    app[aiohttp_jinja2.static_root_key] = "/static"
+    app.middlewares.append(_guard)
+    app.router.add_get("/", board)
+    app.router.add_get("/login", login_page)
+    app.router.add_get("/favicon.ico", no_icon)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/board/rows", board_rows)
+    app.router.add_get("/events", events)
+    app.router.add_get("/incidents/{id:\\d+}", incident_page)
+    app.router.add_post("/incidents/{id:\\d+}/act", act)
+    app.router.add_static("/static/", path=str(files("alertd.web") / "static"), append_version=True)
+    app.on_shutdown.append(_end_streams)
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[CONSOLE].live.close()  # open boards' event streams end, or the HTTP shutdown would wait for them
+
+
+# --- sessions, CSRF and headers -----------------------------------------------------------------------
+
+_OPEN = ("/login", "/favicon.ico", "/static/", "/healthz", "/metrics", "/twilio/", "/api/")
+
+
+@web.middleware
+async def _guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every console page needs a session; every console POST its CSRF token and no foreign Origin."""
+    path = request.path
+    if not path.startswith(_OPEN):
+        deps = request.app[CONSOLE]
+        session = await deps.accounts.session(request.cookies.get(COOKIE, ""), deps.clock())
+        if session is None:
+            if request.method == "GET" and path != "/events" and not path.startswith("/board/"):
+                raise web.HTTPSeeOther("/login")
+            raise web.HTTPUnauthorized(text="log in first")
+        if request.method not in ("GET", "HEAD"):
+            await _check_csrf(request, session.csrf)
+        request[SESSION] = session
+    elif request.method == "POST" and path == "/login":
+        await _check_csrf(request, request.cookies.get(LOGIN_COOKIE, ""))
+    response = await handler(request)
+    if not path.startswith(("/static/", "/healthz", "/metrics", "/twilio/", "/api/")):
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; "
+            "form-action 'self'; base-uri 'none'",
+        )
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+async def _check_csrf(request: web.Request, expected: str) -> None:
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        raise web.HTTPForbidden(text="cross-site request refused")
+    form = await request.post()
+    given = str(form.get("csrf", ""))
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise web.HTTPForbidden(text="missing or wrong CSRF token; reload the page")
+
+
+def _session(request: web.Request) -> Session:
+    return request[SESSION]
+
+
+def _address(request: web.Request) -> str:
+    return request.remote or "?"
+
+
+def _set_cookie(response: web.StreamResponse, deps: ConsoleDeps, name: str, value: str) -> None:
+    response.set_cookie(name, value, httponly=True, samesite="Strict", secure=deps.secure_cookies, path="/")
+
+
+# --- logging in and out -------------------------------------------------------------------------------
+
+
+async def no_icon(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=204)
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    return _login_form(request, "")
+
+
+def _login_form(request: web.Request, error: str, status: int = 200) -> web.StreamResponse:
+    # The browser's token, if it has one: another tab, or a request of the page's own (the favicon once
+    # redirected here), must not replace the token of the form already shown.
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    if not (32 <= len(token) <= 64 and token.replace("-", "").replace("_", "").isalnum()):
+        token = secrets.token_urlsafe(32)
+    response = aiohttp_jinja2.render_template("login.html", request, {"csrf": token, "error": error}, status=status)
+    _set_cookie(response, request.app[CONSOLE], LOGIN_COOKIE, token)
+    return response
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    deps = request.app[CONSOLE]
+    form = await request.post()
+    name, password = str(form.get("name", "")).strip(), str(form.get("password", ""))
+    outcome = await deps.accounts.login(name, password, _address(request), deps.clock())
+    if isinstance(outcome, str):
+        return _login_form(request, outcome, status=401)
+    token, session = outcome
+    _LOGGER.info("Console login: %s (%s) from %s", session.user.name, session.user.role, _address(request))
+    response = web.HTTPSeeOther("/")
+    _set_cookie(response, deps, COOKIE, token)
+    response.del_cookie(LOGIN_COOKIE, path="/")
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    deps = request.app[CONSOLE]
+    await deps.accounts.logout(request.cookies.get(COOKIE, ""), _address(request), deps.clock())
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+# --- the live board -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One incident as the board shows it."""
+
+    id: int
+    alarm: bool  # an alarm (not a maintenance visit)
+    what: str  # 火警, 求救… or the device's condition
+    state: str
+    label: str
+    address: str
+    group: str
+    village: str
+    opened_at: float
+    opened: str  # local time
+    told: int  # people texted (sent or delivered)
+    delivered: int
+    rung: int
+    acknowledged_by: str
+    on_scene: bool
+    responded: int  # households whose answer is in the timeline
+
+
+async def _rows(deps: ConsoleDeps, user: User) -> list[Row]:
+    roster = deps.roster()
+    incidents = [i for i in await deps.store.incidents(active_only=True) if user.sees(i.group_id)]
+    # Alarms first, newest first; then the maintenance visits.
+    incidents.sort(key=lambda i: (i.maintenance is not None, -i.opened_at))
+    rows = []
+    for incident in incidents:
+        notes = await deps.store.notifications(incident.id)
+        timeline = await deps.store.timeline(incident.id)
+        household = roster.households.get(incident.household_id)
+        group = roster.groups.get(incident.group_id)
+        texts = [n for n in notes if n.channel == Channel.SMS and n.status == Status.SENT]
+        responders = {t.actor for t in timeline if t.event in ("acknowledged", "on_scene", "responded") and t.actor}
+        rows.append(
+            Row(
+                id=incident.id,
+                alarm=incident.maintenance is None,
+                what=_what(incident),
+                state=incident.state.value,
+                label=household.label if household else incident.household_id,
+                address=household.address if household else "",
+                group=group.name if group else incident.group_id,
+                village=group.village if group else "",
+                opened_at=incident.opened_at,
+                opened=_local(incident.opened_at, deps.zone),
+                told=len({n.recipient for n in texts}),
+                delivered=sum(n.delivery == "delivered" for n in texts),
+                rung=len(incident.rung),
+                acknowledged_by=incident.acknowledged_by or "",
+                on_scene=incident.on_scene_at is not None,
+                responded=len(responders),
+            )
+        )
+    return rows
+
+
+def _what(incident: Incident) -> str:
+    if incident.maintenance is not None:
+        return f"设备{CONDITION_ZH.get(incident.maintenance, incident.maintenance.value)}"
+    return KIND_ZH.get(incident.kind, incident.kind.value) + ("（无声）" if incident.silent else "")
+
+
+def _local(at: float, zone: ZoneInfo) -> str:
+    return datetime.fromtimestamp(at, UTC).astimezone(zone).strftime("%m-%d %H:%M:%S")
+
+
+async def board(request: web.Request) -> web.StreamResponse:
+    deps, session = request.app[CONSOLE], _session(request)
+    context = {"session": session, "rows": await _rows(deps, session.user), "now": deps.clock()}
+    return aiohttp_jinja2.render_template("board.html", request, context)
+
+
+async def board_rows(request: web.Request) -> web.StreamResponse:
+    deps, session = request.app[CONSOLE], _session(request)
+    context = {"session": session, "rows": await _rows(deps, session.user), "now": deps.clock()}
+    return aiohttp_jinja2.render_template("board_rows.html", request, context)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: `changed` with the ids of visible incidents a commit changed; the page refetches."""
+    deps, user = request.app[CONSOLE], _session(request).user
+    with deps.live.board() as queue:
+        async with sse_response(request, ping_interval=HEARTBEAT_S) as stream:
+            await stream.send("{}", event="hello")  # the page refetches on (re)connect: nothing is missed
+            while stream.is_connected():
+                try:
+                    async with asyncio.timeout(HEARTBEAT_S):  # a browser gone is noticed here, not at a send
+                        change = await queue.get()
+                except TimeoutError:
+                    continue
+                if change is None:  # the daemon is stopping; the browser reconnects to the next one
+                    break
+                incident_id, group_id = change
+                if incident_id == EVERYTHING or user.sees(group_id):
+                    await stream.send(json.dumps({"id": incident_id}), event="changed")
+    return stream
+
+
+# --- one incident ---------------------------------------------------------------------------------------
+
+
+async def _visible(request: web.Request) -> Incident:
+    deps, user = request.app[CONSOLE], _session(request).user
+    incident = await deps.store.incident(int(request.match_info["id"]))
+    if incident is None:
+        raise web.HTTPNotFound(text="no such incident")
+    if not user.sees(incident.group_id):
+        _LOGGER.warning("Console: %s (%s) refused incident %d of group %s", user.name, user.scope, incident.id,
+                        incident.group_id)  # fmt: skip
+        raise web.HTTPForbidden(text="this incident is not in your groups")
+    return incident
+
+
+async def incident_page(request: web.Request) -> web.StreamResponse:
+    deps, session = request.app[CONSOLE], _session(request)
+    incident = await _visible(request)
+    timeline = await deps.store.timeline(incident.id)
+    notes = await deps.store.notifications(incident.id)
+    context = {
+        "session": session,
+        "incident": incident,
+        "what": _what(incident),
+        "record": show(incident, timeline, notes, deps.roster(), deps.zone),
+        "message": request.query.get("m", ""),
+        "outcomes": list(OUTCOME_ZH.items()),
+    }
+    return aiohttp_jinja2.render_template("incident.html", request, context)
+
+
+async def act(request: web.Request) -> web.StreamResponse:
+    deps, session = request.app[CONSOLE], _session(request)
+    incident = await _visible(request)
+    user = session.user
+    if not user.may_act:
+        raise web.HTTPForbidden(text="a viewer account reads only")
+    form = await request.post()
+    action = _ACTIONS.get(str(form.get("action", "")))
+    if action is None:
+        raise web.HTTPBadRequest(text=f"action must be one of {', '.join(_ACTIONS)}")
+    given = str(form.get("outcome", "") or "")
+    outcome = _OUTCOMES.get(given) if given else None
+    if given and outcome is None:
+        raise web.HTTPBadRequest(text=f"outcome must be one of {', '.join(_OUTCOMES)}")
+    note = " ".join(str(form.get("note", "")).split())[:MAX_NOTE]  # one line: it goes into the timeline
+    actor = f"{user.name} (web:{_address(request)})"  # as `alertd ack` records "(os:user)"
+    result = await deps.call(OperatorCommand(incident.id, action, actor, outcome, note, via=Via.CONSOLE))
+    _LOGGER.info("Console: %s %s incident %d: %s", user.name, action, incident.id, result)
+    message = "已记录 recorded" if result.accepted else str(result)
+    raise web.HTTPSeeOther(f"/incidents/{incident.id}?m={_quote(message)}")
+
+
+def _quote(text: str) -> str:
+    return quote(text[:200])

@@ -1,0 +1,280 @@
+"""The duty-room console over HTTP, as a browser uses it: accounts made with `alertd users`, log in and out,
+the live board and its event stream, acting on an incident, and the server's refusals (scope, CSRF, a
+foreign origin, a viewer, throttled logins). A real daemon (in this process), a real broker, real SQLite.
+The page itself, in a real browser, is tests/test_console_browser.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import aiohttp
+import pytest
+
+from alertd.store import reading
+from tests.harness import Terminals, Village, forget_session, running_daemon, terminals, write_village
+
+PASSWORD = "correct horse 1"
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def add_user(
+    village: Village, name: str, role: str, groups: str = "", password: str = PASSWORD
+) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-m", "alertd.cli", "users", "add", name, "--role", role, "--password-stdin",
+            "-c", str(village.settings_path)]  # fmt: skip
+    if groups:
+        args += ["--groups", groups]
+    return subprocess.run(args, input=password + "\n", capture_output=True, text=True, timeout=60, check=False)
+
+
+@dataclass
+class Console:
+    """One browser's worth of the console: its own cookies."""
+
+    base: str
+    http: aiohttp.ClientSession
+    csrf: str = ""
+
+    async def login(self, name: str, password: str = PASSWORD) -> aiohttp.ClientResponse:
+        async with self.http.get(f"{self.base}/login") as page:
+            token = _csrf(await page.text())
+        response = await self.http.post(
+            f"{self.base}/login", data={"csrf": token, "name": name, "password": password}, allow_redirects=True
+        )
+        text = await response.text()
+        if response.status == 200 and (match := CSRF.search(text)):
+            self.csrf = match.group(1)  # the board's logout form carries the session's token
+        return response
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with self.http.get(f"{self.base}{path}", allow_redirects=False) as response:
+            return response.status, await response.text()
+
+    async def act(self, incident: int, action: str, *, csrf: str | None = None, **fields: str) -> tuple[int, str]:
+        data = {"action": action, "csrf": self.csrf if csrf is None else csrf} | fields
+        async with self.http.post(f"{self.base}/incidents/{incident}/act", data=data, allow_redirects=False) as r:
+            return r.status, r.headers.get("Location", "") or await r.text()
+
+
+def _csrf(page: str) -> str:
+    match = CSRF.search(page)
+    assert match is not None, page[:500]
+    return match.group(1)
+
+
+@contextlib.asynccontextmanager
+async def console(village: Village) -> AsyncIterator[Console]:
+    # aiohttp keeps no cookies from a bare IP address unless told to: the console runs on 127.0.0.1.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        yield Console(village.base_url, http)
+
+
+@pytest.fixture
+async def village(tmp_path: Path) -> AsyncIterator[Village]:
+    village = write_village(tmp_path, groups=2)
+    for name, role, groups in (("老周", "duty", ""), ("陈国庆", "leader", "g1"), ("观察员", "viewer", "")):
+        done = await asyncio.to_thread(add_user, village, name, role, groups)
+        assert done.returncode == 0, done.stderr
+    try:
+        yield village
+    finally:
+        await forget_session(village)
+
+
+async def raise_alarm(sims: Terminals, village: Village, group: int, house: int, kind: str) -> int:
+    """A terminal's alarm, rung through; its incident's id."""
+    await sims.alarm(f"t{group}-{house}", kind, seq=1)
+    await sims.wait_until(lambda: sum(1 for d, _ in sims.rung if d.startswith(f"t{group}-")) == 9)
+    return await incident_of(village, f"h{group}-{house}")
+
+
+async def incident_of(village: Village, household: str) -> int:
+    async with reading(village.store_path) as store:
+        for incident in await store.incidents(active_only=True):
+            if incident.household_id == household:
+                return incident.id
+    raise AssertionError(f"no open incident at {household}")
+
+
+async def test_a_duty_officer_sees_every_group_and_a_leader_only_theirs(village: Village) -> None:
+    async with (
+        running_daemon(village),
+        terminals(village) as sims,
+        console(village) as duty,
+        console(village) as leader,
+    ):
+        assert (await duty.login("老周")).status == 200
+        assert (await leader.login("陈国庆")).status == 200
+        await sims.alarm("t1-2", "fire", seq=1)
+        await sims.alarm("t2-3", "medical", seq=1)
+        await sims.wait_until(lambda: len(sims.rung) >= 18)
+        g1, g2 = await incident_of(village, "h1-2"), await incident_of(village, "h2-3")
+
+        status, rows = await duty.get("/board/rows")
+        assert status == 200
+        assert f'data-id="{g1}"' in rows
+        assert f'data-id="{g2}"' in rows
+        assert "2号户 1组" in rows
+        assert "火警" in rows
+        assert "急病求助" in rows
+
+        status, rows = await leader.get("/board/rows")
+        assert f'data-id="{g1}"' in rows
+        assert f'data-id="{g2}"' not in rows
+        assert (await leader.get(f"/incidents/{g2}"))[0] == 403
+        assert (await leader.act(g2, "acknowledge"))[0] == 403
+        async with reading(village.store_path) as store:
+            untouched = await store.incident(g2)
+        assert untouched is not None
+        assert untouched.acknowledged_at is None
+        status, page = await leader.get(f"/incidents/{g1}")
+        assert status == 200
+        assert "2号户 1组" in page
+
+
+async def test_acknowledging_on_the_console_stops_the_terminals_and_is_in_the_timeline(village: Village) -> None:
+    async with running_daemon(village), terminals(village) as sims, console(village) as duty:
+        await duty.login("老周")
+        incident = await raise_alarm(sims, village, 1, 4, "panic")
+        status, where = await duty.act(incident, "acknowledge", note="电话联系上了，马上到")
+        assert status == 303
+        assert where.startswith(f"/incidents/{incident}?m=%E5%B7%B2%E8%AE%B0%E5%BD%95")  # 已记录
+        await sims.wait_until(lambda: len(sims.stops(incident)) == 9)
+        async with reading(village.store_path) as store:
+            record = await store.incident(incident)
+            timeline = await store.timeline(incident)
+        assert record is not None
+        assert record.acknowledged_by == "老周 (web:127.0.0.1)"
+        assert ("acknowledged", "老周 (web:127.0.0.1) (console)") in [(t.event, t.actor) for t in timeline]
+        assert ("note", "电话联系上了，马上到") in [(t.event, t.detail) for t in timeline]
+        status, page = await duty.get(f"/incidents/{incident}")
+        assert "电话联系上了，马上到" in page
+        # Again: refused by the core (already acknowledged), said on the page, nothing sent.
+        status, where = await duty.act(incident, "acknowledge")
+        assert status == 303
+        assert "m=%E5%B7%B2" not in where
+        assert "already" in unquote(where)
+
+
+async def test_posts_without_the_csrf_token_or_from_another_origin_are_refused(village: Village) -> None:
+    async with running_daemon(village), terminals(village) as sims, console(village) as duty:
+        await duty.login("老周")
+        incident = await raise_alarm(sims, village, 1, 1, "fire")
+        assert (await duty.act(incident, "acknowledge", csrf=""))[0] == 403
+        assert (await duty.act(incident, "acknowledge", csrf="x" * 43))[0] == 403
+        async with duty.http.post(
+            f"{duty.base}/incidents/{incident}/act",
+            data={"action": "acknowledge", "csrf": duty.csrf},
+            headers={"Origin": "http://evil.example"},
+            allow_redirects=False,
+        ) as response:
+            assert response.status == 403
+        # A login form posted without the token its page set (login CSRF) is refused too.
+        async with duty.http.post(f"{duty.base}/login", data={"name": "老周", "password": PASSWORD}) as response:
+            assert response.status == 403
+        async with reading(village.store_path) as store:
+            record = await store.incident(incident)
+        assert record is not None
+        assert record.acknowledged_at is None  # none of them acted
+
+
+async def test_a_viewer_reads_and_cannot_act(village: Village) -> None:
+    async with running_daemon(village), terminals(village) as sims, console(village) as viewer:
+        await viewer.login("观察员")
+        incident = await raise_alarm(sims, village, 2, 1, "fire")
+        status, page = await viewer.get(f"/incidents/{incident}")
+        assert status == 200
+        assert 'id="actions"' not in page  # no buttons
+        assert (await viewer.act(incident, "acknowledge"))[0] == 403
+
+
+async def test_pages_need_a_session_and_logging_out_ends_it(village: Village) -> None:
+    async with running_daemon(village), console(village) as someone:
+        assert (await someone.get("/"))[0] == 303
+        assert (await someone.get("/board/rows"))[0] == 401
+        assert (await someone.get("/events"))[0] == 401
+        response = await someone.login("老周", "wrong password")
+        assert response.status == 401
+        assert "wrong name or password" in await response.text()
+        await someone.login("老周")
+        assert (await someone.get("/"))[0] == 200
+        cookie = {c.key: c.value for c in someone.http.cookie_jar}["alertd_session"]
+        async with someone.http.post(f"{someone.base}/logout", data={"csrf": someone.csrf}) as response:
+            assert response.status == 200  # followed to the login page
+        # The old cookie, replayed, opens nothing: the session is gone from the store.
+        async with (
+            aiohttp.ClientSession() as replay,
+            replay.get(f"{someone.base}/board/rows", headers={"Cookie": f"alertd_session={cookie}"}) as response,
+        ):
+            assert response.status == 401
+
+
+async def test_logins_are_throttled_per_account(village: Village) -> None:
+    async with running_daemon(village), console(village) as attacker, console(village) as owner:
+        for _ in range(5):
+            assert (await attacker.login("陈国庆", "guess guess")).status == 401
+        response = await owner.login("陈国庆")  # the right password, but the account is resting
+        assert response.status == 401
+        assert "too many failed logins" in await response.text()
+        assert (await owner.login("老周")).status == 200  # another account is not affected
+
+
+async def test_the_board_hears_a_new_alarm_as_an_event(village: Village) -> None:
+    async with running_daemon(village), terminals(village) as sims, console(village) as duty:
+        await duty.login("老周")
+        async with duty.http.get(f"{duty.base}/events", timeout=aiohttp.ClientTimeout(total=20)) as stream:
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            events: list[tuple[str, str]] = []  # (event, data)
+
+            async def next_event() -> tuple[str, str]:
+                event = data = ""
+                async for raw in stream.content:
+                    line = raw.decode().strip()
+                    if line.startswith("event: "):
+                        event = line.removeprefix("event: ")
+                    elif line.startswith("data: "):
+                        data = line.removeprefix("data: ")
+                    elif not line and event:
+                        return event, data
+                raise AssertionError(f"stream ended after {events}")
+
+            async with asyncio.timeout(5):
+                events.append(await next_event())
+            assert events == [("hello", "{}")]
+            await sims.alarm("t1-6", "gas", seq=1)
+            async with asyncio.timeout(5):
+                events.append(await next_event())
+        incident = await incident_of(village, "h1-6")
+        assert events[1] == ("changed", f'{{"id": {incident}}}')
+
+
+def test_users_cli_refuses_what_cannot_be_an_account(tmp_path: Path) -> None:
+    village = write_village(tmp_path, groups=1)
+    assert add_user(village, "老周", "duty").returncode == 0
+    again = add_user(village, "老周", "duty")
+    assert again.returncode == 1
+    assert "exists already" in again.stderr
+    leaderless = add_user(village, "组长", "leader")
+    assert leaderless.returncode == 1
+    assert "at least one group" in leaderless.stderr
+    elsewhere = add_user(village, "组长", "leader", groups="g9")
+    assert elsewhere.returncode == 1
+    assert "no group g9" in elsewhere.stderr
+    short = add_user(village, "短", "duty", password="1234")
+    assert short.returncode == 1
+    assert "at least 8 characters" in short.stderr
+    forged = add_user(village, "x (web:1.2.3.4)", "duty")
+    assert forged.returncode == 1
+    listed = subprocess.run(
+        [sys.executable, "-m", "alertd.cli", "users", "list", "-c", str(village.settings_path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert listed.stdout.splitlines() == ["老周\tduty\tall groups\tactive"]
