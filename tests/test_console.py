@@ -10,6 +10,7 @@ import contextlib
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,3 +279,18 @@ def test_users_cli_refuses_what_cannot_be_an_account(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert listed.stdout.splitlines() == ["老周\tduty\tall groups\tactive"]
+
+
+async def test_stopping_the_daemon_ends_the_open_boards_streams_at_once(village: Village) -> None:
+    async with console(village) as duty:
+        async with running_daemon(village):
+            await duty.login("老周")
+            stream = await duty.http.get(f"{duty.base}/events", timeout=aiohttp.ClientTimeout(total=90))
+            async with asyncio.timeout(5):
+                assert (await stream.content.readline()).decode().strip() == "event: hello"
+            stopping = time.monotonic()
+        # Without ending them, the HTTP side would wait for the streams (aiohttp's 60 s shutdown timeout).
+        assert time.monotonic() - stopping < 10
+        async with asyncio.timeout(5):
+            await stream.content.read()  # the stream has ended: the browser reconnects to the next daemon
+        stream.close()
