@@ -277,7 +277,9 @@ async def _serve_http(
         secure = bool(http.public_url and http.public_url.startswith("https:"))
         accounts = Accounts(store, idle_timeout_s=idle_s)
         roster = lambda: engine.desk.roster  # noqa: E731 (read at each request: a reload replaces it)
-        add_console(app, ConsoleDeps(accounts, store, engine.call, roster, live, clock, settings.daemon.zone, secure))
+        profiles = lambda: engine.commands.profiles  # noqa: E731
+        add_console(app, ConsoleDeps(accounts, store, engine.call, roster, profiles, live, clock, settings.daemon.zone,
+                                     secure))  # fmt: skip
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     closing.push_async_callback(runner.cleanup)

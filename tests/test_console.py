@@ -24,6 +24,7 @@ from tests.harness import Terminals, Village, forget_session, running_daemon, te
 
 PASSWORD = "correct horse 1"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+DEVICE_ROW = re.compile(r'<tr class="(ok|attention)" data-device="([^"]+)"')
 
 
 def add_user(
@@ -294,3 +295,35 @@ async def test_stopping_the_daemon_ends_the_open_boards_streams_at_once(village:
         async with asyncio.timeout(5):
             await stream.content.read()  # the stream has ended: the browser reconnects to the next daemon
         stream.close()
+
+
+async def test_the_devices_page_filters_by_group_and_need_and_keeps_to_the_users_groups(village: Village) -> None:
+    async with (
+        running_daemon(village),
+        terminals(village) as sims,
+        console(village) as duty,
+        console(village) as leader,
+    ):
+        await duty.login("老周")
+        await leader.login("陈国庆")
+        await sims.publish("t1-3", {"type": "heartbeat", "battery": 12})  # seen now, battery low
+        await raise_alarm(sims, village, 1, 2, "fire")
+
+        def devices(page: str) -> dict[str, str]:
+            """device id -> 'ok' or 'attention', as the page's rows say"""
+            return {device: state for state, device in DEVICE_ROW.findall(page)}
+
+        status, page = await duty.get("/devices")
+        assert status == 200
+        everything = devices(page)
+        assert {d for d in everything if d.startswith("t")} == {f"t{g}-{h}" for g in (1, 2) for h in range(1, 11)}
+        assert everything["t1-3"] == "attention"  # 12 % is low
+        status, page = await duty.get("/devices?group=g2")
+        assert set(devices(page)) == {d for d in everything if d[1:].startswith("2-")}
+        status, page = await duty.get("/devices?problems=1")
+        assert set(devices(page)) == {d for d, state in everything.items() if state == "attention"}
+        assert set(devices(page).values()) == {"attention"}
+
+        status, page = await leader.get("/devices")
+        assert set(devices(page)) == {d for d in everything if d[1:].startswith("1-")}
+        assert (await leader.get("/devices?group=g2"))[0] == 403

@@ -16,7 +16,7 @@ import hmac
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -32,11 +32,12 @@ from alertd.accounts import Accounts, Session
 from alertd.core.access import User
 from alertd.core.events import Action, Input, OperatorCommand, Outcome, Via
 from alertd.core.incidents import Channel
-from alertd.core.messages import CONDITION_ZH, KIND_ZH
+from alertd.core.messages import CONDITION_ZH, DEVICE_ZH, KIND_ZH
 from alertd.core.model import Roster
+from alertd.core.profile import DeviceProfile
 from alertd.core.records import Incident
 from alertd.core.results import Result
-from alertd.report import show
+from alertd.report import device_health, show
 from alertd.store import Status, Store
 from alertd.web.live import EVERYTHING, Live
 
@@ -66,6 +67,7 @@ class ConsoleDeps:
     store: Store
     call: Callable[[Input], Awaitable[Result]]  # the engine: submit and wait for the commit
     roster: Callable[[], Roster]  # the roster now (a reload replaces it)
+    profiles: Callable[[], Mapping[str, DeviceProfile]]  # the device profiles now
     live: Live
     clock: Callable[[], float]
     zone: ZoneInfo
@@ -96,6 +98,7 @@ def add_console(app: web.Application, deps: ConsoleDeps) -> None:
     app.router.add_get("/board/rows", board_rows)
     app.router.add_get("/events", events)
     app.router.add_get("/incidents/{id:\\d+}", incident_page)
+    app.router.add_get("/devices", devices_page)
     app.router.add_post("/incidents/{id:\\d+}/act", act)
     app.router.add_static("/static/", path=str(files("alertd.web") / "static"), append_version=True)
     app.on_shutdown.append(_end_streams)
@@ -367,3 +370,60 @@ async def act(request: web.Request) -> web.StreamResponse:
 
 def _quote(text: str) -> str:
     return quote(text[:200])
+
+
+# --- devices ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    id: str
+    kind: str
+    household: str
+    group_id: str
+    group: str
+    last_seen: str
+    battery: str
+    healthy: bool
+    state: str  # 正常, or the conditions in Chinese
+    armed: str
+
+
+async def devices_page(request: web.Request) -> web.StreamResponse:
+    """`alertd devices` as a page: each visible device's health, filtered by group and by "needs attention"."""
+    deps, session = request.app[CONSOLE], _session(request)
+    user, roster = session.user, deps.roster()
+    groups = [g for g in roster.groups.values() if user.sees(g.id)]
+    wanted = request.query.get("group", "")
+    if wanted and not any(g.id == wanted for g in groups):
+        raise web.HTTPForbidden(text="this group is not yours") if wanted in roster.groups else web.HTTPNotFound()
+    problems_only = request.query.get("problems") == "1"
+    records = await deps.store.devices()
+    rows = []
+    for device, health in device_health(roster, records, deps.profiles(), deps.clock()):
+        household = roster.households[device.household_id]
+        if not user.sees(household.group_id) or (wanted and household.group_id != wanted):
+            continue
+        if problems_only and health.healthy:
+            continue
+        record = records.get(device.id)
+        group = roster.groups.get(household.group_id)
+        rows.append(
+            DeviceRow(
+                id=device.id,
+                kind=DEVICE_ZH.get(device.profile, device.profile),
+                household=household.label,
+                group_id=household.group_id,
+                group=group.name if group else household.group_id,
+                last_seen=_local(health.last_seen, deps.zone) if health.last_seen is not None else "从未 never",
+                battery="" if health.battery is None else f"{health.battery}%",
+                healthy=health.healthy,
+                state="正常" if health.healthy else "、".join(CONDITION_ZH.get(c, c.value) for c in health.conditions),
+                armed="" if record is None or record.armed is None else ("布防" if record.armed else "撤防"),
+            )
+        )
+    context = {
+        "session": session, "rows": rows, "groups": groups, "wanted": wanted, "problems_only": problems_only,
+        "attention": sum(not r.healthy for r in rows),
+    }  # fmt: skip
+    return aiohttp_jinja2.render_template("devices.html", request, context)
