@@ -20,7 +20,15 @@ import aiohttp
 import pytest
 
 from alertd.store import reading
-from tests.harness import Terminals, Village, forget_session, running_daemon, terminals, write_village
+from tests.harness import (
+    Terminals,
+    Village,
+    forget_session,
+    resident_phone,
+    running_daemon,
+    terminals,
+    write_village,
+)
 
 PASSWORD = "correct horse 1"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -82,7 +90,8 @@ async def console(village: Village) -> AsyncIterator[Console]:
 @pytest.fixture
 async def village(tmp_path: Path) -> AsyncIterator[Village]:
     village = write_village(tmp_path, groups=2)
-    for name, role, groups in (("老周", "duty", ""), ("陈国庆", "leader", "g1"), ("观察员", "viewer", "")):
+    users = (("老周", "duty", ""), ("陈国庆", "leader", "g1"), ("观察员", "viewer", ""), ("管理员", "admin", ""))
+    for name, role, groups in users:
         done = await asyncio.to_thread(add_user, village, name, role, groups)
         assert done.returncode == 0, done.stderr
     try:
@@ -327,3 +336,20 @@ async def test_the_devices_page_filters_by_group_and_need_and_keeps_to_the_users
         status, page = await leader.get("/devices")
         assert set(devices(page)) == {d for d in everything if d[1:].startswith("1-")}
         assert (await leader.get("/devices?group=g2"))[0] == 403
+
+
+async def test_the_roster_masks_phones_but_for_admins_and_keeps_to_the_users_groups(village: Village) -> None:
+    async with running_daemon(village), console(village) as admin, console(village) as leader:
+        await admin.login("管理员")
+        await leader.login("陈国庆")
+        full, masked = resident_phone(1, 3), resident_phone(1, 3)[:6] + "****" + resident_phone(1, 3)[-4:]
+        status, page = await admin.get("/roster")
+        assert status == 200
+        assert full in page
+        assert 'data-household="h2-1"' in page
+        status, page = await leader.get("/roster")
+        assert status == 200
+        assert full not in page
+        assert masked in page
+        assert 'data-household="h1-3"' in page
+        assert 'data-household="h2-1"' not in page  # another group's households are not theirs to see

@@ -37,6 +37,7 @@ from alertd.core.model import Roster
 from alertd.core.profile import DeviceProfile
 from alertd.core.records import Incident
 from alertd.core.results import Result
+from alertd.phones import mask
 from alertd.report import device_health, show
 from alertd.store import Status, Store
 from alertd.web.live import EVERYTHING, Live
@@ -99,6 +100,7 @@ def add_console(app: web.Application, deps: ConsoleDeps) -> None:
     app.router.add_get("/events", events)
     app.router.add_get("/incidents/{id:\\d+}", incident_page)
     app.router.add_get("/devices", devices_page)
+    app.router.add_get("/roster", roster_page)
     app.router.add_post("/incidents/{id:\\d+}/act", act)
     app.router.add_static("/static/", path=str(files("alertd.web") / "static"), append_version=True)
     app.on_shutdown.append(_end_streams)
@@ -427,3 +429,47 @@ async def devices_page(request: web.Request) -> web.StreamResponse:
         "attention": sum(not r.healthy for r in rows),
     }  # fmt: skip
     return aiohttp_jinja2.render_template("devices.html", request, context)
+
+
+# --- the roster -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PersonView:
+    name: str
+    phone: str  # masked but for admins
+
+
+async def roster_page(request: web.Request) -> web.StreamResponse:
+    """People, households, groups and patrols within the user's groups. Phone numbers are masked (138****0005)
+    for everyone but admins: a leader needs to know who, not to copy a whole village's numbers."""
+    session = _session(request)
+    user, roster = session.user, request.app[CONSOLE].roster()
+
+    def person(person_id: str | None) -> PersonView | None:
+        found = roster.people.get(person_id) if person_id else None
+        if found is None:
+            return None
+        return PersonView(found.name, found.phone if user.is_admin else mask(found.phone))
+
+    groups = [
+        {
+            "group": group,
+            "leader": person(group.leader),
+            "deputy": person(group.deputy),
+            "grid": person(group.grid_worker),
+            "households": [
+                {"household": h, "people": [p for p in map(person, h.people) if p is not None]}
+                for h in (roster.households[i] for i in group.households if i in roster.households)
+            ],
+        }
+        for group in roster.groups.values()
+        if user.sees(group.id)
+    ]
+    patrols = [
+        {"patrol": p, "members": [m for m in map(person, p.members) if m is not None]}
+        for p in roster.patrols.values()
+        if any(user.sees(g) for g in p.groups)
+    ]
+    context = {"session": session, "groups": groups, "patrols": patrols, "full_phones": user.is_admin}
+    return aiohttp_jinja2.render_template("roster.html", request, context)
