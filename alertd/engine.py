@@ -16,9 +16,9 @@ from dataclasses import replace
 from typing import Protocol
 
 from alertd.commands import CommandBook
-from alertd.core.desk import Desk, Seen
+from alertd.core.desk import EVALUATION_WINDOW_S, Desk, Seen
 from alertd.core.digest import LAST_DAY_KEY
-from alertd.core.events import Alarm, Input, Reply, SensorState, Tick
+from alertd.core.events import Alarm, Evaluation, Input, Reply, SensorState, Tick
 from alertd.core.incidents import Channel
 from alertd.core.messages import Texts
 from alertd.core.model import Roster
@@ -129,7 +129,8 @@ class Engine:
         now = self.clock()
         reported = {r.id: r.reported() for r in records.values()}
         incidents = await self.store.load_active_incidents()
-        self.desk.resume(incidents, reported, await self.store.max_incident_id() + 1, now)
+        awaiting = await self.store.awaiting_evaluation(now - EVALUATION_WINDOW_S)
+        self.desk.resume(incidents, reported, await self.store.max_incident_id() + 1, now, awaiting)
         self.desk.upkeep.schedule_digest(
             now,
             in_use_since=await self.store.in_use_since(now),  # None on a new store's first start
@@ -191,9 +192,18 @@ class Engine:
         """What the store already holds for this batch's alarms and replies, in one query each."""
         alarms = [(i.device_id, i.seq) for i in inputs if isinstance(i, Alarm) and i.seq is not None]
         replies = [i.message_id for i in inputs if isinstance(i, Reply) and i.message_id is not None]
+        # An evaluation may name an incident closed long ago: the desk keeps only the recent ones.
+        closed = {
+            i.incident_id: incident
+            for i in inputs
+            if isinstance(i, Evaluation)
+            and i.incident_id not in self.desk.awaiting
+            and (incident := await self.store.incident(i.incident_id)) is not None
+        }
         return Seen(
             frozenset(await self.store.seen_alarms(alarms, now - self.dedup_window_s) if alarms else ()),
             frozenset(await self.store.inbound_seen_many(replies) if replies else ()),
+            closed,
         )
 
     def _decide(self, item: Input, now: float, seen: Seen, batch: Batch) -> Result:

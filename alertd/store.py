@@ -23,7 +23,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alertd.core.events import Arming, DeliveryReport
+from alertd.core.events import Arming, DeliveryReport, Satisfaction
 from alertd.core.incidents import Channel, Incident, Outcome, Purpose, State, TimelineEntry
 from alertd.core.model import Kind
 from alertd.core.records import Batch
@@ -146,7 +146,8 @@ class DeviceRecord:
 
 _INCIDENT_COLUMNS = (
     "id, household_id, group_id, kind, policy, state, opened_at, last_alarm_at, next_step, next_step_at, "
-    "acknowledged_at, acknowledged_by, on_scene_at, resolved_at, outcome, rung, silent, device_id, maintenance"
+    "acknowledged_at, acknowledged_by, on_scene_at, resolved_at, outcome, rung, silent, device_id, maintenance, "
+    "satisfaction, evaluated_by"
 )
 _ACTIVE = "state IN ('open', 'acknowledged', 'on_scene')"
 _DEVICE_COLUMNS = (
@@ -169,7 +170,8 @@ def _incident_params(i: Incident) -> tuple[Any, ...]:
         i.id, i.household_id, i.group_id, i.kind.value, i.policy, i.state.value, i.opened_at, i.last_alarm_at,
         i.next_step, i.next_step_at, i.acknowledged_at, i.acknowledged_by, i.on_scene_at, i.resolved_at,
         i.outcome.value if i.outcome else None, json.dumps(list(i.rung)), int(i.silent), i.device_id,
-        i.maintenance.value if i.maintenance else None,
+        i.maintenance.value if i.maintenance else None, i.satisfaction.value if i.satisfaction else None,
+        i.evaluated_by,
     )  # fmt: skip
 
 
@@ -180,6 +182,7 @@ def _incident_from_row(r: Sequence[Any]) -> Incident:
         acknowledged_by=r[11], on_scene_at=r[12], resolved_at=r[13],
         outcome=Outcome(r[14]) if r[14] else None, rung=tuple(json.loads(r[15])), silent=bool(r[16]),
         device_id=r[17], maintenance=Condition(r[18]) if r[18] else None,
+        satisfaction=Satisfaction(r[19]) if r[19] else None, evaluated_by=r[20],
     )  # fmt: skip
 
 
@@ -502,6 +505,15 @@ class Store:
         rows = await self._db.fetchall(f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE {_ACTIVE} ORDER BY id")
         return [_incident_from_row(r) for r in rows]
 
+    async def awaiting_evaluation(self, since: float) -> list[Incident]:
+        """Real alarms resolved since `since` whose household has not rated the response yet (评单)."""
+        rows = await self._db.fetchall(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE state = 'resolved' AND outcome = 'real' "
+            "AND satisfaction IS NULL AND maintenance IS NULL AND silent = 0 AND resolved_at >= ? ORDER BY id",
+            (since,),
+        )
+        return [_incident_from_row(r) for r in rows]
+
     async def max_incident_id(self) -> int:
         row = await self._db.fetchone("SELECT coalesce(max(id), 0) FROM incidents")
         return int(row[0]) if row else 0
@@ -609,7 +621,7 @@ def _commit(db: sqlite3.Connection, batch: Batch) -> None:
     if batch.incidents:
         db.executemany(
             f"INSERT OR REPLACE INTO incidents ({_INCIDENT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [_incident_params(i) for i in batch.incidents.values()],
         )
     if batch.timeline:

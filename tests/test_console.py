@@ -19,6 +19,7 @@ from urllib.parse import unquote
 import aiohttp
 import pytest
 
+from alertd.core.desk import FOLLOW_UP_STEP
 from alertd.store import reading
 from tests.harness import (
     Terminals,
@@ -353,3 +354,45 @@ async def test_the_roster_masks_phones_but_for_admins_and_keeps_to_the_users_gro
         assert masked in page
         assert 'data-household="h1-3"' in page
         assert 'data-household="h2-1"' not in page  # another group's households are not theirs to see
+
+
+async def test_a_resolved_alarm_is_rated_on_the_console_and_its_household_was_asked(village: Village) -> None:
+    async with (
+        running_daemon(village),
+        terminals(village) as sims,
+        console(village) as duty,
+        console(village) as viewer,
+    ):
+        await duty.login("老周")
+        await viewer.login("观察员")
+        incident = await raise_alarm(sims, village, 2, 4, "fire")
+        assert (await duty.act(incident, "resolve", outcome="real"))[0] == 303
+        page = (await duty.get(f"/incidents/{incident}"))[1]
+        assert 'id="evaluate"' in page
+        assert 'id="evaluate"' not in (await viewer.get(f"/incidents/{incident}"))[1]
+        assert (await viewer.http.post(
+            f"{viewer.base}/incidents/{incident}/evaluate", data={"csrf": viewer.csrf, "satisfaction": "fair"},
+            allow_redirects=False,
+        )).status == 403  # fmt: skip
+        async with duty.http.post(
+            f"{duty.base}/incidents/{incident}/evaluate",
+            data={"csrf": duty.csrf, "satisfaction": "dissatisfied"},
+            allow_redirects=False,
+        ) as response:
+            assert response.status == 303
+        async with reading(village.store_path) as store:
+            record = await store.incident(incident)
+            notes = await store.notifications(incident)
+        assert record is not None
+        assert record.satisfaction is not None
+        assert record.satisfaction.value == "dissatisfied"
+        assert record.evaluated_by == "老周 (web:127.0.0.1) (console)"
+        # The household was asked (its one resident), and the grid worker is told to call them back.
+        texts = {(n.recipient, n.body.split("，")[0]) for n in notes if n.step == FOLLOW_UP_STEP}
+        assert ("p2-4", "【联防】4号户 2组") in texts
+        assert any(
+            r == "grid" and "回访" in b for r, b in {(n.recipient, n.body) for n in notes if n.step == FOLLOW_UP_STEP}
+        )
+        page = (await duty.get(f"/incidents/{incident}"))[1]
+        assert 'id="rated"' in page
+        assert "不满意" in page

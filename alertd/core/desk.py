@@ -22,12 +22,15 @@ from alertd.core.events import (
     Alarm,
     DeliveryReport,
     DeviceStatus,
+    Evaluation,
     Heartbeat,
     Input,
     OperatorCommand,
     Outcome,
+    Rating,
     Reply,
     Restore,
+    Satisfaction,
     SensorState,
     Supervision,
     SupervisionKind,
@@ -37,6 +40,7 @@ from alertd.core.events import (
     Via,
 )
 from alertd.core.incidents import (
+    STOP_STEP,
     TransitionError,
     apply_action,
     fire_due_steps,
@@ -45,7 +49,7 @@ from alertd.core.incidents import (
     open_maintenance,
 )
 from alertd.core.messages import Texts
-from alertd.core.model import Kind, Roster
+from alertd.core.model import Kind, Role, Roster
 from alertd.core.ports import Commands
 from alertd.core.profile import DeviceProfile
 from alertd.core.records import (
@@ -70,6 +74,10 @@ _LOGGER = logging.getLogger(__name__)
 REPLY_CLOCK_SKEW_S = 300.0
 # Supervision news logged at INFO: a panel's everyday traffic, not something a person must look at.
 _ROUTINE_NEWS = frozenset({SupervisionKind.TEST, SupervisionKind.OPEN_CLOSE, SupervisionKind.OTHER})
+# 评单: a resolved alarm's household is asked how it went; its SMS answer counts for this long.
+EVALUATION_WINDOW_S = 3 * 86400.0
+FOLLOW_UP_STEP = STOP_STEP + 1  # the follow-up text's step: after every escalation step and the stop
+SATISFACTION_ZH = {Satisfaction.SATISFIED: "满意", Satisfaction.FAIR: "基本满意", Satisfaction.DISSATISFIED: "不满意"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +86,7 @@ class Seen:
 
     alarms: frozenset[tuple[str, int]] = frozenset()  # (device, seq) within the deduplication window
     inbound: frozenset[str] = frozenset()  # inbound message ids handled before
+    closed: Mapping[int, Incident] = field(default_factory=dict)  # closed incidents the batch's evaluations name
 
 
 @dataclass(slots=True)
@@ -93,11 +102,20 @@ class Desk:
     _by_household: dict[str, set[int]] = field(default_factory=dict)  # household -> its active alarms
     _deadlines: list[tuple[float, int]] = field(default_factory=list)  # heap (next_step_at, id), lazily pruned
     _rosters: dict[int, Roster] = field(default_factory=dict)  # incidents escalating with a pre-reload roster
+    awaiting: dict[int, Incident] = field(default_factory=dict)  # resolved alarms asked for their 评单
 
     # --- state ---------------------------------------------------------------------------------------
 
-    def resume(self, incidents: Iterable[Incident], devices: Mapping[str, Reported], next_id: int, now: float) -> None:
+    def resume(
+        self,
+        incidents: Iterable[Incident],
+        devices: Mapping[str, Reported],
+        next_id: int,
+        now: float,
+        awaiting: Iterable[Incident] = (),
+    ) -> None:
         self.next_id = next_id
+        self.awaiting = {i.id: i for i in awaiting}
         for incident in incidents:
             self._track(incident)
         self.upkeep.resume(devices, self.active.values(), now)
@@ -136,6 +154,11 @@ class Desk:
                 raise TypeError("a Reply is decided by decide_reply(), with its parsed command")
             case OperatorCommand():
                 return self._on_operator(item, now, batch)
+            case Evaluation():
+                incident = self.awaiting.get(item.incident_id) or seen.closed.get(item.incident_id)
+                if incident is None:
+                    return Result(Verdict.REFUSED, item.incident_id, "no such resolved incident")
+                return self._evaluate(incident, item.satisfaction, item.by, item.via, now, batch)
             case Heartbeat(device_id=device_id, battery=battery):
                 return self._on_device(DeviceUpdate(device_id, now, online=True, battery=battery), batch)
             case TestReport(device_id=device_id):
@@ -215,7 +238,9 @@ class Desk:
             return Result(Verdict.NO_INCIDENT)
         return self._act(target, Action.ACKNOWLEDGE, household.label, Via.TERMINAL, now, batch)
 
-    def decide_reply(self, reply: Reply, command: ReplyCommand | None, now: float, seen: Seen, batch: Batch) -> Result:
+    def decide_reply(
+        self, reply: Reply, command: ReplyCommand | Rating | None, now: float, seen: Seen, batch: Batch
+    ) -> Result:
         """An SMS reply, with the command the reply grammar read in it (None: not a command)."""
         if reply.message_id is not None:
             # Twilio's signature has no timestamp: a captured request stays valid forever. Each message is
@@ -228,6 +253,8 @@ class Desk:
             return Result(Verdict.UNKNOWN_SENDER)
         if command is None:
             return Result(Verdict.NOT_A_COMMAND)
+        if isinstance(command, Rating):
+            return self._on_rating(person.id, person.name, command, now, batch)
         # Only incidents already open when the provider received the message: a reply to an old alarm,
         # read late from the SIM, must not acknowledge one that opened since.
         received = now if reply.received_at is None else min(now, reply.received_at + REPLY_CLOCK_SKEW_S)
@@ -248,6 +275,63 @@ class Desk:
             )
         return result
 
+    def _on_rating(self, person_id: str, name: str, rating: Rating, now: float, batch: Batch) -> Result:
+        """A household member answers the follow-up text: the newest of their households' resolved alarms
+        still waiting for it (or the one whose code they give)."""
+        homes = {h.id for h in self.roster.households.values() if person_id in h.people}
+        waiting = [i for i in self.awaiting.values() if i.household_id in homes]
+        if rating.code is not None:
+            waiting = [i for i in waiting if i.code == rating.code]
+        incident = max(waiting, key=lambda i: i.id, default=None)
+        if incident is None:
+            return Result(Verdict.NO_INCIDENT)
+        return self._evaluate(incident, rating.satisfaction, name, Via.SMS, now, batch)
+
+    def _evaluate(
+        self, incident: Incident, satisfaction: Satisfaction, actor: str, via: Via, now: float, batch: Batch
+    ) -> Result:
+        if incident.state != State.RESOLVED:
+            return Result(Verdict.REFUSED, incident.id, f"incident {incident.id} is {incident.state}, not resolved")
+        if incident.satisfaction is not None:
+            return Result(Verdict.REFUSED, incident.id, f"incident {incident.id} is evaluated already")
+        updated = replace(incident, satisfaction=satisfaction, evaluated_by=f"{actor} ({via})")
+        batch.incidents[incident.id] = updated
+        batch.timeline.append(
+            TimelineEntry(incident.id, now, "evaluated", f"{actor} ({via})", SATISFACTION_ZH[satisfaction])
+        )
+        self.awaiting.pop(incident.id, None)
+        household = self.roster.households.get(incident.household_id)
+        if satisfaction == Satisfaction.DISSATISFIED and household is not None:
+            # 不满意 is followed up by a person: the grid worker calls the household back.
+            for person in self.roster.people_for(incident.group_id, Role.GRID_WORKER):
+                body = self.texts.dissatisfied(incident, household, person.language)
+                batch.notifications.append(
+                    Notification(
+                        incident.id, FOLLOW_UP_STEP, Channel.SMS, Purpose.NOTICE, person.id, person.phone, body
+                    )
+                )
+        _LOGGER.info("Incident %d evaluated %s by %s via %s", incident.id, satisfaction, actor, via)
+        return Result(Verdict.EVALUATED, incident.id, satisfaction.value)
+
+    def _follow_up(self, incident: Incident, now: float, batch: Batch) -> None:
+        """评单: a resolved real alarm's household is asked how the response went. Not after a silent alarm
+        (whoever forced the silent panic may read the household's phone), a drill or a false alarm."""
+        household = self.roster.households.get(incident.household_id)
+        if household is None or incident.silent or incident.maintenance is not None:
+            return
+        if incident.outcome != Outcome.REAL:
+            return
+        self.awaiting[incident.id] = incident
+        for person_id in household.people:
+            person = self.roster.people.get(person_id)
+            if person is not None:
+                body = self.texts.follow_up(incident, household, person.language)
+                batch.notifications.append(
+                    Notification(
+                        incident.id, FOLLOW_UP_STEP, Channel.SMS, Purpose.NOTICE, person.id, person.phone, body
+                    )
+                )
+
     def _act(
         self,
         incident: Incident,
@@ -265,6 +349,8 @@ class Desk:
         _LOGGER.info("Incident %d %s by %s via %s", incident.id, updated.state, actor, via)
         first_ack = incident.acknowledged_at is None and updated.acknowledged_at is not None
         self._apply(updated, effects, batch)
+        if updated.state == State.RESOLVED:
+            self._follow_up(updated, now, batch)
         took = updated.acknowledged_at - updated.opened_at if first_ack and updated.acknowledged_at else None
         return Result(Verdict.ACTED, incident.id, updated.state.value, took)
 
@@ -272,6 +358,8 @@ class Desk:
 
     def tick(self, now: float, batch: Batch) -> None:
         """Escalation steps that are due, the supervision review and the daily digest when their time came."""
+        for incident_id in [i.id for i in self.awaiting.values() if (i.resolved_at or 0) < now - EVALUATION_WINDOW_S]:
+            del self.awaiting[incident_id]  # unanswered: the console can still record a rating for it
         while (deadline := self._next_deadline()) is not None and deadline <= now:
             _, incident_id = heapq.heappop(self._deadlines)
             self._fire(incident_id, now, batch)
@@ -355,3 +443,7 @@ class Desk:
                 "Incident %d: household %s is not in the roster; escalation stopped", incident_id, incident.household_id
             )
             self._apply(replace(updated, next_step=None, next_step_at=None), Effects(), batch)
+
+
+def _follow_up_text(incident: Incident, person_id: str, phone: str, body: str) -> Notification:
+    return Notification(incident.id, FOLLOW_UP_STEP, Channel.SMS, Purpose.NOTICE, person_id, phone, body)

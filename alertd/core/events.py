@@ -33,6 +33,23 @@ class Outcome(StrEnum):
     DRILL = "drill"
 
 
+class Satisfaction(StrEnum):
+    """评单: how the household rates the response once it is resolved (the county's 12345 loop:
+    点单 → 接单 → 派单 → 办单 → 评单)."""
+
+    SATISFIED = "satisfied"  # 满意
+    FAIR = "fair"  # 基本满意
+    DISSATISFIED = "dissatisfied"  # 不满意
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    """A household's SMS answer to the follow-up text (alertd.protocols.replies reads it)."""
+
+    satisfaction: Satisfaction
+    code: str | None = None  # the incident's code, when the answer gives it
+
+
 @dataclass(frozen=True, slots=True)
 class Alarm:
     device_id: str
@@ -154,6 +171,16 @@ class OperatorCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The household's rating of a resolved incident, entered for them (a grid worker, on the console)."""
+
+    incident_id: int
+    satisfaction: Satisfaction
+    by: str
+    via: Via = Via.CONSOLE
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: fire escalation steps that are due."""
 
@@ -179,6 +206,7 @@ Input = (
     | DeviceStatus
     | Reply
     | OperatorCommand
+    | Evaluation
     | Tick
     | DeliveryReport
 )

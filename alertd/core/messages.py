@@ -159,6 +159,25 @@ class Texts:
             return f"【联防系统】服务器磁盘已满 {when}，报警暂用备用空间处理，请立即清理磁盘"
         return f"【联防系统】服务器磁盘空间已恢复 {when}"
 
+    def follow_up(self, incident: Incident, household: Household, language: str | None = None) -> str:
+        """To the household, once its alarm is resolved: how did it go? (评单; one SMS segment)."""
+        if (language or self.language).lower().startswith("en"):
+            return (
+                f"[Joint defence] {household.label}: your alarm at {self.clock(incident.opened_at)} is resolved. "
+                f"Reply 满意 (satisfied), 基本满意 (fair) or 不满意 (not) #{incident.code}"
+            )
+        kind = KIND_ZH.get(incident.kind, "报警")
+        when = self.clock(incident.opened_at)
+        return f"【联防】{household.label}，您{when}的{kind}已处置完毕。请回复：满意、基本满意或不满意 #{incident.code}"
+
+    def dissatisfied(self, incident: Incident, household: Household, language: str | None = None) -> str:
+        """To the grid worker: a household is not satisfied with how its alarm was handled; call them back."""
+        if (language or self.language).lower().startswith("en"):
+            return (
+                f"[Joint defence] {household.label} is not satisfied with the response to #{incident.code}. Call back."
+            )
+        return f"【联防回访】{household.label}对#{incident.code}的处置不满意，请尽快回访"
+
     def ring_caption(self, household: Household, kind: Kind) -> str:
         """What a neighbour's terminal shows, e.g. "2号户 王家 求救"."""
         return f"{household.label} {KIND_ZH[kind]}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from alertd.core.events import Arming, DeliveryReport, Outcome
+from alertd.core.events import Arming, DeliveryReport, Outcome, Satisfaction
 from alertd.core.model import Kind
 from alertd.core.supervision import Condition
 
@@ -56,6 +56,8 @@ class Incident:
     silent: bool = False  # duress / silent panic: never ring, tell only the leader and the patrol
     device_id: str | None = None  # maintenance incidents: the device that needs a visit
     maintenance: Condition | None = None  # maintenance incidents: the condition (offline, silent, battery_low, ...)
+    satisfaction: Satisfaction | None = None  # 评单: the household's rating, once resolved
+    evaluated_by: str | None = None
 
     @property
     def active(self) -> bool:

@@ -23,6 +23,7 @@ class Verdict(StrEnum):
     INVALID = "invalid"  # a payload the codec refused (detail: the reason)
     NOT_OPEN = "not_open"  # an operator named an incident that is not open
     REFUSED = "refused"  # the action does not apply in the incident's state (detail: why)
+    EVALUATED = "evaluated"  # the household's rating of a resolved incident is recorded
     INTERNAL_ERROR = "internal_error"
 
 
@@ -48,6 +49,8 @@ class Result:
                 return f"{self.verdict} {self.incident_id}"
             case Verdict.ACTED:
                 return f"{self.detail} {self.incident_id}"
+            case Verdict.EVALUATED:
+                return f"incident {self.incident_id} rated {self.detail}"
             case Verdict.NOT_OPEN:
                 return f"incident {self.incident_id} is not open"
             case Verdict.REFUSED:

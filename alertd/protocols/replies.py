@@ -6,6 +6,10 @@ Accepted (after Unicode NFKC, so full-width digits, the full-width number sign a
     2 | 到 | 到场 | 已到 | 已到场      on scene
     3 | 解除 | 已解除                  resolve; followed by 误报 (false alarm) or 演练 (drill)
 
+and, from a household answering the follow-up text of a resolved alarm (评单)::
+
+    满意 | 基本满意 | 不满意               satisfied, fair, dissatisfied
+
 with an optional incident code (its decimal number): after the action (``1 17``, ``1#17``,
 ``1 #17``, ``收到17``) or before it when marked with ``#`` (``#17 1``). Tokens may be separated by
 spaces or by ``, 、 : ;`` (ASCII or Chinese); one trailing ``.`` / ``。`` / ``!`` is allowed.
@@ -20,10 +24,10 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Final
 
-from alertd.core.events import Action
+from alertd.core.events import Action, Rating, Satisfaction
 from alertd.core.incidents import Outcome
 
-__all__ = ["ParsedReply", "parse_reply"]
+__all__ = ["ParsedReply", "Rating", "parse_reply"]
 
 # Longer than any command with a code: not worth tokenizing, certainly chat.
 _MAX_LEN: Final = 40
@@ -46,6 +50,10 @@ _QUALIFIERS: Final = {"误报": Outcome.FALSE_ALARM, "演练": Outcome.DRILL}
 _WORDS = "|".join(sorted((*_WORD_ACTIONS, *_QUALIFIERS), key=len, reverse=True))
 _TOKEN = re.compile(rf"(?P<sep>[\s,、:;]+)|#\s*(?P<code>[0-9]+)|(?P<number>[0-9]+)|(?P<word>{_WORDS})")
 _TRAILING = ".。!"
+_RATINGS: Final = {"满意": Satisfaction.SATISFIED, "基本满意": Satisfaction.FAIR, "不满意": Satisfaction.DISSATISFIED}
+_RATING = re.compile(
+    r"(?:#\s*(?P<before>[0-9]+)[\s,、:;]*)?(?P<word>基本满意|不满意|满意)(?:[\s,、:;]*#?\s*(?P<after>[0-9]+))?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +67,22 @@ def _code(digits: str) -> str | None:
     return str(int(digits)) if len(digits) <= _MAX_CODE_DIGITS else None
 
 
-def parse_reply(text: str) -> ParsedReply | None:
-    """The command in an SMS reply, or None if the text is not one."""
+def parse_reply(text: str) -> ParsedReply | Rating | None:
+    """The command (or the rating) in an SMS reply, or None if the text is not one."""
     normalized = unicodedata.normalize("NFKC", text).strip()
     if len(normalized) > _MAX_LEN:
         return None
     if normalized and normalized[-1] in _TRAILING:
         normalized = normalized[:-1].rstrip()
+    if rating := _RATING.fullmatch(normalized):
+        before, after = rating.group("before"), rating.group("after")
+        if before is not None and after is not None:
+            return None  # two codes
+        digits = before or after
+        rated = _code(digits) if digits is not None else None
+        if digits is not None and rated is None:
+            return None
+        return Rating(_RATINGS[rating.group("word")], rated)
 
     action: Action | None = None
     code: str | None = None

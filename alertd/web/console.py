@@ -30,7 +30,7 @@ from aiohttp_sse import sse_response
 
 from alertd.accounts import Accounts, Session
 from alertd.core.access import User
-from alertd.core.events import Action, Input, OperatorCommand, Outcome, Via
+from alertd.core.events import Action, Evaluation, Input, OperatorCommand, Outcome, Satisfaction, Via
 from alertd.core.incidents import Channel
 from alertd.core.messages import CONDITION_ZH, DEVICE_ZH, KIND_ZH
 from alertd.core.model import Roster
@@ -59,6 +59,7 @@ STATE_ZH = {
     "cancelled": "已取消",
 }
 OUTCOME_ZH = {"real": "真实警情", "false_alarm": "误报", "drill": "演练"}
+SATISFACTION_ZH = {"satisfied": "满意", "fair": "基本满意", "dissatisfied": "不满意"}
 ROLE_ZH = {"admin": "管理员", "duty": "值班员", "grid": "网格员", "leader": "联防组长", "viewer": "只读"}
 
 
@@ -88,7 +89,7 @@ def add_console(app: web.Application, deps: ConsoleDeps) -> None:
         autoescape=jinja2.select_autoescape(default=True),
         undefined=jinja2.StrictUndefined,
     )
-    env.globals.update(STATE_ZH=STATE_ZH, OUTCOME_ZH=OUTCOME_ZH, ROLE_ZH=ROLE_ZH)
+    env.globals.update(STATE_ZH=STATE_ZH, OUTCOME_ZH=OUTCOME_ZH, ROLE_ZH=ROLE_ZH, SATISFACTION_ZH=SATISFACTION_ZH)
     app[aiohttp_jinja2.static_root_key] = "/static"
     app.middlewares.append(_guard)
     app.router.add_get("/", board)
@@ -102,6 +103,7 @@ def add_console(app: web.Application, deps: ConsoleDeps) -> None:
     app.router.add_get("/devices", devices_page)
     app.router.add_get("/roster", roster_page)
     app.router.add_post("/incidents/{id:\\d+}/act", act)
+    app.router.add_post("/incidents/{id:\\d+}/evaluate", evaluate)
     app.router.add_static("/static/", path=str(files("alertd.web") / "static"), append_version=True)
     app.on_shutdown.append(_end_streams)
 
@@ -366,6 +368,24 @@ async def act(request: web.Request) -> web.StreamResponse:
     actor = f"{user.name} (web:{_address(request)})"  # as `alertd ack` records "(os:user)"
     result = await deps.call(OperatorCommand(incident.id, action, actor, outcome, note, via=Via.CONSOLE))
     _LOGGER.info("Console: %s %s incident %d: %s", user.name, action, incident.id, result)
+    message = "已记录 recorded" if result.accepted else str(result)
+    raise web.HTTPSeeOther(f"/incidents/{incident.id}?m={_quote(message)}")
+
+
+async def evaluate(request: web.Request) -> web.StreamResponse:
+    """评单 entered for the household (a grid worker who asked them): through the engine, into the timeline."""
+    deps, user = request.app[CONSOLE], _session(request).user
+    incident = await _visible(request)
+    if not user.may_act:
+        raise web.HTTPForbidden(text="a viewer account reads only")
+    form = await request.post()
+    try:
+        satisfaction = Satisfaction(str(form.get("satisfaction", "")))
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"satisfaction must be one of {', '.join(SATISFACTION_ZH)}") from None
+    actor = f"{user.name} (web:{_address(request)})"
+    result = await deps.call(Evaluation(incident.id, satisfaction, actor, Via.CONSOLE))
+    _LOGGER.info("Console: %s evaluated incident %d: %s", user.name, incident.id, result)
     message = "已记录 recorded" if result.accepted else str(result)
     raise web.HTTPSeeOther(f"/incidents/{incident.id}?m={_quote(message)}")
 
