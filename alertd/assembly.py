@@ -271,6 +271,7 @@ async def _serve_http(
         # Imported only when served: the templates, sessions and password hashing cost start-up time.
         from alertd.accounts import Accounts
         from alertd.web.console import ConsoleDeps, add_console
+        from alertd.web.reports import add_reports
 
         settings = config.settings
         idle_s = settings.console.idle_timeout_min * 60
@@ -280,6 +281,7 @@ async def _serve_http(
         profiles = lambda: engine.commands.profiles  # noqa: E731
         add_console(app, ConsoleDeps(accounts, store, engine.call, roster, profiles, live, clock, settings.daemon.zone,
                                      secure))  # fmt: skip
+        add_reports(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     closing.push_async_callback(runner.cleanup)

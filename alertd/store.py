@@ -505,6 +505,25 @@ class Store:
         rows = await self._db.fetchall(f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE {_ACTIVE} ORDER BY id")
         return [_incident_from_row(r) for r in rows]
 
+    async def incidents_between(self, start: float, end: float) -> list[Incident]:
+        """Incidents opened in [start, end), for the monthly report."""
+        rows = await self._db.fetchall(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE opened_at >= ? AND opened_at < ? ORDER BY id",
+            (start, end),
+        )
+        return [_incident_from_row(r) for r in rows]
+
+    async def texts_between(self, start: float, end: float) -> dict[int, tuple[int, int]]:
+        """Per incident opened in [start, end): texts the carrier took, and of those, delivered."""
+        rows = await self._db.fetchall(
+            "SELECT n.incident_id, count(*), sum(n.delivery = 'delivered') FROM notifications n "
+            "JOIN incidents i ON i.id = n.incident_id "
+            "WHERE i.opened_at >= ? AND i.opened_at < ? AND n.channel = 'sms' AND n.status = 'sent' "
+            "GROUP BY n.incident_id",
+            (start, end),
+        )
+        return {int(r[0]): (int(r[1]), int(r[2] or 0)) for r in rows}
+
     async def awaiting_evaluation(self, since: float) -> list[Incident]:
         """Real alarms resolved since `since` whose household has not rated the response yet (评单)."""
         rows = await self._db.fetchall(
