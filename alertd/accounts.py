@@ -18,6 +18,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -161,6 +162,7 @@ class Accounts:
         def disable(db: sqlite3.Connection) -> None:
             db.execute("UPDATE users SET disabled = 1, updated_at = ? WHERE id = ?", (now, user.id))
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user.id,))
+            db.execute("DELETE FROM api_tokens WHERE user_id = ?", (user.id,))
 
         await self.store.transaction(disable)
 
@@ -229,13 +231,7 @@ class Accounts:
         if not token or len(token) > 128:
             return None
         digest = _token_hash(token)
-        row = await self.store.query(
-            lambda db: db.execute(
-                "SELECT u.id, u.name, u.role, u.groups, u.disabled, s.csrf, s.last_seen "
-                "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
-                (digest,),
-            ).fetchone()
-        )
+        row = await self._by_token("sessions", "t.csrf, t.last_seen", digest)
         if row is None or row[4] or row[6] < now - self.idle_timeout_s:
             return None
         if now - row[6] > TOUCH_EVERY_S:
@@ -243,6 +239,15 @@ class Accounts:
                 lambda db: db.execute("UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, digest)).close()
             )
         return Session(_user(row[:5]), row[5])
+
+    async def _by_token(self, table: str, extra: str, digest: str) -> tuple[Any, ...] | None:
+        """The user's columns and `extra` of the row of `table` (sessions, api_tokens) with this token hash."""
+        sql = (
+            f"SELECT u.id, u.name, u.role, u.groups, u.disabled, {extra} "  # noqa: S608 (constants, not input)
+            f"FROM {table} t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?"
+        )
+        row: tuple[Any, ...] | None = await self.store.query(lambda db: db.execute(sql, (digest,)).fetchone())
+        return row
 
     async def logout(self, token: str, address: str, now: float) -> None:
         digest = _token_hash(token)
@@ -256,6 +261,40 @@ class Accounts:
                 _audit(db, row[0], address, "logout", "", now)
 
         await self.store.transaction(logout)
+
+    # --- bearer tokens for the JSON API ------------------------------------------------------------------
+
+    async def create_token(self, name: str, label: str, now: float) -> str:
+        """A new token that acts as `name` (its role, its groups); shown once, kept hashed."""
+        user = await self.user(name)
+        token = "alertd_" + secrets.token_urlsafe(32)
+        await self.store.transaction(
+            lambda db: db.execute(
+                "INSERT INTO api_tokens (token_hash, user_id, label, created_at) VALUES (?, ?, ?, ?)",
+                (_token_hash(token), user.id, label, now),
+            ).close()
+        )
+        return token
+
+    async def revoke_tokens(self, name: str) -> int:
+        user = await self.user(name)
+        return await self.store.transaction(
+            lambda db: db.execute("DELETE FROM api_tokens WHERE user_id = ?", (user.id,)).rowcount
+        )
+
+    async def bearer(self, token: str, now: float) -> User | None:
+        """The user a bearer token acts as, or None (unknown, or its user disabled)."""
+        if not token.startswith("alertd_") or len(token) > 128:
+            return None
+        digest = _token_hash(token)
+        row = await self._by_token("api_tokens", "t.last_used", digest)
+        if row is None or row[4]:
+            return None
+        if row[5] is None or now - row[5] > TOUCH_EVERY_S:
+            await self.store.transaction(
+                lambda db: db.execute("UPDATE api_tokens SET last_used = ? WHERE token_hash = ?", (now, digest)).close()
+            )
+        return _user(row[:5])
 
     async def audit(self, actor: str, address: str, action: str, detail: str, now: float) -> None:
         await self.store.transaction(lambda db: _audit(db, actor, address, action, detail, now))

@@ -270,6 +270,7 @@ async def _serve_http(
     if config.settings.console.enabled:
         # Imported only when served: the templates, sessions and password hashing cost start-up time.
         from alertd.accounts import Accounts
+        from alertd.web.api import add_api
         from alertd.web.console import ConsoleDeps, add_console
         from alertd.web.reports import add_reports
 
@@ -282,6 +283,7 @@ async def _serve_http(
         add_console(app, ConsoleDeps(accounts, store, engine.call, roster, profiles, live, clock, settings.daemon.zone,
                                      secure))  # fmt: skip
         add_reports(app)
+        add_api(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     closing.push_async_callback(runner.cleanup)

@@ -111,6 +111,11 @@ def _users_parser(users: argparse.ArgumentParser) -> None:
     p = what.add_parser("passwd", help="set a new password (ends the account's sessions)", parents=[config_too])
     p.add_argument("name")
     _password_args(p)
+    p = what.add_parser("token", help="a bearer token for the JSON API that acts as this user", parents=[config_too])
+    p.add_argument("name")
+    p.add_argument("--label", default="", help="what the token is for, e.g. 12345")
+    p = what.add_parser("revoke", help="revoke every API token of this user", parents=[config_too])
+    p.add_argument("name")
 
 
 def _password_args(parser: argparse.ArgumentParser) -> None:

@@ -62,6 +62,14 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
                 await accounts.disable(args.name, now)
                 await accounts.audit("alertd users", "local", "user disabled", args.name, now)
                 print(f"disabled {args.name}; their sessions are ended")
+            case "token":
+                token = await accounts.create_token(args.name, args.label, now)
+                await accounts.audit("alertd users", "local", "api token created", f"{args.name} {args.label}", now)
+                print(f"API token for {args.name} (shown once; it acts with their role and groups):\n{token}")
+            case "revoke":
+                count = await accounts.revoke_tokens(args.name)
+                await accounts.audit("alertd users", "local", "api tokens revoked", args.name, now)
+                print(f"revoked {count} API token(s) of {args.name}")
             case "passwd":
                 await accounts.set_password(args.name, password, now)
                 await accounts.audit("alertd users", "local", "password set", args.name, now)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from tests.console_client import add_user
 from tests.fakes.twilio_server import TwilioServer
-from tests.harness import ACCOUNT_SID, AUTH_TOKEN
+from tests.harness import ACCOUNT_SID, AUTH_TOKEN, Village, forget_session, write_village
 
 
 @pytest.fixture
@@ -25,3 +27,17 @@ async def no_lingering_tasks() -> AsyncIterator[None]:
     await asyncio.sleep(0)
     leftover = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
     assert not leftover, f"lingering tasks: {leftover}"
+
+
+@pytest.fixture
+async def village(tmp_path: Path) -> AsyncIterator[Village]:
+    """Two groups, and console accounts of every kind (tests/console_client.py)."""
+    village = write_village(tmp_path, groups=2)
+    users = (("老周", "duty", ""), ("陈国庆", "leader", "g1"), ("观察员", "viewer", ""), ("管理员", "admin", ""))
+    for name, role, groups in users:
+        done = await asyncio.to_thread(add_user, village, name, role, groups)
+        assert done.returncode == 0, done.stderr
+    try:
+        yield village
+    finally:
+        await forget_session(village)

@@ -17,8 +17,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from alertd.store import reading
 from tests.browser import chromium, save_screenshot, wait_for
+from tests.console_client import PASSWORD, add_user, incident_of
 from tests.harness import Village, forget_session, running_daemon, terminals, write_village
-from tests.test_console import PASSWORD, add_user, incident_of
 
 BOARD_WITHIN_S = 2.0  # the bound: an alarm on an open board
 

@@ -18,8 +18,8 @@ from alertd.core.model import Kind
 from alertd.core.records import Incident, State
 from alertd.core.stats import figures, percentile
 from alertd.web.reports import month_bounds
+from tests.console_client import console, raise_alarm
 from tests.harness import Village, running_daemon, terminals
-from tests.test_console import console, raise_alarm, village  # noqa: F401 (the fixture)
 from tests.test_core_incidents import make_roster
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -73,7 +73,7 @@ def test_months_are_calendar_months_in_the_daemons_zone() -> None:
         month_bounds("12/2026", ZONE)
 
 
-async def test_the_report_page_and_its_exports_keep_to_the_users_groups(village: Village) -> None:  # noqa: F811
+async def test_the_report_page_and_its_exports_keep_to_the_users_groups(village: Village) -> None:
     async with (
         running_daemon(village),
         terminals(village) as sims,

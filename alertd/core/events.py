@@ -15,6 +15,7 @@ class Via(StrEnum):
     SMS = "sms"
     OPERATOR = "operator"  # the operator socket (alertd ack and friends)
     CONSOLE = "console"  # the duty-room web console
+    API = "api"  # the console's JSON API (an integration with a bearer token)
     SYSTEM = "system"
 
 

@@ -51,7 +51,7 @@ def make_app(deps: WebDeps) -> web.Application:
     app.router.add_post("/twilio/sms", inbound_sms)
     app.router.add_post("/twilio/status", status_callback)
     # TCP cannot say which local user is calling, and a browser on this machine can reach it (CSRF).
-    app.router.add_route("*", "/api/{tail:.*}", operator_elsewhere)
+    app.router.add_route("*", "/api/incidents/{tail:.*}", operator_elsewhere)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
