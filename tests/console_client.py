@@ -53,6 +53,11 @@ class Console:
         async with self.http.get(f"{self.base}{path}", allow_redirects=False) as response:
             return response.status, await response.text()
 
+    async def post(self, path: str, data: object) -> tuple[int, str]:
+        """A form POST with this session's CSRF token (pass it in `data`), redirects not followed."""
+        async with self.http.post(f"{self.base}{path}", data=data, allow_redirects=False) as response:
+            return response.status, await response.text()
+
     async def act(self, incident: int, action: str, *, csrf: str | None = None, **fields: str) -> tuple[int, str]:
         data = {"action": action, "csrf": self.csrf if csrf is None else csrf} | fields
         async with self.http.post(f"{self.base}/incidents/{incident}/act", data=data, allow_redirects=False) as r:

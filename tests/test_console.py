@@ -6,6 +6,7 @@ The page itself, in a real browser, is tests/test_console_browser.py."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -306,3 +307,29 @@ async def test_a_resolved_alarm_is_rated_on_the_console_and_its_household_was_as
         page = (await duty.get(f"/incidents/{incident}"))[1]
         assert 'id="rated"' in page
         assert "不满意" in page
+
+
+PASSWORD_SHOWN = re.compile(r'id="password">.*?<code>([^<]+)</code>', re.S)
+
+
+async def test_an_admin_manages_accounts_on_the_page_and_everyone_else_is_refused(village: Village) -> None:
+    async with running_daemon(village), console(village) as admin, console(village) as duty, console(village) as new:
+        await admin.login("管理员")
+        await duty.login("老周")
+        assert (await duty.get("/admin/users"))[0] == 403
+        assert (await duty.post("/admin/users", {"csrf": duty.csrf, "do": "disable", "name": "管理员"}))[0] == 403
+        fields = [("csrf", admin.csrf), ("do", "add"), ("name", "小王"), ("role", "grid"), ("groups", "g2")]
+        status, page = await admin.post("/admin/users", fields)
+        assert status == 200
+        match = PASSWORD_SHOWN.search(page)
+        assert match is not None  # shown once, on this answer, not in a URL
+        assert "小王" in page
+        assert (await new.login("小王", match.group(1))).status == 200
+        rows = (await new.get("/devices"))[1]
+        assert {device[1:].split("-")[0] for _, device in DEVICE_ROW.findall(rows)} == {"2"}  # a grid worker of g2
+        assert (await admin.post("/admin/users", {"csrf": admin.csrf, "do": "disable", "name": "小王"}))[0] == 303
+        assert (await new.get("/board/rows"))[0] == 401  # disabled: the session is gone at once
+        page = (await admin.get("/admin/users"))[1]
+        assert "user added" in page
+        assert "user disabled" in page
+        assert "小王 (grid, g2)" in page

@@ -28,8 +28,8 @@ import jinja2
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from alertd.accounts import Accounts, Session
-from alertd.core.access import User
+from alertd.accounts import AccountError, Accounts, Session
+from alertd.core.access import Role, User
 from alertd.core.events import Action, Evaluation, Input, OperatorCommand, Outcome, Satisfaction, Via
 from alertd.core.incidents import Channel
 from alertd.core.messages import CONDITION_ZH, DEVICE_ZH, KIND_ZH
@@ -102,6 +102,8 @@ def add_console(app: web.Application, deps: ConsoleDeps) -> None:
     app.router.add_get("/incidents/{id:\\d+}", incident_page)
     app.router.add_get("/devices", devices_page)
     app.router.add_get("/roster", roster_page)
+    app.router.add_get("/admin/users", users_page)
+    app.router.add_post("/admin/users", users_action)
     app.router.add_post("/incidents/{id:\\d+}/act", act)
     app.router.add_post("/incidents/{id:\\d+}/evaluate", evaluate)
     app.router.add_static("/static/", path=str(files("alertd.web") / "static"), append_version=True)
@@ -493,3 +495,60 @@ async def roster_page(request: web.Request) -> web.StreamResponse:
     ]
     context = {"session": session, "groups": groups, "patrols": patrols, "full_phones": user.is_admin}
     return aiohttp_jinja2.render_template("roster.html", request, context)
+
+
+# --- accounts (admins) ------------------------------------------------------------------------------------
+
+
+def _admin(request: web.Request) -> Session:
+    session = _session(request)
+    if not session.user.is_admin:
+        raise web.HTTPForbidden(text="accounts are managed by admins")
+    return session
+
+
+async def users_page(request: web.Request) -> web.StreamResponse:
+    """`alertd users` as a page, and the audit of logins and account changes."""
+    return await _users(request, request.query.get("m", ""), "")
+
+
+async def _users(request: web.Request, message: str, password: str) -> web.StreamResponse:
+    session, deps = _admin(request), request.app[CONSOLE]
+    audit = [(_local(at, deps.zone), actor, address, action, detail) for at, actor, address, action, detail in
+             await deps.accounts.audit_log(100)]  # fmt: skip
+    context = {
+        "session": session, "users": await deps.accounts.users(), "roles": [r.value for r in Role],
+        "groups": list(deps.roster().groups.values()), "audit": audit, "message": message, "password": password,
+    }  # fmt: skip
+    return aiohttp_jinja2.render_template("users.html", request, context)
+
+
+async def users_action(request: web.Request) -> web.StreamResponse:
+    """Add an account (its password generated and shown once), disable one, or give one a new password."""
+    session, deps = _admin(request), request.app[CONSOLE]
+    form = await request.post()
+    what, name = str(form.get("do", "")), str(form.get("name", "")).strip()
+    now, admin, address = deps.clock(), session.user.name, _address(request)
+    password = secrets.token_urlsafe(12)
+    try:
+        match what:
+            case "add":
+                groups = [g for g in (str(v) for v in form.getall("groups", [])) if g in deps.roster().groups]
+                user = await deps.accounts.add(name, Role(str(form.get("role", ""))), groups, password, now)
+                detail = f"{user.name} ({user.role}, {user.scope})"
+                await deps.accounts.audit(admin, address, "user added", detail, now)
+            case "disable":
+                await deps.accounts.disable(name, now)
+                await deps.accounts.audit(admin, address, "user disabled", name, now)
+                password = ""
+            case "passwd":
+                await deps.accounts.set_password(name, password, now)
+                await deps.accounts.audit(admin, address, "password set", name, now)
+            case _:
+                raise web.HTTPBadRequest(text="do must be add, disable or passwd")
+    except (AccountError, ValueError) as err:
+        raise web.HTTPSeeOther(f"/admin/users?m={_quote(str(err))}") from None
+    if not password:
+        raise web.HTTPSeeOther(f"/admin/users?m={_quote(f'{what}: {name}')}")
+    # A new password is shown once, in this answer (no-store), never in a URL the browser would keep.
+    return await _users(request, f"{what}: {name}", password)
