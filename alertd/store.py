@@ -505,6 +505,31 @@ class Store:
         rows = await self._db.fetchall(f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE {_ACTIVE} ORDER BY id")
         return [_incident_from_row(r) for r in rows]
 
+    async def board_counts(self, ids: Sequence[int]) -> dict[int, tuple[int, int, int]]:
+        """Per incident: people texted (taken by a carrier), texts delivered, people who answered: two queries
+        for a whole board, not two per row."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+
+        def counts(db: sqlite3.Connection) -> dict[int, tuple[int, int, int]]:
+            texts = db.execute(
+                "SELECT incident_id, count(DISTINCT recipient), sum(delivery = 'delivered') FROM notifications "
+                f"WHERE incident_id IN ({marks}) AND channel = 'sms' AND status = 'sent' GROUP BY incident_id",
+                ids,
+            ).fetchall()
+            answers = db.execute(
+                "SELECT incident_id, count(DISTINCT actor) FROM timeline "
+                f"WHERE incident_id IN ({marks}) AND event IN ('acknowledged', 'on_scene', 'responded') "
+                "AND actor != '' GROUP BY incident_id",
+                ids,
+            ).fetchall()
+            told = {int(r[0]): (int(r[1]), int(r[2] or 0)) for r in texts}
+            answered = {int(r[0]): int(r[1]) for r in answers}
+            return {i: (*told.get(i, (0, 0)), answered.get(i, 0)) for i in ids}
+
+        return await self._db.run(counts)
+
     async def incidents_between(self, start: float, end: float) -> list[Incident]:
         """Incidents opened in [start, end), for the monthly report."""
         rows = await self._db.fetchall(

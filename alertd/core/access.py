@@ -30,6 +30,10 @@ class User:
         return self.role not in SCOPED or group_id in self.groups
 
     @property
+    def role_is_scoped(self) -> bool:
+        return self.role in SCOPED
+
+    @property
     def may_act(self) -> bool:
         return self.role != Role.VIEWER
 

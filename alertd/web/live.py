@@ -20,12 +20,14 @@ EVERYTHING = -1  # in a board's queue: it missed changes, reload the whole board
 class Live:
     def __init__(self) -> None:
         self._boards: set[asyncio.Queue[tuple[int, str] | None]] = set()
+        self.version = 0  # moves with every published change: what a board rendered before is stale
 
     def publish(self, changes: Iterable[tuple[int, str]]) -> None:
         """(incident id, group id) of each incident a commit changed."""
         changes = list(changes)
         if not changes:
             return
+        self.version += 1
         for queue in self._boards:
             for change in changes:
                 try:

@@ -47,7 +47,19 @@
     }
   }
 
+  // One fetch at a time: changes that arrive meanwhile are folded into one more fetch after it (a burst of
+  // alarms is a few fetches of the whole board, not one per alarm).
+  let fetching = false, again = false;
+
   async function refresh() {
+    if (fetching) { again = true; return; }
+    fetching = true;
+    try {
+      do { again = false; await fetchRows(); } while (again);
+    } finally { fetching = false; }
+  }
+
+  async function fetchRows() {
     const response = await fetch("/board/rows", { credentials: "same-origin", cache: "no-store" });
     if (response.status === 401) { window.location = "/login"; return; }
     if (!response.ok) { return; }
