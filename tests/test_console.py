@@ -16,7 +16,9 @@ from urllib.parse import unquote
 import aiohttp
 
 from alertd.core.desk import FOLLOW_UP_STEP
-from alertd.store import reading
+from alertd.core.model import Kind
+from alertd.core.records import Batch, Incident, State
+from alertd.store import Store, reading
 from tests.console_client import DEVICE_ROW, PASSWORD, add_user, console, incident_of, raise_alarm
 from tests.harness import (
     Village,
@@ -333,3 +335,22 @@ async def test_an_admin_manages_accounts_on_the_page_and_everyone_else_is_refuse
         assert "user added" in page
         assert "user disabled" in page
         assert "小王 (grid, g2)" in page
+
+
+async def test_the_board_shows_every_open_incident_even_past_two_hundred(village: Village) -> None:
+    # Once cut at the store's default of 200 (newest first), silently: the oldest alarms left the board.
+    store = await Store.open(village.store_path)
+    try:
+        t0 = 1_800_000_000.0
+        batch = Batch(t0)
+        for n in range(1, 206):
+            batch.incidents[n] = Incident(n, "h1-1", "g1", Kind.FIRE, "default", State.ACKNOWLEDGED, t0 + n, t0 + n)
+        await store.commit(batch)
+    finally:
+        await store.close()
+    async with running_daemon(village), console(village) as duty:
+        await duty.login("老周")
+        status, rows = await duty.get("/board/rows")
+        assert status == 200
+        assert rows.count('<tr class="incident') == 205
+        assert 'data-id="1"' in rows  # the oldest too
