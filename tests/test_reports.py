@@ -17,6 +17,7 @@ from alertd.core.events import Outcome, Satisfaction
 from alertd.core.model import Kind
 from alertd.core.records import Incident, State
 from alertd.core.stats import figures, percentile
+from alertd.store import reading
 from alertd.web.reports import month_bounds
 from tests.console_client import console, raise_alarm
 from tests.harness import Village, running_daemon, terminals
@@ -86,7 +87,12 @@ async def test_the_report_page_and_its_exports_keep_to_the_users_groups(village:
         await raise_alarm(sims, village, 1, 7, "gas")
         await raise_alarm(sims, village, 2, 3, "medical")
         assert (await duty.act(first, "resolve", outcome="false_alarm"))[0] == 303
-        opened = datetime.now(UTC).astimezone(ZONE)  # the month the alarms fell in, in the village's zone
+        async with reading(village.store_path) as store:
+            record = await store.incident(first)
+        assert record is not None
+        # The month the alarms fell in, in the village's zone (from the record: right at any hour, even at a
+        # month's last second).
+        opened = datetime.fromtimestamp(record.opened_at, UTC).astimezone(ZONE)
         month = f"{opened.year:04d}-{opened.month:02d}"
 
         status, page = await duty.get(f"/reports?month={month}")
