@@ -136,3 +136,33 @@ async def test_the_console_in_a_browser(tmp_path: Path) -> None:
             assert "not in your groups" in refused
     finally:
         await forget_session(village)
+
+
+def board_link_down(driver: WebDriver) -> bool:
+    return "down" in (driver.find_element(By.ID, "link").get_attribute("class") or "")
+
+
+async def test_an_open_board_reconnects_by_itself_after_the_daemon_restarts(tmp_path: Path) -> None:
+    village = write_village(tmp_path, groups=1)
+    done = await asyncio.to_thread(add_user, village, "老周", "duty")
+    assert done.returncode == 0, done.stderr
+    try:
+        async with browser() as driver, terminals(village) as sims:
+            async with running_daemon(village):
+                await asyncio.to_thread(log_in, driver, village, "老周")
+                await asyncio.to_thread(wait_for, driver, board_link_up, 5, what="the board's event stream")
+            # The daemon is gone (SIGTERM-like stop): the page notices, and nobody touches it.
+            await asyncio.to_thread(wait_for, driver, board_link_down, 10, what="the board to see the daemon go")
+            async with running_daemon(village):
+                # The session is in the store: the same page reconnects and is live again, no reload, no login.
+                await asyncio.to_thread(wait_for, driver, board_link_up, 15, what="the board to reconnect")
+                await sims.alarm("t1-3", "fire", seq=1)
+                rows = await asyncio.to_thread(
+                    wait_for, driver, lambda d: d.find_elements(By.CSS_SELECTOR, "tr.incident.alarm"), 5,
+                    what="the new alarm on the reconnected board",
+                )  # fmt: skip
+                assert "3号户 1组" in await asyncio.to_thread(lambda: rows[0].text)
+                assert (await asyncio.to_thread(lambda: driver.current_url)).endswith("/")
+                await asyncio.to_thread(save_screenshot, driver, "console-5-reconnected")
+    finally:
+        await forget_session(village)
