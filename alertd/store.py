@@ -6,8 +6,10 @@ writer of incidents; outbox workers only move notification rows through their st
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -313,7 +315,20 @@ class Store:
         if not _store_file_there(path, readonly=readonly):
             if readonly:
                 raise StoreError(f"{path}: no store here (has the daemon ever run with this config?)")
-            await cls._create(path)
+            # Two first starts at once (the daemon and `alertd users add`, or several of those) would build
+            # over each other's draft: one builds, the others wait and open what it built. The lock is the
+            # folder's own (flock on its descriptor): no lock file is left beside the store.
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lock = os.open(path.parent, os.O_RDONLY)
+            except OSError as err:
+                raise _os_refusal(path, err) from err
+            try:
+                await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+                if not _store_file_there(path, readonly=False):
+                    await cls._create(path)
+            finally:
+                os.close(lock)  # releases the lock
         return await cls._connect(path, readonly=readonly, new=False)
 
     @classmethod

@@ -354,3 +354,16 @@ async def test_the_board_shows_every_open_incident_even_past_two_hundred(village
         assert status == 200
         assert rows.count('<tr class="incident') == 205
         assert 'data-id="1"' in rows  # the oldest too
+
+
+async def test_accounts_added_at_once_on_a_new_store_all_land(tmp_path: Path) -> None:
+    # Four `alertd users add` before the store existed built over each other's draft: all failed, and a 0-byte
+    # alertd.db was left that every later command refused.
+    village = write_village(tmp_path, groups=1)
+    done = await asyncio.gather(*(asyncio.to_thread(add_user, village, f"值班{n}", "duty") for n in range(4)))
+    assert [d.returncode for d in done] == [0, 0, 0, 0], [d.stderr[-300:] for d in done]
+    listed = subprocess.run(
+        [sys.executable, "-m", "alertd.cli", "users", "list", "-c", str(village.settings_path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert sorted(line.split("\t")[0] for line in listed.stdout.splitlines()) == [f"值班{n}" for n in range(4)]
