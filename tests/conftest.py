@@ -7,8 +7,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 
-from tests.console_client import add_user
+from alertd.accounts import Accounts
+from alertd.core.access import Role
+from alertd.store import Store
+from tests.console_client import PASSWORD
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import ACCOUNT_SID, AUTH_TOKEN, Village, forget_session, write_village
 
@@ -33,10 +37,18 @@ async def no_lingering_tasks() -> AsyncIterator[None]:
 async def village(tmp_path: Path) -> AsyncIterator[Village]:
     """Two groups, and console accounts of every kind (tests/console_client.py)."""
     village = write_village(tmp_path, groups=2)
-    users = (("老周", "duty", ""), ("陈国庆", "leader", "g1"), ("观察员", "viewer", ""), ("管理员", "admin", ""))
-    for name, role, groups in users:
-        done = await asyncio.to_thread(add_user, village, name, role, groups)
-        assert done.returncode == 0, done.stderr
+    # Made in this process with argon2 at its lowest cost (a login verifies with the parameters stored in the
+    # hash): four `alertd users add` at full cost, for every console test, were minutes of the suite.
+    # test_users_cli_refuses_what_cannot_be_an_account and the browser tests run the real command.
+    store = await Store.open(village.store_path)
+    try:
+        accounts = Accounts(store, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        users = (("老周", Role.DUTY, ()), ("陈国庆", Role.LEADER, ("g1",)), ("观察员", Role.VIEWER, ()),
+                 ("管理员", Role.ADMIN, ()))  # fmt: skip
+        for name, role, groups in users:
+            await accounts.add(name, role, groups, PASSWORD, 0.0)
+    finally:
+        await store.close()
     try:
         yield village
     finally:
