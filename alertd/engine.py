@@ -103,6 +103,9 @@ class Engine:
         self.sensors = SensorStates(self.observer)
         self._loaded = False
         self._last_prune = 0.0
+        # The deduplication window's (device, seq) -> when, mirrored from the store: the engine is the only
+        # writer of seen_alarms, so a batch's lookup needs no trip to the store's thread.
+        self._seen_alarms: dict[tuple[str, int], float] = {}
 
     # --- the API for ingress, web and cli ----------------------------------------------------------
 
@@ -124,6 +127,7 @@ class Engine:
     # --- the loop -----------------------------------------------------------------------------------
 
     async def load(self) -> None:
+        self._seen_alarms = await self.store.recent_alarms(self.clock() - self.dedup_window_s)
         records = await self.store.devices()
         self.sensors.load(records.values())
         now = self.clock()
@@ -169,6 +173,7 @@ class Engine:
             # them straight from here, one transaction and two thread hops sooner than by claiming them.
             claimed = await self.durable.commit(batch, {o.channel: o.room() for o in self.outlets})
             self.desk.upkeep.remember(batch.devices)
+            self._seen_alarms.update(dict.fromkeys(batch.seen, batch.now))
             self.failpoints.hit(AFTER_COMMIT)
             for watch in self.watchers:
                 watch(batch)
@@ -185,12 +190,21 @@ class Engine:
             self.metrics.set_active(self.desk.active.values())
         if now - self._last_prune > PRUNE_INTERVAL_S:
             self._last_prune = now
+            since = now - self.dedup_window_s
+            self._seen_alarms = {key: at for key, at in self._seen_alarms.items() if at >= since}
             with contextlib.suppress(StoreFull):  # housekeeping waits for room like everything else
                 await self.store.prune(now - self.dedup_window_s)
 
     async def _seen(self, inputs: list[Input], now: float) -> Seen:
-        """What the store already holds for this batch's alarms and replies, in one query each."""
-        alarms = [(i.device_id, i.seq) for i in inputs if isinstance(i, Alarm) and i.seq is not None]
+        """What was handled before of this batch's alarms (from memory), replies and evaluations (from the store)."""
+        since = now - self.dedup_window_s
+        alarms = frozenset(
+            key
+            for i in inputs
+            if isinstance(i, Alarm)
+            and i.seq is not None
+            and self._seen_alarms.get(key := (i.device_id, i.seq), since - 1.0) >= since
+        )
         replies = [i.message_id for i in inputs if isinstance(i, Reply) and i.message_id is not None]
         # An evaluation may name an incident closed long ago: the desk keeps only the recent ones.
         closed = {
@@ -201,7 +215,7 @@ class Engine:
             and (incident := await self.store.incident(i.incident_id)) is not None
         }
         return Seen(
-            frozenset(await self.store.seen_alarms(alarms, now - self.dedup_window_s) if alarms else ()),
+            alarms,
             frozenset(await self.store.inbound_seen_many(replies) if replies else ()),
             closed,
         )

@@ -463,22 +463,6 @@ class Store:
 
         return await self._write(commit)
 
-    async def seen_alarms(self, keys: Iterable[tuple[str, int]], since: float) -> set[tuple[str, int]]:
-        """Which (device, seq) of a batch were handled within the deduplication window: one query a batch."""
-        wanted = list(dict.fromkeys(keys))
-        found: set[tuple[str, int]] = set()
-        for start in range(0, len(wanted), _LOOKUP_CHUNK):
-            chunk = wanted[start : start + _LOOKUP_CHUNK]
-            rows = ", ".join("(?, ?)" for _ in chunk)
-            found.update(
-                (str(r[0]), int(r[1]))
-                for r in await self._db.fetchall(
-                    f"SELECT device_id, seq FROM seen_alarms WHERE at >= ? AND (device_id, seq) IN (VALUES {rows})",
-                    (since, *(v for key in chunk for v in key)),
-                )
-            )
-        return found
-
     async def inbound_seen_many(self, message_ids: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(message_ids))
         found: set[str] = set()
@@ -576,6 +560,11 @@ class Store:
     async def max_incident_id(self) -> int:
         row = await self._db.fetchone("SELECT coalesce(max(id), 0) FROM incidents")
         return int(row[0]) if row else 0
+
+    async def recent_alarms(self, since: float) -> dict[tuple[str, int], float]:
+        """Every (device, seq) handled since then, with when: the engine keeps them in memory."""
+        rows = await self._db.fetchall("SELECT device_id, seq, at FROM seen_alarms WHERE at >= ?", (since,))
+        return {(str(r[0]), int(r[1])): float(r[2]) for r in rows}
 
     async def seen_alarm(self, device_id: str, seq: int, since: float) -> bool:
         return (

@@ -84,7 +84,6 @@ async def run_store(path: Path, alarms: int, burst: bool) -> None:
                 merged.timeline += one.timeline
                 merged.notifications += one.notifications
                 merged.seen += one.seen
-            await store.seen_alarms(list(merged.seen), now - 3600)
             await store.commit(merged)
             await drain(now, REFILL if burst else RINGS)
             now += 0.05

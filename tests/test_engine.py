@@ -116,6 +116,20 @@ async def test_duplicate_device_seq_is_ignored(rig: Rig) -> None:
     assert len(await rig.store.timeline(1)) == 2  # opened, step 0: the redelivery left no trace
 
 
+async def test_duplicate_is_recognised_by_a_restarted_engine_within_the_window_only(rig: Rig) -> None:
+    # The engine keeps the window's (device, seq) in memory: a new engine on the same store (a restart)
+    # must load them, and forget them when the window has passed.
+    assert await rig.alarm("t01", 7) == "opened 1"
+    assert await rig.alarm("t03", 9) == "opened 2"
+    clock = FakeClock(rig.clock.now + 3000)
+    restarted = new_engine(rig.store, clock)
+    async with running(restarted):
+        assert str(await asyncio.wait_for(restarted.call(Alarm("t01", Kind.PANIC, 7)), 5)) == "duplicate"
+        clock.now += 601  # 3601 s after the first: outside the hour's window
+        assert str(await asyncio.wait_for(restarted.call(Alarm("t03", Kind.PANIC, 9)), 5)) == "opened 3"
+    assert sorted(i.id for i in await rig.store.incidents()) == [1, 2, 3]
+
+
 async def test_duplicate_in_the_same_batch_is_ignored(rig: Rig) -> None:
     results = await asyncio.gather(rig.alarm("t04", 3), rig.alarm("t04", 3))
     assert sorted(results) == ["duplicate", "opened 1"]
