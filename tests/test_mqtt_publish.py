@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import selectors
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiomqtt
@@ -106,3 +107,41 @@ async def test_a_batch_waiting_for_pubacks_fails_as_soon_as_the_link_goes_down(
         outcomes = await asyncio.wait_for(waiting, 30)
         assert time.monotonic() - started < 30
         assert all(isinstance(o, TransientError) and "went down" in str(o) for o in outcomes), outcomes
+
+
+def _writer_registered(link: MqttLink) -> bool:
+    assert link._client is not None
+    sock = link._client._client.socket()
+    assert sock is not None
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    key = selector.get_map().get(sock.fileno())
+    return key is not None and bool(key.events & selectors.EVENT_WRITE)
+
+
+async def test_a_batch_is_on_the_wire_before_the_loop_turns_and_leaves_no_writer_behind(tmp_path: Path) -> None:
+    # Ring commands leave at once, ahead of the texts' HTTP requests built in the same loop turn. And a
+    # writer left registered after paho has written everything would wake the loop on every turn (and,
+    # after a reconnect on the same descriptor number, stand in for the new connection's).
+    tag = uuid.uuid4().hex[:8]
+    async with private_broker(tmp_path / "broker") as broker, running_link(broker.port, tag) as link:
+        for round_ in range(2):
+            assert link._client is not None
+            paho_client = link._client._client
+            commands = [(f"t-{tag}/v1/dev/t{i}/cmd", "{}") for i in range(20)]
+            sending = asyncio.create_task(link.publish_all(commands))
+            await asyncio.sleep(0)  # the task's first step: publish, then wait for the PUBACKs
+            assert not sending.done()
+            assert not paho_client.want_write(), "the batch is still queued in paho"
+            assert await asyncio.wait_for(sending, 10) == [None] * 20
+            await asyncio.sleep(0.05)
+            assert not _writer_registered(link)
+            if round_ == 0:  # and again on a new connection, after the broker's restart
+                await broker.kill()
+                await asyncio.wait_for(_until(lambda: not link.up.is_set()), 10)
+                await broker.start()
+                await asyncio.wait_for(link.up.wait(), 20)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.02)

@@ -13,6 +13,7 @@ import logging
 import random
 import socket
 import ssl
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +138,7 @@ class MqttLink:
                 aiomqtt_on_publish(paho_client, userdata, mid, *rest)
 
         client._client.on_publish = on_publish
+        _register_writes_at_once(client)
         # The terminal outbox keeps many publishes in flight on purpose; aiomqtt warns past this many.
         client.pending_calls_threshold = PENDING_PUBLISHES_EXPECTED
         return client
@@ -251,6 +253,9 @@ class MqttLink:
             elif not info.is_published():
                 batch.pending[info.mid] = index
                 waiting[info.mid] = batch
+        # Onto the wire now, ahead of what this loop turn does next (the texts' HTTP requests): with the
+        # writer registered at once (_register_writes_at_once) paho's own bookkeeping stays in step.
+        _write_now(client)
         if not batch.pending:
             return outcomes
         why = "the broker link went down before its PUBACK"
@@ -264,6 +269,35 @@ class MqttLink:
                 waiting.pop(mid, None)
                 outcomes[index] = TransientError(f"publish to {commands[index][0]}: {why}")
         return outcomes
+
+
+def _register_writes_at_once(client: aiomqtt.Client) -> None:
+    """paho asks for the socket's writer when it has bytes queued and drops it when they are written.
+    aiomqtt registers it a loop turn late (call_soon_threadsafe, as paho may ask from its connect thread) but
+    drops it at once, so a write made in between leaves a writer registered that paho no longer knows of.
+    From the loop's own thread (every publish and acknowledgement of ours), register it at once."""
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
+    paho_client = client._client
+    deferred = paho_client.on_socket_register_write
+
+    def register(paho_client: paho.Client, userdata: Any, sock: Any) -> None:
+        if threading.get_ident() != loop_thread or deferred is None:
+            if deferred is not None:
+                deferred(paho_client, userdata, sock)
+            return
+        loop.add_writer(sock.fileno(), _write_now, client)
+
+    paho_client.on_socket_register_write = register
+
+
+def _write_now(client: aiomqtt.Client) -> None:
+    """Write what paho has queued, as aiomqtt's writer does: an error ends the connection."""
+    try:
+        client._client.loop_write()
+    except Exception as err:  # noqa: BLE001 (any: a broken socket; aiomqtt's reader reports it)
+        if not client._disconnected.done():
+            client._disconnected.set_exception(err)
 
 
 def _safe_url(url: str) -> str:
