@@ -31,6 +31,8 @@ from pydantic import (
 
 from alertd import roster_cache
 from alertd.core.model import (
+    CALL_RETRIES,
+    CALL_RETRY_S,
     DEFAULT_POLICY,
     Device,
     Group,
@@ -39,6 +41,7 @@ from alertd.core.model import (
     PatrolTeam,
     Person,
     Policy,
+    Prefers,
     Role,
     Roster,
     Step,
@@ -433,6 +436,7 @@ class _PersonIn(_Entry):
     name: str
     phone: str
     language: Language | None = None
+    prefers: Literal["sms", "call"] = "sms"
 
 
 class _DeviceIn(_Entry):
@@ -472,10 +476,13 @@ class _StepIn(_Entry):
     after: float = Field(ge=0)
     ring: bool = False
     sms: list[str] = []
+    call: list[str] = []
 
 
 class _PolicyIn(_Entry):
     steps: list[_StepIn] = Field(min_length=1)
+    call_retries: int = Field(default=CALL_RETRIES, ge=0, le=10)
+    call_retry_s: float = Field(default=CALL_RETRY_S, ge=10, le=3600)
 
 
 class _RosterIn(_Entry):
@@ -618,7 +625,7 @@ def _build_roster(data: dict[str, Any], label: str) -> tuple[Roster | None, list
     if r.problems:
         return None, r.problems
     roster = Roster(
-        people={i: Person(i, p.name, phones[i], p.language) for i, (_, p) in people.items()},
+        people={i: Person(i, p.name, phones[i], p.language, Prefers(p.prefers)) for i, (_, p) in people.items()},
         households={
             i: Household(i, h.label, h.group, h.address, tuple(h.people), tuple(d.id for d in h.devices))
             for i, (_, h) in households.items()
@@ -683,14 +690,18 @@ def _read_policy(r: _Reader, name: str, raw: dict[str, Any]) -> Policy | None:
     steps: list[Step] = []
     for index, step in enumerate(policy.steps, 1):
         step_where = f"{where}.steps[{index}]"
-        for role in step.sms:
-            if role not in _ROLES:
-                r.problem(step_where, f"sms role {_show(role)}: unknown role (one of {', '.join(Role)})")
+        for field_name, listed in (("sms", step.sms), ("call", step.call)):
+            for role in listed:
+                if role not in _ROLES:
+                    r.problem(step_where, f"{field_name} role {_show(role)}: unknown role (one of {', '.join(Role)})")
         if steps and step.after <= steps[-1].after_s:
             r.problem(step_where, f"after {step.after:g}: must be later than the step before ({steps[-1].after_s:g})")
-        roles = tuple(Role(role) for role in step.sms if role in _ROLES)
-        steps.append(Step(step.after, step.ring, roles))
-    return Policy(name, tuple(steps)) if len(r.problems) == before else None
+        texted = tuple(Role(role) for role in step.sms if role in _ROLES)
+        called = tuple(Role(role) for role in step.call if role in _ROLES)
+        steps.append(Step(step.after, step.ring, texted, called))
+    if len(r.problems) != before:
+        return None
+    return Policy(name, tuple(steps), policy.call_retries, policy.call_retry_s)
 
 
 # ---------------------------------------------------------------------------------------------- public

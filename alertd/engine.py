@@ -16,9 +16,9 @@ from dataclasses import replace
 from typing import Protocol
 
 from alertd.commands import CommandBook
-from alertd.core.desk import EVALUATION_WINDOW_S, Desk, Seen
+from alertd.core.desk import EVALUATION_WINDOW_S, Desk, PlacedCall, Seen, handled_key
 from alertd.core.digest import LAST_DAY_KEY
-from alertd.core.events import Alarm, Evaluation, Input, Reply, SensorState, Tick
+from alertd.core.events import Alarm, CallReport, Evaluation, Input, MissedCall, Reply, SensorState, Tick
 from alertd.core.incidents import Channel
 from alertd.core.messages import Texts
 from alertd.core.model import Roster
@@ -214,11 +214,31 @@ class Engine:
             and i.incident_id not in self.desk.awaiting
             and (incident := await self.store.incident(i.incident_id)) is not None
         }
+        calls = {
+            i.notification_id: placed
+            for i in inputs
+            if isinstance(i, CallReport) and (placed := await self._placed_call(i.notification_id)) is not None
+        }
+        handled = replies + [
+            mark for i in inputs if isinstance(i, CallReport | MissedCall) and (mark := handled_key(i)) is not None
+        ]
         return Seen(
             alarms,
-            frozenset(await self.store.inbound_seen_many(replies) if replies else ()),
+            frozenset(await self.store.inbound_seen_many(handled) if handled else ()),
             closed,
+            calls,
         )
+
+    async def _placed_call(self, notification_id: int) -> PlacedCall | None:
+        row = await self.store.notification(notification_id)
+        if row is None or row.channel != Channel.VOICE:
+            return None
+        placed = sum(
+            1
+            for other in await self.store.notifications(row.incident_id)
+            if other.channel == Channel.VOICE and other.step == row.step and other.recipient == row.recipient
+        )
+        return PlacedCall(row.id, row.incident_id, row.step, row.recipient, row.body, placed)
 
     def _decide(self, item: Input, now: float, seen: Seen, batch: Batch) -> Result:
         try:

@@ -351,7 +351,10 @@ class OutboxWorker:
 
 def _outbound(row: OutboxRow) -> Outbound:
     # Alarm texts are urgent (hedged across carriers); maintenance, digest and disk notices are not.
-    return Outbound(row.id, row.address, row.body, row.created_at, urgent=row.purpose == Purpose.ALERT)
+    return Outbound(
+        row.id, row.address, row.body, row.created_at, urgent=row.purpose == Purpose.ALERT, template=row.template,
+        params=row.params,
+    )  # fmt: skip
 
 
 def _who(row: OutboxRow) -> str:

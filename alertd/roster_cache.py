@@ -40,14 +40,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from alertd.core.model import Device, Group, Household, Kind, PatrolTeam, Person, Policy, Role, Roster, Step
+from alertd.core.model import Device, Group, Household, Kind, PatrolTeam, Person, Policy, Prefers, Role, Roster, Step
 from alertd.core.profile import DeviceProfile
 
 __all__ = ["FORMAT", "cache_key", "code_fingerprint", "decode", "encode", "no_gc", "path_for", "read", "write"]
 
 _LOGGER = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the layout of the file changes
+FORMAT = 2  # bump when the layout of the file changes
 _PACKAGE = Path(__file__).resolve().parent
 # The modules whose code decides what a roster file validates into: reading and checking (config), phone
 # numbers (phones), device profiles (profiles, core/profile), the built values and the default policy
@@ -137,6 +137,7 @@ def encode(roster: Roster) -> bytes:
             "name": [p.name for p in people],
             "phone": [p.phone for p in people],
             "language": [p.language for p in people],
+            "prefers": [p.prefers.value for p in people],
         },
         "households": {
             "id": list(roster.households),
@@ -172,7 +173,13 @@ def encode(roster: Roster) -> bytes:
         },
         "duty": [person[p] for p in roster.duty],
         "policies": [
-            [p.name, [[s.after_s, s.ring, [r.value for r in s.sms]] for s in p.steps]] for p in roster.policies.values()
+            [
+                p.name,
+                [[s.after_s, s.ring, [r.value for r in s.sms], [r.value for r in s.call]] for s in p.steps],
+                p.call_retries,
+                p.call_retry_s,
+            ]
+            for p in roster.policies.values()
         ],
         "kind_policy": [[kind.value, name] for kind, name in roster.kind_policy.items()],
     }
@@ -206,8 +213,8 @@ def decode(body: bytes) -> Roster:
     data = json.loads(body)
     if type(data) is not dict:
         raise CorruptCache("not a JSON object")
-    person_ids, names, phones, languages = _columns(
-        data["people"], {"id": _STR, "name": _STR, "phone": _STR, "language": _OPT_STR}
+    person_ids, names, phones, languages, prefers = _columns(
+        data["people"], {"id": _STR, "name": _STR, "phone": _STR, "language": _OPT_STR, "prefers": _STR}
     )
     household_ids, labels, group_refs, addresses, member_refs, device_refs = _columns(
         data["households"],
@@ -235,7 +242,9 @@ def decode(body: bytes) -> Roster:
     def opt(ids: list[str]) -> Any:
         return lambda index: None if index is None else ids[index]
 
-    people = dict(zip(person_ids, map(Person, person_ids, names, phones, languages), strict=True))
+    people = dict(
+        zip(person_ids, map(Person, person_ids, names, phones, languages, map(Prefers, prefers)), strict=True)
+    )
     households = dict(
         zip(
             household_ids,
@@ -270,15 +279,15 @@ def decode(body: bytes) -> Roster:
         )
     )  # fmt: skip
     policies: dict[str, Policy] = {}
-    for name, steps in data["policies"]:
+    for name, steps, call_retries, call_retry_s in data["policies"]:
         built: list[Step] = []
-        for after, ring, roles in steps:
+        for after, ring, texted, called in steps:
             if type(after) not in (int, float) or type(ring) is not bool:
                 raise CorruptCache("policy step: after or ring of the wrong type")
-            built.append(Step(after, ring, tuple(Role(role) for role in roles)))
-        if type(name) is not str:
-            raise CorruptCache("policy name: not a string")
-        policies[name] = Policy(name, tuple(built))
+            built.append(Step(after, ring, tuple(map(Role, texted)), tuple(map(Role, called))))
+        if type(name) is not str or type(call_retries) is not int or type(call_retry_s) not in (int, float):
+            raise CorruptCache("policy name or call retries: of the wrong type")
+        policies[name] = Policy(name, tuple(built), call_retries, call_retry_s)
     kind_policy: dict[Kind, str] = {}
     for kind, policy_name in data["kind_policy"]:
         if type(policy_name) is not str:

@@ -115,6 +115,8 @@ class OutboxRow:
     created_at: float
     next_attempt_at: float
     updated_at: float = 0.0  # when its status last moved: the response log shows sends in time order
+    template: str = ""  # a text's kind and parameters, for a template carrier (Aliyun SMS)
+    params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,13 +160,17 @@ _DEVICE_COLUMNS = (
 )
 _OUTBOX_COLUMNS = (
     "id, key, incident_id, step, channel, purpose, recipient, address, body, status, attempts, carrier, "
-    "provider_id, error, delivery, created_at, next_attempt_at, updated_at"
+    "provider_id, error, delivery, created_at, next_attempt_at, updated_at, template, params"
 )
 _DUE = (
     f"SELECT {_OUTBOX_COLUMNS} FROM notifications WHERE channel = ? AND status = 'pending' AND next_attempt_at <= ? "
     "ORDER BY next_attempt_at, id LIMIT ?"
 )
-_DELIVERY_RANK = {"queued": 0, "accepted": 0, "sending": 1, "sent": 2, "undelivered": 3, "failed": 3, "delivered": 4}
+_DELIVERY_RANK = {
+    "queued": 0, "accepted": 0, "sending": 1, "sent": 2, "undelivered": 3, "failed": 3, "delivered": 4,
+    # a call's outcomes: answered, then how it ended; a key pressed is never overwritten
+    "answered": 2, "completed": 3, "busy": 3, "no-answer": 3, "canceled": 3, "answering": 3, "key": 5,
+}  # fmt: skip
 
 
 def _incident_params(i: Incident) -> tuple[Any, ...]:
@@ -196,11 +202,15 @@ _PURPOSES = {p.value: p for p in Purpose}
 def _outbox_from_row(r: Sequence[Any]) -> OutboxRow:
     # Positional, in OutboxRow's field order (id, key, incident_id, step, channel, purpose, recipient,
     # address, body, status, attempts, carrier, provider_id, error, delivery, created_at, next_attempt_at,
-    # updated_at), like _OUTBOX_COLUMNS.
+    # updated_at, template, params), like _OUTBOX_COLUMNS.
     return OutboxRow(
         r[0], r[1], r[2], r[3], _CHANNELS[r[4]], _PURPOSES[r[5]], r[6], r[7], r[8], _STATUSES[r[9]], r[10],
-        r[11], r[12], r[13], r[14], r[15], r[16], r[17],
+        r[11], r[12], r[13], r[14], r[15], r[16], r[17], r[18], _params(r[19]),
     )  # fmt: skip
+
+
+def _params(raw: str) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in json.loads(raw).items()) if raw != "{}" else ()
 
 
 def _device_from_row(r: Sequence[Any]) -> DeviceRecord:
@@ -656,6 +666,10 @@ class Store:
             for r in await self._db.fetchall(f"SELECT {_OUTBOX_COLUMNS} FROM notifications {where} ORDER BY id", params)
         ]
 
+    async def notification(self, notification_id: int) -> OutboxRow | None:
+        row = await self._db.fetchone(f"SELECT {_OUTBOX_COLUMNS} FROM notifications WHERE id = ?", (notification_id,))
+        return _outbox_from_row(row) if row is not None else None
+
     async def outbox_counts(self) -> dict[tuple[str, str], int]:
         return {
             (r[0], r[1]): r[2]
@@ -681,11 +695,12 @@ def _commit(db: sqlite3.Connection, batch: Batch) -> None:
         # The unique key makes a replanned notification a no-op rather than a second message.
         db.executemany(
             "INSERT OR IGNORE INTO notifications (key, incident_id, step, channel, purpose, recipient, "
-            "address, body, created_at, next_attempt_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "address, body, created_at, next_attempt_at, updated_at, template, params) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (n.key, n.incident_id, n.step, n.channel.value, n.purpose.value, n.recipient, n.address,
-                 n.body, batch.now, batch.now, batch.now)
+                 n.body, batch.now, batch.now if n.not_before is None else n.not_before, batch.now, n.template,
+                 json.dumps(dict(n.params), ensure_ascii=False) if n.params else "{}")
                 for n in batch.notifications
             ],
         )  # fmt: skip
@@ -770,8 +785,9 @@ def _record_delivery(db: sqlite3.Connection, report: DeliveryReport, now: float)
 
 def _outranks(status: str, recorded: str | None) -> bool:
     """Callbacks can arrive out of order: never let "sent" overwrite "delivered"."""
-    before = (recorded or "").split(" ", 1)[0]  # "undelivered (30003)" ranks as "undelivered"
-    return _DELIVERY_RANK.get(status, 0) >= _DELIVERY_RANK.get(before, -1)
+    # "undelivered (30003)" ranks as "undelivered", "key 1" as "key"
+    before, now = (recorded or "").split(" ", 1)[0], status.split(" ", 1)[0]
+    return _DELIVERY_RANK.get(now, 0) >= _DELIVERY_RANK.get(before, -1)
 
 
 def _record_results(db: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:

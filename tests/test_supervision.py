@@ -226,6 +226,6 @@ def test_digest_shortens_a_long_list_to_one_segment() -> None:
     roster = make_roster()
     group = roster.groups["g1"]
     problems = [(roster.households[d.household_id], d, Condition.OFFLINE) for d in roster.devices.values()]
-    text = Texts(ZoneInfo("Asia/Shanghai")).digest(group, 11, problems)
+    text = Texts(ZoneInfo("Asia/Shanghai")).digest(group, 11, problems).body
     assert len(text) <= 70
     assert text.endswith(f"等{len(problems)}处")

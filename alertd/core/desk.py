@@ -20,11 +20,14 @@ from alertd.core.digest import LAST_DAY_KEY, plan
 from alertd.core.events import (
     Action,
     Alarm,
+    CallReport,
+    CallStatus,
     DeliveryReport,
     DeviceStatus,
     Evaluation,
     Heartbeat,
     Input,
+    MissedCall,
     OperatorCommand,
     Outcome,
     Rating,
@@ -43,13 +46,14 @@ from alertd.core.incidents import (
     STOP_STEP,
     TransitionError,
     apply_action,
+    call_to,
     fire_due_steps,
     join_alarm,
     open_incident,
     open_maintenance,
 )
-from alertd.core.messages import Texts
-from alertd.core.model import Kind, Role, Roster
+from alertd.core.messages import Texts, text_to
+from alertd.core.model import Kind, Policy, Role, Roster
 from alertd.core.ports import Commands
 from alertd.core.profile import DeviceProfile
 from alertd.core.records import (
@@ -77,6 +81,7 @@ _ROUTINE_NEWS = frozenset({SupervisionKind.TEST, SupervisionKind.OPEN_CLOSE, Sup
 # 评单: a resolved alarm's household is asked how it went; its SMS answer counts for this long.
 EVALUATION_WINDOW_S = 3 * 86400.0
 FOLLOW_UP_STEP = STOP_STEP + 1  # the follow-up text's step: after every escalation step and the stop
+CONFIRM_STEP = STOP_STEP + 2  # the text confirming a missed call's acknowledgement: one per person and incident
 SATISFACTION_ZH = {Satisfaction.SATISFIED: "满意", Satisfaction.FAIR: "基本满意", Satisfaction.DISSATISFIED: "不满意"}
 
 
@@ -87,6 +92,42 @@ class Seen:
     alarms: frozenset[tuple[str, int]] = frozenset()  # (device, seq) within the deduplication window
     inbound: frozenset[str] = frozenset()  # inbound message ids handled before
     closed: Mapping[int, Incident] = field(default_factory=dict)  # closed incidents the batch's evaluations name
+    calls: Mapping[int, PlacedCall] = field(default_factory=dict)  # the calls the batch's call reports are about
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedCall:
+    """The outbox row a call report is about, as the store holds it."""
+
+    notification_id: int
+    incident_id: int | None
+    step: int
+    recipient: str  # the person called
+    spoken: str  # what the call says
+    placed: int  # calls placed to that person for that step so far, this one included
+
+
+def handled_key(item: CallReport | MissedCall) -> str | None:
+    """What a call report or a missed call is remembered by, so that a retried one is handled once (None:
+    a missed call the modem gave no id, handled each time)."""
+    if isinstance(item, CallReport):
+        return f"call:{item.token or f'{item.provider_id}:{item.status}:{item.digits}:{item.machine}'}"
+    return f"missed:{item.call_id}" if item.call_id is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Acknowledge:
+    """A missed call means "收到" (targeting.ReplyCommand)."""
+
+    action: Action = Action.ACKNOWLEDGE
+    code: str | None = None
+    outcome: Outcome | None = None
+
+
+# Call outcomes after which nobody pressed a key: the call is placed again while the incident is unanswered.
+_UNANSWERED = frozenset({CallStatus.COMPLETED, CallStatus.BUSY, CallStatus.NO_ANSWER, CallStatus.FAILED,
+                         CallStatus.CANCELED})  # fmt: skip
+_KEYS = {"1": Action.ACKNOWLEDGE, "2": Action.ON_SCENE}
 
 
 @dataclass(slots=True)
@@ -170,6 +211,10 @@ class Desk:
             case DeliveryReport():
                 batch.deliveries.append(item)
                 return OK
+            case CallReport():
+                return self._on_call_report(item, now, seen, batch)
+            case MissedCall():
+                return self._on_missed_call(item, now, seen, batch)
             case SensorState():
                 raise TypeError("a SensorState is interpreted by its codec first; decide its events")
             case Tick():
@@ -264,6 +309,71 @@ class Desk:
             return Result(Verdict.NO_INCIDENT)
         return self._act(target, command.action, person.name, Via.SMS, now, batch, command.outcome)
 
+    def _on_call_report(self, report: CallReport, now: float, seen: Seen, batch: Batch) -> Result:
+        """A call's outcome: a key acts for the person called; no key (busy, no answer, a machine, hung up)
+        places the call again while the incident is unanswered, as often as its policy says. Escalation
+        goes on regardless. Every outcome is in the timeline."""
+        handled = handled_key(report)
+        if handled is None or handled in seen.inbound or handled in batch.inbound:
+            return Result(Verdict.REPLAY)
+        placed = seen.calls.get(report.notification_id)
+        if placed is None or placed.incident_id is None:
+            return Result(Verdict.REFUSED, detail=f"no call {report.notification_id}")
+        batch.inbound.append(handled)
+        person = self.roster.people.get(placed.recipient)
+        name = person.name if person is not None else placed.recipient
+        incident = self.active.get(placed.incident_id)
+        outcome = "answering machine" if report.machine else report.status.value
+        if report.provider_id is not None:
+            key = report.digits if report.digits in _KEYS and not report.machine else None
+            batch.deliveries.append(DeliveryReport(report.provider_id, f"key {key}" if key else outcome))
+        if report.digits in _KEYS and not report.machine:
+            batch.timeline.append(TimelineEntry(placed.incident_id, now, "call", name, f"pressed {report.digits}"))
+            if incident is None:
+                return Result(Verdict.NOT_OPEN, placed.incident_id)
+            return self._act(incident, _KEYS[report.digits], name, Via.VOICE, now, batch)
+        if report.status not in _UNANSWERED and not report.machine:
+            return OK  # answered, the keys still to come
+        detail = outcome
+        if incident is not None and incident.state == State.OPEN and person is not None:
+            policy = self._policy(incident)
+            if placed.placed <= policy.call_retries:
+                at = now + policy.call_retry_s
+                batch.notifications.append(
+                    call_to(person, placed.spoken, incident.id, placed.step, attempt=placed.placed, at=at)
+                )
+                detail += (
+                    f"; called again in {policy.call_retry_s:g} s ({placed.placed + 1} of {policy.call_retries + 1})"
+                )
+        batch.timeline.append(TimelineEntry(placed.incident_id, now, "call", name, detail))
+        return OK
+
+    def _on_missed_call(self, call: MissedCall, now: float, seen: Seen, batch: Batch) -> Result:
+        """A registered phone rang the village modem: "收到" for the newest alarm that person answers for,
+        confirmed by a text. Costs the caller nothing (the modem rejects the call unanswered)."""
+        if (handled := handled_key(call)) is not None:
+            if handled in seen.inbound or handled in batch.inbound:
+                return Result(Verdict.REPLAY)
+            batch.inbound.append(handled)
+        person = self.roster.person_by_phone(call.phone)
+        if person is None:
+            return Result(Verdict.UNKNOWN_SENDER)
+        received = now if call.received_at is None else min(now, call.received_at + REPLY_CLOCK_SKEW_S)
+        groups = targeting.groups_of(self.roster, person.id)
+        target = targeting.for_reply(self.active.values(), groups, _Acknowledge(), received)
+        if target is None or target.maintenance is not None:
+            return Result(Verdict.NO_INCIDENT)
+        result = self._act(target, Action.ACKNOWLEDGE, person.name, Via.MISSED_CALL, now, batch)
+        if result.accepted or target.state != State.OPEN:
+            # Acknowledged, now or by someone before: either way the caller learns it counted.
+            text = self.texts.confirm(target, person.language)
+            batch.notifications.append(text_to(person, text, target.id, CONFIRM_STEP, Purpose.NOTICE))
+        return result
+
+    def _policy(self, incident: Incident) -> Policy:
+        roster = self._rosters.get(incident.id, self.roster)
+        return roster.policies.get(incident.policy) or roster.policy_for(incident.kind)
+
     def _on_operator(self, command: OperatorCommand, now: float, batch: Batch) -> Result:
         incident = self.active.get(command.incident_id)
         if incident is None:
@@ -304,12 +414,8 @@ class Desk:
         if satisfaction == Satisfaction.DISSATISFIED and household is not None:
             # 不满意 is followed up by a person: the grid worker calls the household back.
             for person in self.roster.people_for(incident.group_id, Role.GRID_WORKER):
-                body = self.texts.dissatisfied(incident, household, person.language)
-                batch.notifications.append(
-                    Notification(
-                        incident.id, FOLLOW_UP_STEP, Channel.SMS, Purpose.NOTICE, person.id, person.phone, body
-                    )
-                )
+                text = self.texts.dissatisfied(incident, household, person.language)
+                batch.notifications.append(text_to(person, text, incident.id, FOLLOW_UP_STEP, Purpose.NOTICE))
         _LOGGER.info("Incident %d evaluated %s by %s via %s", incident.id, satisfaction, actor, via)
         return Result(Verdict.EVALUATED, incident.id, satisfaction.value)
 
@@ -325,12 +431,8 @@ class Desk:
         for person_id in household.people:
             person = self.roster.people.get(person_id)
             if person is not None:
-                body = self.texts.follow_up(incident, household, person.language)
-                batch.notifications.append(
-                    Notification(
-                        incident.id, FOLLOW_UP_STEP, Channel.SMS, Purpose.NOTICE, person.id, person.phone, body
-                    )
-                )
+                text = self.texts.follow_up(incident, household, person.language)
+                batch.notifications.append(text_to(person, text, incident.id, FOLLOW_UP_STEP, Purpose.NOTICE))
 
     def _act(
         self,
@@ -396,10 +498,8 @@ class Desk:
         for person_id in self.roster.duty:
             person = self.roster.people.get(person_id)
             if person is not None:
-                body = self.texts.disk(full, now, person.language)
-                batch.notifications.append(
-                    Notification(None, 0, Channel.SMS, Purpose.NOTICE, person.id, person.phone, body, scope=scope)
-                )
+                text = self.texts.disk(full, now, person.language)
+                batch.notifications.append(text_to(person, text, None, 0, Purpose.NOTICE, scope=scope))
 
     # --- bookkeeping ---------------------------------------------------------------------------------
 

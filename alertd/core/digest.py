@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from alertd.core.incidents import Channel, Notification, Purpose
-from alertd.core.messages import Texts
+from alertd.core.incidents import Notification, Purpose
+from alertd.core.messages import Texts, text_to
 from alertd.core.model import Device, Roster
 from alertd.core.profile import DeviceProfile
 from alertd.core.supervision import Condition, Reported, assess
@@ -96,12 +96,8 @@ def plan(
             for condition in _conditions(device, profiles, reported, now)
             if condition != Condition.OK
         ]
-        body = texts.digest(group, len(devices), problems, leader.language)
-        notifications.append(
-            Notification(
-                None, 0, Channel.SMS, Purpose.NOTICE, leader.id, leader.phone, body, scope=f"digest:{group.id}:{day}"
-            )
-        )
+        text = texts.digest(group, len(devices), problems, leader.language)
+        notifications.append(text_to(leader, text, None, 0, Purpose.NOTICE, scope=f"digest:{group.id}:{day}"))
     return notifications
 
 

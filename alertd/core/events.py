@@ -16,6 +16,8 @@ class Via(StrEnum):
     OPERATOR = "operator"  # the operator socket (alertd ack and friends)
     CONSOLE = "console"  # the duty-room web console
     API = "api"  # the console's JSON API (an integration with a bearer token)
+    VOICE = "voice"  # a key pressed during an alert call
+    MISSED_CALL = "missed_call"  # a registered phone rang the village modem and was rejected
     SYSTEM = "system"
 
 
@@ -196,6 +198,45 @@ class DeliveryReport:
     token: str | None = None  # the carrier's idempotency token: a retried report is recorded once
 
 
+class CallStatus(StrEnum):
+    """What became of a call alertd placed (Twilio's call statuses; the modem's ATD result codes)."""
+
+    ANSWERED = "answered"  # picked up (Twilio in-progress; the modem's OK / +COLP)
+    COMPLETED = "completed"  # hung up after being answered
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    FAILED = "failed"  # the number cannot be called, or the carrier failed
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class CallReport:
+    """A carrier's word on a call alertd placed: Twilio's signed status and gather callbacks, the modem's
+    ATD outcome. A key is an acknowledgement ("1") or on scene ("2") by the person called; a machine or a
+    voicemail never acknowledges anything."""
+
+    notification_id: int  # the outbox row the call was placed for (in the signed callback's URL)
+    status: CallStatus
+    digits: str | None = None  # the key pressed, if any
+    machine: bool = False  # answered by an answering machine or a voicemail
+    provider_id: str | None = None  # Twilio's CallSid; the modem's call id
+    token: str | None = None  # the carrier's idempotency token: a retried callback is handled once
+
+
+@dataclass(frozen=True, slots=True)
+class MissedCall:
+    """A phone rang the village modem (its number from +CLIP) and was rejected unanswered: from a registered
+    number, an acknowledgement of the newest alarm that person answers for, at no cost to them."""
+
+    phone: str  # E.164
+    received_at: float | None = None  # when the modem reported the ring
+    call_id: str | None = None  # handled once (the modem's RING burst of one call)
+
+    def __repr__(self) -> str:
+        phone = self.phone[:6] + "****" + self.phone[-4:] if len(self.phone) > 10 else "****"
+        return f"MissedCall(phone={phone!r}, call_id={self.call_id!r})"
+
+
 Input = (
     Alarm
     | Restore
@@ -210,4 +251,6 @@ Input = (
     | Evaluation
     | Tick
     | DeliveryReport
+    | CallReport
+    | MissedCall
 )

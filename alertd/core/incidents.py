@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from alertd.core.events import Action, Outcome, Via
-from alertd.core.messages import Texts
-from alertd.core.model import SEVERITY, Device, Household, Kind, Person, Role, Roster
+from alertd.core.messages import Texts, text_to
+from alertd.core.model import SEVERITY, Device, Household, Kind, Person, Prefers, Role, Roster
 from alertd.core.ports import Commands
 from alertd.core.records import (
     ACTIVE_STATES,
@@ -37,6 +37,7 @@ __all__ = [
     "TimelineEntry",
     "TransitionError",
     "apply_action",
+    "call_to",
     "fire_due_steps",
     "join_alarm",
     "metrics_times",
@@ -108,10 +109,8 @@ def open_maintenance(
     people: dict[str, Person] = {p.id: p for role in roles for p in roster.people_for(group.id, role)}
     effects = Effects(timeline=[TimelineEntry(incident_id, now, "maintenance", device.id, condition.value)])
     for person in people.values():
-        body = texts.maintenance(incident, household, device, condition, person.language)
-        effects.notifications.append(
-            Notification(incident_id, 0, Channel.SMS, Purpose.NOTICE, person.id, person.phone, body)
-        )
+        text = texts.maintenance(incident, household, device, condition, person.language)
+        effects.notifications.append(text_to(person, text, incident_id, 0, Purpose.NOTICE))
     return incident, effects
 
 
@@ -154,14 +153,18 @@ def fire_due_steps(
                 )
                 if device.id not in rung:
                     rung.append(device.id)
-        people: dict[str, Person] = {}
-        roles = [r for r in step.sms if r in SILENT_ROLES] if incident.silent else step.sms
-        for role in roles:
-            for person in roster.people_for(household.group_id, role):
-                people.setdefault(person.id, person)
+        group = roster.groups[household.group_id]
+        people = _people(roster, household.group_id, step.sms, incident.silent)
         for person in people.values():
-            body = texts.alert(incident, household, roster.groups[household.group_id], person.language, step=index)
-            notes.append(Notification(incident.id, index, Channel.SMS, Purpose.ALERT, person.id, person.phone, body))
+            text = texts.alert(incident, household, group, person.language, step=index)
+            notes.append(text_to(person, text, incident.id, index, Purpose.ALERT))
+        # Called: the step's call roles, and whoever prefers a call among those texted.
+        called = _people(roster, household.group_id, step.call, incident.silent) | {
+            p.id: p for p in people.values() if p.prefers == Prefers.CALL
+        }
+        for person in called.values():
+            spoken = texts.spoken_alert(incident, household, group, person.language)
+            notes.append(call_to(person, spoken.body, incident.id, index))
         following = index + 1
         has_more = following < len(policy.steps)
         incident = replace(
@@ -173,10 +176,31 @@ def fire_due_steps(
         effects.notifications.extend(notes)
         rang = sum(n.channel == Channel.TERMINAL for n in notes)
         texted = "、".join(p.name for p in people.values()) or "nobody"
-        effects.timeline.append(
-            TimelineEntry(incident.id, now, f"step {index}", "", f"rang {rang} terminals; SMS to {texted}")
-        )
+        detail = f"rang {rang} terminals; SMS to {texted}"
+        if called:
+            detail += f"; called {'、'.join(p.name for p in called.values())}"
+        effects.timeline.append(TimelineEntry(incident.id, now, f"step {index}", "", detail))
     return incident, effects
+
+
+def _people(roster: Roster, group_id: str, roles: tuple[Role, ...], silent: bool) -> dict[str, Person]:
+    """The people a step's roles mean for a group, once each; a silent alarm reaches only SILENT_ROLES."""
+    people: dict[str, Person] = {}
+    for role in roles:
+        if silent and role not in SILENT_ROLES:
+            continue
+        for person in roster.people_for(group_id, role):
+            people.setdefault(person.id, person)
+    return people
+
+
+def call_to(
+    person: Person, spoken: str, incident_id: int, step: int, attempt: int = 0, at: float | None = None
+) -> Notification:
+    """An alert call to one person (attempt > 0: placed again, not before `at`)."""
+    return Notification(
+        incident_id, step, Channel.VOICE, Purpose.ALERT, person.id, person.phone, spoken, attempt=attempt, not_before=at
+    )
 
 
 STATE_ORDER = {State.OPEN: 0, State.ACKNOWLEDGED: 1, State.ON_SCENE: 2, State.RESOLVED: 3, State.CANCELLED: 3}

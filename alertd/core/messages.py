@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from alertd.core.model import Device, Group, Household, Kind
+from alertd.core.model import Device, Group, Household, Kind, Person
+from alertd.core.records import Channel, Incident, Notification, Purpose
 from alertd.core.supervision import Condition
-
-if TYPE_CHECKING:
-    from alertd.core.records import Incident
 
 # One UCS-2 SMS segment holds 70 characters; GSM 7-bit holds 160.
 UCS2_SEGMENT = 70
@@ -60,6 +57,17 @@ KIND_EN: Mapping[Kind, str] = {
 
 
 @dataclass(frozen=True, slots=True)
+class Text:
+    """A message as written (`body`, for Twilio, the modem and calls) and as a template carrier needs it:
+    Aliyun SMS sends only texts registered beforehand, a template per kind with these parameters (the
+    templates to register are in docs/carriers.md)."""
+
+    body: str
+    template: str = ""
+    params: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Texts:
     time_zone: ZoneInfo
     language: str = "zh-CN"
@@ -69,7 +77,7 @@ class Texts:
 
     def alert(
         self, incident: Incident, household: Household, group: Group, language: str | None = None, step: int = 0
-    ) -> str:
+    ) -> Text:
         """The alert SMS: who, where, what, when, and how to reply, longest variant that fits one segment.
 
         Later escalation steps say so ("升级1": nobody has answered yet); it also keeps each step's text
@@ -98,7 +106,34 @@ class Texts:
             ]
             limit = UCS2_SEGMENT
         variants = [" ".join(v.split()) for v in variants]
-        return next((v for v in variants if len(v) <= limit), variants[-1])
+        body = next((v for v in variants if len(v) <= limit), variants[-1])
+        params = (
+            ("household", household.label),
+            ("kind", KIND_ZH[incident.kind]),
+            ("place", household.address or f"{group.village}{group.name}"),
+            ("time", when),
+            ("code", incident.code),
+        )
+        if step == 0:
+            return Text(body, "alert", params)
+        return Text(body, "alert_escalated", (*params, ("step", str(step))))
+
+    def spoken_alert(self, incident: Incident, household: Household, group: Group, language: str | None = None) -> Text:
+        """What an alert call says (twice, then the keys): who and what, in words a listener takes in at once;
+        no symbols, the incident's number spoken."""
+        if (language or self.language).lower().startswith("en"):
+            kind = KIND_EN[incident.kind].lower()
+            return Text(f"Emergency: {group.village} {group.name}, {household.label}, {kind}. Alarm {incident.code}.")
+        kind = KIND_ZH[incident.kind]
+        return Text(f"紧急情况：{group.village}{group.name}{household.label}，{kind}。报警编号{incident.code}。")
+
+    def confirm(self, incident: Incident, language: str | None = None) -> Text:
+        """To someone whose missed call acknowledged an alarm: it counted (one short segment)."""
+        if (language or self.language).lower().startswith("en"):
+            return Text(
+                f"[Joint defence] Acknowledged #{incident.code}. Thank you.", "confirm", (("code", incident.code),)
+            )
+        return Text(f"【联防】已确认 #{incident.code}，谢谢", "confirm", (("code", incident.code),))
 
     def maintenance(
         self,
@@ -107,18 +142,23 @@ class Texts:
         device: Device,
         condition: Condition,
         language: str | None = None,
-    ) -> str:
+    ) -> Text:
         """To the grid worker: which device of which household needs a visit, and why."""
         when = self.clock(incident.opened_at)
-        if (language or self.language).lower().startswith("en"):
-            why = condition.replace("_", " ")
-            return (
-                f"[Device] {household.label}: {device.id} ({device.profile}) {why} since {when}. "
-                f"Please check #{incident.code}"
-            )
         why = CONDITION_ZH.get(condition, condition)
         what = DEVICE_ZH.get(device.profile, device.id)
-        return f"【联防设备】{household.label} {what}{why}，请上门检查 {when} #{incident.code}"
+        params = (("household", household.label), ("device", what), ("condition", why), ("time", when),
+                  ("code", incident.code))  # fmt: skip
+        if (language or self.language).lower().startswith("en"):
+            english = condition.replace("_", " ")
+            body = (
+                f"[Device] {household.label}: {device.id} ({device.profile}) {english} since {when}. "
+                f"Please check #{incident.code}"
+            )
+            return Text(body, "maintenance", params)
+        return Text(
+            f"【联防设备】{household.label} {what}{why}，请上门检查 {when} #{incident.code}", "maintenance", params
+        )
 
     def digest(
         self,
@@ -126,8 +166,21 @@ class Texts:
         total: int,
         problems: Sequence[tuple[Household, Device, Condition]],
         language: str | None = None,
-    ) -> str:
+    ) -> Text:
         """The daily readiness digest for a group's leader: how many devices are fine, which are not."""
+        body = self._digest_body(group, total, problems, language)
+        healthy = total - len({d.id for _, d, _ in problems})
+        params = (("group", f"{group.village}{group.name}"), ("total", str(total)), ("healthy", str(healthy)),
+                  ("problems", str(total - healthy)))  # fmt: skip
+        return Text(body, "digest", params)
+
+    def _digest_body(
+        self,
+        group: Group,
+        total: int,
+        problems: Sequence[tuple[Household, Device, Condition]],
+        language: str | None,
+    ) -> str:
         english = (language or self.language).lower().startswith("en")
         healthy = total - len({d.id for _, d, _ in problems})
         if english:
@@ -148,36 +201,53 @@ class Texts:
                 return text
         return head + (f", {len(items)} need attention" if english else f"；{len(items)}处需检修")
 
-    def disk(self, full: bool, at: float, language: str | None = None) -> str:
+    def disk(self, full: bool, at: float, language: str | None = None) -> Text:
         """To the duty room: the server's disk is full (alarms run on the reserve), or has room again."""
         when = self.clock(at)
+        template, params = ("disk_full" if full else "disk_ok"), (("time", when),)
         if (language or self.language).lower().startswith("en"):
             if full:
-                return f"[Server] alertd disk full at {when}: alarms still handled on the reserve. Free space now."
-            return f"[Server] alertd disk has room again ({when})."
+                body = f"[Server] alertd disk full at {when}: alarms still handled on the reserve. Free space now."
+                return Text(body, template, params)
+            return Text(f"[Server] alertd disk has room again ({when}).", template, params)
         if full:
-            return f"【联防系统】服务器磁盘已满 {when}，报警暂用备用空间处理，请立即清理磁盘"
-        return f"【联防系统】服务器磁盘空间已恢复 {when}"
+            return Text(f"【联防系统】服务器磁盘已满 {when}，报警暂用备用空间处理，请立即清理磁盘", template, params)
+        return Text(f"【联防系统】服务器磁盘空间已恢复 {when}", template, params)
 
-    def follow_up(self, incident: Incident, household: Household, language: str | None = None) -> str:
+    def follow_up(self, incident: Incident, household: Household, language: str | None = None) -> Text:
         """To the household, once its alarm is resolved: how did it go? (评单; one SMS segment)."""
-        if (language or self.language).lower().startswith("en"):
-            return (
-                f"[Joint defence] {household.label}: your alarm at {self.clock(incident.opened_at)} is resolved. "
-                f"Reply 满意 (satisfied), 基本满意 (fair) or 不满意 (not) #{incident.code}"
-            )
         kind = KIND_ZH.get(incident.kind, "报警")
         when = self.clock(incident.opened_at)
-        return f"【联防】{household.label}，您{when}的{kind}已处置完毕。请回复：满意、基本满意或不满意 #{incident.code}"
-
-    def dissatisfied(self, incident: Incident, household: Household, language: str | None = None) -> str:
-        """To the grid worker: a household is not satisfied with how its alarm was handled; call them back."""
+        params = (("household", household.label), ("time", when), ("kind", kind), ("code", incident.code))
         if (language or self.language).lower().startswith("en"):
-            return (
+            body = (
+                f"[Joint defence] {household.label}: your alarm at {when} is resolved. "
+                f"Reply 满意 (satisfied), 基本满意 (fair) or 不满意 (not) #{incident.code}"
+            )
+            return Text(body, "follow_up", params)
+        body = f"【联防】{household.label}，您{when}的{kind}已处置完毕。请回复：满意、基本满意或不满意 #{incident.code}"
+        return Text(body, "follow_up", params)
+
+    def dissatisfied(self, incident: Incident, household: Household, language: str | None = None) -> Text:
+        """To the grid worker: a household is not satisfied with how its alarm was handled; call them back."""
+        params = (("household", household.label), ("code", incident.code))
+        if (language or self.language).lower().startswith("en"):
+            body = (
                 f"[Joint defence] {household.label} is not satisfied with the response to #{incident.code}. Call back."
             )
-        return f"【联防回访】{household.label}对#{incident.code}的处置不满意，请尽快回访"
+            return Text(body, "dissatisfied", params)
+        return Text(f"【联防回访】{household.label}对#{incident.code}的处置不满意，请尽快回访", "dissatisfied", params)
 
     def ring_caption(self, household: Household, kind: Kind) -> str:
         """What a neighbour's terminal shows, e.g. "2号户 王家 求救"."""
         return f"{household.label} {KIND_ZH[kind]}"
+
+
+def text_to(
+    person: Person, text: Text, incident_id: int | None, step: int, purpose: Purpose, *, scope: str | None = None
+) -> Notification:
+    """A text message to one person, as written and as a template carrier needs it."""
+    return Notification(
+        incident_id, step, Channel.SMS, purpose, person.id, person.phone, text.body, scope,
+        template=text.template, params=text.params,
+    )  # fmt: skip

@@ -44,12 +44,21 @@ class Role(StrEnum):
     DUTY = "duty"
 
 
+class Prefers(StrEnum):
+    """How a person wants to be alerted besides the text: "call" for those who cannot read one quickly
+    (many elderly residents and leaders) and for whom a text at night wakes nobody."""
+
+    SMS = "sms"
+    CALL = "call"
+
+
 @dataclass(frozen=True, slots=True)
 class Person:
     id: str
     name: str
     phone: str  # E.164
     language: str | None = None  # None: the daemon default
+    prefers: Prefers = Prefers.SMS  # CALL: also called wherever they are sent an alert text
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +105,21 @@ class Step:
     after_s: float
     ring: bool = False
     sms: tuple[Role, ...] = ()
+    call: tuple[Role, ...] = ()  # alert calls (a spoken alert with a keypress acknowledgement)
+
+
+# An alert call that ends without a key (busy, no answer, a machine) is placed again this often, this far
+# apart, while the incident is still unanswered. Escalation goes on regardless.
+CALL_RETRIES = 2
+CALL_RETRY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     name: str
     steps: tuple[Step, ...]
+    call_retries: int = CALL_RETRIES
+    call_retry_s: float = CALL_RETRY_S
 
 
 DEFAULT_POLICY = Policy(

@@ -33,6 +33,10 @@ class Outbound:
     # An alarm text: a carrier that has not answered within [sms] hedge_after_s is hedged with the next
     # one (a duplicate beats a delay). Maintenance, digest and disk notices wait for the carrier's answer.
     urgent: bool = False
+    # What the text says as a template carrier needs it (Aliyun SMS): the message's kind ("alert",
+    # "maintenance", ...; alertd.core.messages) and its parameters. Empty for rings and stops.
+    template: str = ""
+    params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ ACTIVE_STATES = frozenset({State.OPEN, State.ACKNOWLEDGED, State.ON_SCENE})
 class Channel(StrEnum):
     TERMINAL = "terminal"
     SMS = "sms"
+    VOICE = "voice"  # a spoken alert call (Twilio), or the modem ringing the phone (响铃提醒)
 
 
 class Purpose(StrEnum):
@@ -79,13 +80,19 @@ class Notification:
     purpose: Purpose
     recipient: str  # device id or person id
     address: str  # device id or E.164 phone
-    body: str
+    body: str  # the text as sent (or, for a call, as spoken)
     scope: str | None = None  # what the message is about when it is no incident, e.g. "digest:g1:2026-11-29"
+    # What the text says for a template carrier (Aliyun SMS): its kind and parameters (alertd.core.messages).
+    template: str = ""
+    params: tuple[tuple[str, str], ...] = ()
+    attempt: int = 0  # a call placed again after one that got no key: 1, 2, ...
+    not_before: float | None = None  # not sent before then (a call's retry); None: at once
 
     @property
     def key(self) -> str:
-        """Unique per incident, step, purpose, channel and recipient: the outbox never holds it twice."""
-        return f"{self.scope or self.incident_id}:{self.step}:{self.purpose}:{self.channel}:{self.recipient}"
+        """Unique per incident, step, purpose, channel, recipient and attempt: the outbox never holds it twice."""
+        key = f"{self.scope or self.incident_id}:{self.step}:{self.purpose}:{self.channel}:{self.recipient}"
+        return f"{key}:{self.attempt}" if self.attempt else key
 
 
 @dataclass(frozen=True, slots=True)
