@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -52,6 +52,8 @@ _LOGGER = logging.getLogger("alertd.daemon")
 TERMINAL_CONCURRENCY = 64
 # SMS requests in flight: Twilio takes many at once; the modem serialises its own commands anyway.
 SMS_CONCURRENCY = 32
+# Calls being placed at once (a Twilio request each; the modem rings one phone at a time anyway).
+VOICE_CONCURRENCY = 8
 
 Loop = Callable[[], Coroutine[Any, Any, None]]
 
@@ -62,14 +64,15 @@ class Parts:
     engine: Engine
     link: MqttLink
     terminal: OutboxWorker  # ring and stop commands
-    sms: OutboxWorker  # texts, through `sms.sender`: Twilio, the modem, both (failover) or the console
+    sms: OutboxWorker  # texts, through `sms.sender`: Aliyun, Twilio, the modem (failover) or the console
+    voice: OutboxWorker  # alert calls: Twilio, the modem's ring (failover) or the console
     modem: AtSession | None
     receivers: tuple[ContactIdReceiver, ...]
     health: Mapping[str, Callable[[], Health]]  # /healthz: mqtt, terminal, sms:<carrier>, disk, operator...
 
     @property
-    def workers(self) -> tuple[OutboxWorker, OutboxWorker]:
-        return self.terminal, self.sms
+    def workers(self) -> tuple[OutboxWorker, OutboxWorker, OutboxWorker]:
+        return self.terminal, self.sms, self.voice
 
     def loops(self) -> list[tuple[str, Loop]]:
         """Every long-running task, by name: what the daemon runs in its TaskGroup."""
@@ -111,7 +114,7 @@ async def assemble(
             zigbee_base=zigbee.base if zigbee.enabled else None,
             failpoints=failpoints,
         )
-        modem, modem_sms = _modem(config, inbox, metrics, clock)
+        modem, modem_sms, modem_voice = _modem(config, inbox, metrics, clock)
         sms_sender = await _sms_sender(config, modem_sms, metrics, sms_stream, closing)
         terminal = OutboxWorker(store, Channel.TERMINAL, TerminalSender(link), metrics,
                                 max_attempts=settings.sms.max_attempts, failpoints=failpoints,
@@ -119,6 +122,10 @@ async def assemble(
         sms = OutboxWorker(store, Channel.SMS, sms_sender, metrics,
                            max_attempts=settings.sms.max_attempts, failpoints=failpoints,
                            concurrency=SMS_CONCURRENCY, clock=clock)  # fmt: skip
+        voice_sender = await _voice_sender(config, modem_voice, store, metrics, sms_stream, closing)
+        voice = OutboxWorker(store, Channel.VOICE, voice_sender, metrics,
+                             max_attempts=settings.voice.max_attempts, failpoints=failpoints,
+                             concurrency=VOICE_CONCURRENCY, clock=clock)  # fmt: skip
 
         live = Live()  # committed incident changes, for the console's open boards
         engine = Engine(
@@ -130,7 +137,7 @@ async def assemble(
             dedup_window_s=settings.incidents.dedup_window_s,
             failpoints=failpoints,
             clock=clock,
-            outlets=(terminal, sms),
+            outlets=(terminal, sms, voice),
             watchers=(live.committed,),
             grace_s=settings.supervision.grace_s,
             supervision_interval_s=settings.supervision.interval_s,
@@ -149,13 +156,14 @@ async def assemble(
             "mqtt": link.health,
             "terminal": terminal.health,
             f"sms:{sms_sender.name}": sms.health,
+            f"voice:{voice_sender.name}": voice.health,
             "disk": lambda: disk_health(engine),
         }
         if modem is not None:
             health["modem"] = modem.health
         health.update({f"receiver:{r.name}": r.line.health for r in receivers})
         await _serve_http(config, engine, store, metrics, health, closing, live, clock)
-        yield Parts(store, engine, link, terminal, sms, modem, tuple(receivers), health)
+        yield Parts(store, engine, link, terminal, sms, voice, modem, tuple(receivers), health)
 
 
 def disk_health(engine: Engine) -> Health:
@@ -170,11 +178,12 @@ def disk_health(engine: Engine) -> Health:
 
 def _modem(
     config: Config, inbox: Inbox, metrics: Metrics, clock: SteadyClock
-) -> tuple[AtSession | None, Sender | None]:
-    """One AT session on the modem's line, carrying the SMS sender and the inbox of replies."""
+) -> tuple[AtSession | None, Sender | None, Sender | None]:
+    """One AT session on the modem's line, carrying the SMS sender, the bedside ring, the inbox of replies
+    and the missed calls."""
     modem = config.settings.modem
     if not modem.url:
-        return None, None
+        return None, None, None
     from alertd.channels.gsm_modem import ModemSender
     from alertd.ingress.modem_inbox import ModemInbox
     from alertd.modem.session import AtSession
@@ -187,7 +196,7 @@ def _modem(
         sweep_interval_s=modem.sweep_interval_s,
     )
     session.attach(ModemInbox(session, inbox.submit, metrics, clock=clock))
-    return session, ModemSender(session, smsc=modem.smsc)
+    return session, ModemSender(session, smsc=modem.smsc), None
 
 
 def _receivers(config: Config, engine: Engine, inbox: Inbox, metrics: Metrics) -> list[ContactIdReceiver]:
@@ -216,10 +225,23 @@ async def _sms_sender(
     stream: TextIO | None,
     closing: contextlib.AsyncExitStack,
 ) -> Sender:
-    """Twilio and/or the GSM modem, the preferred one first; the console when neither is configured."""
+    """Aliyun, Twilio and the GSM modem, those configured, in [sms] prefer's order; the console when none is."""
     settings = config.settings
-    twilio = settings.twilio
+    twilio, aliyun = settings.twilio, settings.aliyun
     carriers: list[Sender] = []
+    if aliyun.enabled and aliyun.access_key_id and aliyun.access_key_secret and aliyun.sign_name:
+        from alertd.channels.aliyun_sms import AliyunSender
+
+        carriers.append(
+            AliyunSender(
+                aliyun.access_key_id,
+                aliyun.access_key_secret,
+                aliyun.sign_name,
+                aliyun.templates,
+                aliyun.endpoint,
+                timeout_s=aliyun.timeout_s,
+            )
+        )
     if twilio.enabled and twilio.account_sid and twilio.auth_token and twilio.from_number:
         from alertd.channels.twilio_sms import TwilioSender
 
@@ -235,7 +257,8 @@ async def _sms_sender(
         closing.push_async_callback(sender.close)
         carriers.append(sender)
     if modem is not None:
-        carriers.insert(0 if settings.sms.prefer == "modem" else len(carriers), modem)
+        carriers.append(modem)
+    carriers = preferred(carriers, settings.sms.prefer)
     if not carriers:
         _LOGGER.warning("No Twilio account or GSM modem configured: SMS are printed by the console channel")
         return ConsoleSender(stream)
@@ -244,6 +267,54 @@ async def _sms_sender(
     failover = FailoverSender(carriers, hedge_after_s=settings.sms.hedge_after_s, metrics=metrics)
     closing.push_async_callback(failover.close)  # before the carriers: its hedges still use them
     return failover
+
+
+async def _voice_sender(
+    config: Config,
+    modem: Sender | None,
+    store: Store,
+    metrics: Metrics,
+    stream: TextIO | None,
+    closing: contextlib.AsyncExitStack,
+) -> Sender:
+    """Twilio's spoken calls and the modem's ring, those configured, in [voice] prefer's order; the console
+    when neither is (nothing asks for calls then: `alertd check` refuses a roster that does)."""
+    settings = config.settings
+    twilio, public = settings.twilio, settings.http.public_url
+    carriers: list[Sender] = []
+    if twilio.enabled and twilio.account_sid and twilio.auth_token and twilio.from_number and public:
+        from alertd.channels.twilio_voice import TwilioCaller
+
+        caller = TwilioCaller(
+            twilio.account_sid,
+            twilio.auth_token,
+            twilio.from_number,
+            public,
+            twilio.api_base_url,
+            ring_s=round(settings.voice.ring_s),
+            timeout_s=twilio.timeout_s,
+            owners=store.holders,
+        )
+        closing.push_async_callback(caller.close)
+        carriers.append(caller)
+    if modem is not None:
+        carriers.append(modem)
+    carriers = preferred(carriers, settings.voice.prefer)
+    if not carriers:
+        return ConsoleSender(stream)
+    if len(carriers) == 1:
+        return carriers[0]
+    # Never hedged: a second carrier started while the first is slow would ring the phone twice.
+    failover = FailoverSender(carriers, name="voice", hedge_after_s=0, metrics=metrics)
+    closing.push_async_callback(failover.close)
+    return failover
+
+
+def preferred(carriers: list[Sender], prefer: Sequence[str]) -> list[Sender]:
+    """The carriers in the order preferred; any not named go last, in the order given (never dropped: a
+    carrier that works is worth more to an alarm than the order it was listed in)."""
+    rank = {name: index for index, name in enumerate(prefer)}
+    return sorted(carriers, key=lambda c: rank.get(c.name, len(rank)))
 
 
 async def _serve_http(
@@ -267,6 +338,10 @@ async def _serve_http(
         public_url=http.public_url,
     )
     app = make_app(deps)
+    if deps.auth_token is not None and http.public_url:
+        from alertd.web.voice import add_voice_routes
+
+        add_voice_routes(app)  # Twilio's alert calls: what they say, the key pressed, how they ended
     if config.settings.console.enabled:
         # Imported only when served: the templates, sessions and password hashing cost start-up time.
         from alertd.accounts import Accounts

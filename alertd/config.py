@@ -55,6 +55,7 @@ from alertd.problems import where as _where
 from alertd.profiles import check_roster_profiles, load_profiles
 
 __all__ = [
+    "AliyunSettings",
     "Config",
     "DaemonSettings",
     "HttpSettings",
@@ -64,6 +65,7 @@ __all__ = [
     "SmsSettings",
     "StoreSettings",
     "TwilioSettings",
+    "VoiceSettings",
     "load_config",
     "load_roster",
 ]
@@ -72,7 +74,7 @@ _LOGGER = logging.getLogger(__name__)
 
 ENV_PREFIX = "ALERTD_"
 # Never echoed back in error messages, and kept out of repr().
-_SECRETS = frozenset({("mqtt", "password"), ("twilio", "auth_token")})
+_SECRETS = frozenset({("mqtt", "password"), ("twilio", "auth_token"), ("aliyun", "access_key_secret")})
 _LANGUAGES = ("zh", "en")  # what core.messages can write
 _KINDS = frozenset(k.value for k in Kind)
 _ROLES = frozenset(r.value for r in Role)
@@ -231,6 +233,52 @@ class TwilioSettings(_Section):
         return bool(self.account_sid and self.auth_token and self.from_number)
 
 
+class AliyunSettings(_Section):
+    """Aliyun SMS (Alibaba Cloud Dysmsapi): texts sent as registered templates under a sign name."""
+
+    access_key_id: str | None = None
+    access_key_secret: str | None = Field(default=None, repr=False)
+    sign_name: str | None = None  # 签名, as registered with Aliyun, e.g. "河口村联防"
+    # alertd's message kinds -> Aliyun's template codes (docs/carriers.md lists the kinds and their
+    # parameters). A kind without a template goes through the next carrier.
+    templates: dict[str, str] = {}
+    endpoint: str | None = None  # None: dysmsapi.aliyuncs.com; tests point it at a stand-in
+    timeout_s: float = Field(default=15.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _all_or_nothing(self, info: ValidationInfo) -> AliyunSettings:
+        missing = [k for k in ("access_key_id", "access_key_secret", "sign_name") if not getattr(self, k)]
+        secret_elsewhere = isinstance(info.context, dict) and info.context.get("secrets") is False
+        if missing == ["access_key_secret"] and secret_elsewhere:
+            return self
+        if 0 < len(missing) < 3:
+            raise ValueError(
+                f"access_key_id, access_key_secret and sign_name go together; missing {', '.join(missing)}"
+            )
+        if self.enabled and "alert" not in self.templates:
+            raise ValueError('templates has no "alert": alarm texts could not go through Aliyun')
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.access_key_id and self.access_key_secret and self.sign_name)
+
+
+SmsCarrier = Literal["aliyun", "twilio", "modem"]
+VoiceCarrier = Literal["twilio", "modem"]
+_SMS_CARRIERS: tuple[SmsCarrier, ...] = ("aliyun", "twilio", "modem")
+_VOICE_CARRIERS: tuple[VoiceCarrier, ...] = ("twilio", "modem")
+
+
+class VoiceSettings(_Section):
+    """Alert calls: Twilio speaks the alert and takes a key; the GSM modem rings the phone (响铃提醒)."""
+
+    # The order carriers are tried in (those configured): the next takes over when one fails.
+    prefer: list[VoiceCarrier] = Field(default_factory=lambda: list(_VOICE_CARRIERS), min_length=1)
+    ring_s: float = Field(default=30.0, ge=10, le=120)  # how long a phone rings before the call gives up
+    max_attempts: int = Field(default=3, ge=1)  # a carrier failing to place one call, before it is given up
+
+
 class ZigbeeSettings(_Section):
     """Zigbee2MQTT on the same broker: sensors and sirens named in the roster by their friendly name."""
 
@@ -296,11 +344,26 @@ class IncidentSettings(_Section):
 
 class SmsSettings(_Section):
     max_attempts: int = Field(default=8, ge=1)
-    # Which carrier an SMS tries first when both are configured; the other takes over when it fails.
-    prefer: Literal["twilio", "modem"] = "twilio"
+    # The order SMS carriers are tried in (those configured); the next takes over when one fails. One name
+    # (the old form) puts that carrier first.
+    prefer: list[SmsCarrier] = Field(default_factory=lambda: list(_SMS_CARRIERS), min_length=1)
     # An alarm SMS whose carrier has not answered within this long goes through the next carrier as well
     # (a hung carrier would hold it for its whole timeout); 0: never hedge.
     hedge_after_s: float = Field(default=3.0, ge=0, le=300)
+
+    @field_validator("prefer", mode="before")
+    @classmethod
+    def _one_or_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [value, *(c for c in _SMS_CARRIERS if c != value)]
+        return value
+
+    @field_validator("prefer")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a carrier twice")
+        return value
 
 
 class ModemSettings(_Section):
@@ -351,6 +414,8 @@ class Settings(_Section):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     sms: SmsSettings = Field(default_factory=SmsSettings)
+    voice: VoiceSettings = Field(default_factory=VoiceSettings)
+    aliyun: AliyunSettings = Field(default_factory=AliyunSettings)
     modem: ModemSettings = Field(default_factory=ModemSettings)
     zigbee2mqtt: ZigbeeSettings = Field(default_factory=ZigbeeSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
@@ -817,10 +882,27 @@ def load_config(
         if roster is not None and profiles:
             problems += check_roster_profiles(roster, profiles, str(roster_path))
 
+    if settings is not None and roster is not None:
+        problems += _check_calls(settings, roster, label, str(roster_path))
     if settings is None or roster is None or problems:
         raise ConfigError(problems)
     _check_session_id(settings.mqtt, label)
     return Config(settings, roster, path.absolute(), settings.daemon.roster, profiles)
+
+
+def _check_calls(settings: Settings, roster: Roster, label: str, roster_label: str) -> list[str]:
+    """Calls the roster asks for need a carrier that can place them, and Twilio's a public URL for its TwiML."""
+    wanted = [f"policies.{p.name}" for p in roster.policies.values() if any(s.call for s in p.steps)]
+    wanted += [f"people[{pid}] prefers call" for pid, p in roster.people.items() if p.prefers == Prefers.CALL]
+    if not wanted:
+        return []
+    twilio, modem = settings.twilio.enabled, bool(settings.modem.url)
+    shown = ", ".join(wanted[:3]) + (f" and {len(wanted) - 3} more" if len(wanted) > 3 else "")
+    if not twilio and not modem:
+        return [f"{roster_label}: {shown}: alert calls need [twilio] or [modem] in {label}"]
+    if twilio and not settings.http.public_url and "twilio" in settings.voice.prefer:
+        return [f"{label}: http.public_url: Twilio fetches what a call says from it; set it ({shown} call)"]
+    return []
 
 
 def roster_cache_path(settings: Settings) -> Path:

@@ -67,6 +67,13 @@ class Metrics:
             buckets=(10, 30, 60, 120, 180, 300, 600, 1200, 3600),
             registry=r,
         )
+        self.calls = Counter(
+            "alertd_call_outcomes", "What became of alert calls (answered, key, no-answer, busy, machine...)",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.missed_calls = Counter(
+            "alertd_missed_calls", "Missed calls to the village modem, by what they did", ["result"], registry=r
+        )
         self.supervision = Counter(
             "alertd_supervision_events", "Device health reports", ["event", "restore"], registry=r
         )

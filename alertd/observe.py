@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from alertd.core.events import Alarm, Input, Reply, Supervision
+from alertd.core.events import Alarm, CallReport, Input, MissedCall, Reply, Supervision
 from alertd.core.results import Result, Verdict
 from alertd.metrics import Metrics
 from alertd.phones import mask
@@ -49,6 +49,15 @@ class Observer:
             case verdict if verdict in _REJECTED:
                 m.invalid.labels(reason=verdict.value).inc()
                 self._rejected(item, verdict)
+        if isinstance(item, CallReport) and result.verdict != Verdict.REPLAY:
+            key = item.digits if item.digits in ("1", "2") and not item.machine else None
+            m.calls.labels(outcome=f"key {key}" if key else "machine" if item.machine else item.status.value).inc()
+        elif isinstance(item, MissedCall):
+            m.missed_calls.labels(result=result.verdict.value).inc()
+            if result.verdict == Verdict.UNKNOWN_SENDER:
+                self._log.warning_for(
+                    f"caller:{item.phone}", "Missed call from unknown number %s ignored", mask(item.phone)
+                )
         if result.acknowledged_after_s is not None:
             m.time_to_ack.observe(result.acknowledged_after_s)
 

@@ -32,7 +32,7 @@ def _duration(seconds: float | None) -> str:
 def _in_timeline(n: OutboxRow) -> bool:
     if n.status == Status.PENDING:
         return False
-    return n.channel == Channel.SMS or n.status in (Status.FAILED, Status.DEAD)
+    return n.channel in (Channel.SMS, Channel.VOICE) or n.status in (Status.FAILED, Status.DEAD)
 
 
 def _sent_line(n: OutboxRow, roster: Roster | None) -> str:
@@ -41,8 +41,11 @@ def _sent_line(n: OutboxRow, roster: Roster | None) -> str:
     if roster is not None and n.recipient in roster.people:
         who = roster.people[n.recipient].name
     verb = {Status.SENT: "sent", Status.FAILED: "FAILED", Status.DEAD: "GAVE UP", Status.SENDING: "sending"}
+    if n.channel == Channel.VOICE:  # a call: placed, then how it went (answered, no-answer, key 1...)
+        verb = verb | {Status.SENT: "placed" + (f", {n.delivery}" if n.delivery else "")}
     outcome = verb.get(n.status, n.status.value) + (f" [{n.error}]" if n.error and n.status != Status.SENT else "")
-    return f"{n.purpose.value} → {who} via {n.carrier or '-'}: {outcome}"
+    what = "call" if n.channel == Channel.VOICE else n.purpose.value
+    return f"{what} → {who} via {n.carrier or '-'}: {outcome}"
 
 
 def incident_dict(incident: Incident, roster: Roster | None = None) -> dict[str, Any]:

@@ -670,6 +670,16 @@ class Store:
         row = await self._db.fetchone(f"SELECT {_OUTBOX_COLUMNS} FROM notifications WHERE id = ?", (notification_id,))
         return _outbox_from_row(row) if row is not None else None
 
+    async def holders(self, provider_ids: Sequence[str]) -> dict[str, int]:
+        """Which outbox rows hold these provider ids (a carrier telling its own calls from another row's)."""
+        if not provider_ids:
+            return {}
+        marks = ", ".join("?" for _ in provider_ids)
+        rows = await self._db.fetchall(
+            f"SELECT provider_id, id FROM notifications WHERE provider_id IN ({marks})", list(provider_ids)
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
     async def outbox_counts(self) -> dict[tuple[str, str], int]:
         return {
             (r[0], r[1]): r[2]

@@ -25,6 +25,7 @@ import aiomqtt
 from alertd.config import load_config
 from alertd.daemon import Daemon
 from alertd.protocols.terminal import RingCommand, StopCommand, decode_command
+from tests.fakes.aliyun_server import AliyunServer
 from tests.fakes.twilio_server import TwilioServer
 
 BROKER_HOST = "127.0.0.1"
@@ -32,6 +33,10 @@ BROKER_PORT = 1883
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 FROM_NUMBER = "+8613900000000"
+ALIYUN_KEY_ID = "LTAI5tTestKeyId0123"
+ALIYUN_SECRET = "aliyun-test-secret-0123456789"
+ALIYUN_SIGN = "河口村联防"
+ALIYUN_TEMPLATES = {"alert": "SMS_100001", "alert_escalated": "SMS_100002", "confirm": "SMS_100003"}
 WAIT_S = 20.0
 C = TypeVar("C", RingCommand, StopCommand, RingCommand | StopCommand)
 # Debian's libfaketime (scripts/test.sh installs it): a daemon process started at a chosen time.
@@ -98,6 +103,10 @@ class Village:
         return self.settings_path.with_name("alertd.sock")
 
 
+def _toml_list(items: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+
 def write_village(
     tmp_path: Path,
     *,
@@ -111,6 +120,9 @@ def write_village(
     receiver: tuple[str, str] | None = None,
     prefer: str = "twilio",
     zigbee: bool = False,
+    aliyun: AliyunServer | None = None,
+    call: tuple[str, ...] = (),  # roles called at step 0 (alert calls)
+    voice_prefer: tuple[str, ...] = ("twilio", "modem"),
 ) -> Village:
     """A roster of `groups` groups of 10 households (one terminal each), a 2-member patrol, a grid worker,
     a duty contact; house 5 leads, house 8 deputises. Unique prefix and client id per test."""
@@ -148,7 +160,7 @@ def write_village(
         + "\n".join(group_tables) + "\n" + "\n".join(households) + "\n"
         f'[[patrols]]\nid = "patrol"\nname = "巡逻队"\nmembers = ["patrol1", "patrol2"]\ngroups = [{group_ids}]\n\n'
         "[policies.default]\nsteps = [\n"
-        f'  {{ after = {steps[0]}, ring = true, sms = ["leader", "patrol"] }},\n'
+        f'  {{ after = {steps[0]}, ring = true, sms = ["leader", "patrol"], call = {_toml_list(call)} }},\n'
         f'  {{ after = {steps[1]}, sms = ["deputy", "grid_worker", "patrol"] }},\n'
         f'  {{ after = {steps[2]}, sms = ["duty"] }},\n]\n'
     )  # fmt: skip
@@ -167,8 +179,16 @@ def write_village(
         f'[http]\nlisten = "127.0.0.1:{http_port}"\npublic_url = "http://127.0.0.1:{http_port}"\n'
         'socket = "alertd.sock"\n'  # relative: resolved beside this file, as every path in it
         f"[incidents]\njoin_window_s = {join_window_s}\n"
-        f'[sms]\nmax_attempts = {max_attempts}\nprefer = "{prefer}"\n' + twilio_section
+        f'[sms]\nmax_attempts = {max_attempts}\nprefer = "{prefer}"\n'
+        + twilio_section
+        + f"[voice]\nprefer = {_toml_list(voice_prefer)}\nring_s = 10\n"
     )
+    if aliyun is not None:
+        settings += (
+            f'[aliyun]\naccess_key_id = "{ALIYUN_KEY_ID}"\naccess_key_secret = "{ALIYUN_SECRET}"\n'
+            f'sign_name = "{ALIYUN_SIGN}"\nendpoint = "{aliyun.base_url}"\ntimeout_s = 5\n'
+            "templates = { " + ", ".join(f'{k} = "{v}"' for k, v in ALIYUN_TEMPLATES.items()) + " }\n"
+        )
     if zigbee:
         settings += f'[zigbee2mqtt]\nbase = "{zigbee_base(prefix)}"\n'
     if modem is not None:

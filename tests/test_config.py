@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from alertd.config import Config, HttpSettings, Settings, TwilioSettings, load_config, load_roster
-from alertd.core.model import DEFAULT_POLICY, Kind, Role
+from alertd.core.model import DEFAULT_POLICY, Kind, Prefers, Role
 from alertd.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "alertd.toml"
@@ -397,3 +397,69 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         config.roster = config.roster  # type: ignore[misc]
     with pytest.raises(ValueError, match="frozen"):
         config.settings.mqtt.url = "mqtt://elsewhere"
+
+
+CALLING = """
+[policies.default]
+steps = [{ after = 0, ring = true, sms = ["patrol"], call = ["leader"] }, { after = 60, call = ["duty"] }]
+call_retries = 1
+call_retry_s = 90
+"""
+TWILIO = """
+[twilio]
+account_sid = "AC0123"
+auth_token = "secret-token"
+from_number = "+8613800000000"
+"""
+
+
+def test_calls_and_call_preferences(tmp_path: Path) -> None:
+    roster = ROSTER.replace('language = "en"', 'language = "en"\nprefers = "call"') + CALLING
+    settings = TWILIO + '\n[http]\npublic_url = "https://alertd.example.cn"\n'
+    config = load_config(write(tmp_path, roster, settings), {})
+    policy = config.roster.policy_for(Kind.FIRE)
+    assert [(s.sms, s.call) for s in policy.steps] == [((Role.PATROL,), (Role.LEADER,)), ((), (Role.DUTY,))]
+    assert (policy.call_retries, policy.call_retry_s) == (1, 90)
+    assert [p.id for p in config.roster.people.values() if p.prefers == Prefers.CALL] == ["p-wang"]
+
+
+def test_calls_need_a_carrier_and_twilio_a_public_url(tmp_path: Path) -> None:
+    roster = ROSTER.replace('language = "en"', 'language = "en"\nprefers = "call"') + CALLING
+    [problem] = problems_of(write(tmp_path, roster))
+    assert "policies.default, people[p-wang] prefers call: alert calls need [twilio] or [modem]" in problem
+    [problem] = problems_of(write(tmp_path, roster, TWILIO))
+    assert "http.public_url" in problem
+    # The modem alone can ring the phones; Twilio last in [voice] prefer needs no public URL either.
+    load_config(write(tmp_path, roster, '[modem]\nurl = "/dev/ttyUSB1"\n'), {})
+
+
+def test_bad_call_settings_are_each_reported(tmp_path: Path) -> None:
+    roster = ROSTER.replace('language = "en"', 'language = "en"\nprefers = "phone"') + (
+        '[policies.default]\nsteps = [{ after = 0, call = ["leader", "mayor"] }]\n'
+        '[policies.other]\nsteps = [{ after = 0, call = ["leader"] }]\ncall_retries = 99\n'
+    )
+    settings = '[voice]\nprefer = ["carrier-pigeon"]\nring_s = 5\n[sms]\nprefer = ["twilio", "twilio"]\n'
+    problems = "\n".join(problems_of(write(tmp_path, roster, settings)))
+    for expected in ("voice.prefer", "voice.ring_s", "sms.prefer", "names a carrier twice", "prefers",
+                     '"phone"', 'call role "mayor"', "call_retries"):  # fmt: skip
+        assert expected in problems, expected
+
+
+def test_aliyun_settings_go_together_and_need_an_alert_template(tmp_path: Path) -> None:
+    partial = '[aliyun]\naccess_key_id = "LTAI5t"\nsign_name = "河口村联防"\n'
+    [problem] = problems_of(write(tmp_path, settings=partial))
+    assert "missing access_key_secret" in problem
+    no_alert = partial + 'access_key_secret = "s3cr3t"\ntemplates = { confirm = "SMS_2" }\n'
+    [problem] = problems_of(write(tmp_path, settings=no_alert))
+    assert 'templates has no "alert"' in problem
+    assert "s3cr3t" not in problem
+    complete = partial + 'access_key_secret = "s3cr3t"\ntemplates = { alert = "SMS_1" }\n'
+    settings = load_config(write(tmp_path, settings=complete), {}).settings
+    assert settings.aliyun.enabled
+    assert "s3cr3t" not in repr(settings)
+
+
+def test_sms_prefer_takes_one_name_or_an_order(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path), {}).settings.sms.prefer == ["aliyun", "twilio", "modem"]
+    one = load_config(write(tmp_path, settings='[sms]\nprefer = "modem"\n'), {}).settings.sms.prefer
+    assert one == ["modem", "aliyun", "twilio"]

@@ -65,12 +65,11 @@ class _Attempt:
 
 
 class FailoverSender:
-    name = "sms"
-
     def __init__(
         self,
         carriers: Sequence[Sender],
         *,
+        name: str = "sms",  # what it carries: "sms", or "voice" (alert calls; never hedged: a second call)
         clock: Callable[[], float] = time.monotonic,
         hedge_after_s: float = 0.0,
         sick_after_hedges: int = SICK_AFTER_HEDGES,
@@ -82,6 +81,7 @@ class FailoverSender:
             raise ValueError("hedge_after_s must be >= 0 (0: never hedge)")
         if sick_after_hedges < 1:
             raise ValueError("sick_after_hedges must be >= 1")
+        self.name = name
         self.carriers = list(carriers)  # in order of preference
         self.clock = clock
         self.hedge_after_s = hedge_after_s
@@ -181,7 +181,7 @@ class FailoverSender:
         if permanent:
             raise PermanentError(f"every carrier refused it: {summary}")
         self._set_all_down(True)
-        raise TransientError(f"no SMS carrier could take it: {summary}")
+        raise TransientError(f"no {self.name} carrier could take it: {summary}")
 
     def _delivered(
         self,
@@ -300,7 +300,9 @@ class FailoverSender:
 
     def _set_all_down(self, down: bool) -> None:
         if down and not self._all_down:
-            _LOGGER.error("Every SMS carrier is failing; messages wait in the outbox: %s", self.health().detail)
+            _LOGGER.error(
+                "Every %s carrier is failing; messages wait in the outbox: %s", self.name, self.health().detail
+            )
         elif not down and self._all_down:
             _LOGGER.info("SMS is flowing again")
         self._all_down = down
