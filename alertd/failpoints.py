@@ -10,7 +10,8 @@ from dataclasses import dataclass
 AFTER_RECEIVE = "after_receive"  # alarm read from the broker, not yet committed
 AFTER_COMMIT = "after_commit"  # incident and outbox committed, nothing sent, broker not yet acknowledged
 MID_FANOUT = "mid_fanout"  # some notifications of a batch sent, the rest not
-KNOWN = frozenset({AFTER_RECEIVE, AFTER_COMMIT, MID_FANOUT})
+AFTER_CALL = "after_call"  # an alert call placed with the carrier, not yet recorded as placed
+KNOWN = frozenset({AFTER_RECEIVE, AFTER_COMMIT, MID_FANOUT, AFTER_CALL})
 
 
 @dataclass(frozen=True, slots=True)

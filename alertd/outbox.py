@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from alertd.core.incidents import Channel, Purpose
 from alertd.core.ports import BatchSender, Health, Outbound, Receipt, Sender
 from alertd.errors import PermanentError, StoreFull, TransientError
-from alertd.failpoints import MID_FANOUT, Failpoints
+from alertd.failpoints import AFTER_CALL, MID_FANOUT, Failpoints
 from alertd.metrics import Metrics
 from alertd.phones import mask
 from alertd.store import Claim, OutboxRow, SendResult, Status, Store
@@ -244,6 +244,8 @@ class OutboxWorker:
         self._results_ready.set()
         self._counter(result.status).inc()
         if result.status == Status.SENT:
+            if self.channel == Channel.VOICE:
+                self.failpoints.hit(AFTER_CALL)
             self.failpoints.hit(MID_FANOUT)
 
     async def _attempt(self, row: OutboxRow) -> SendResult:

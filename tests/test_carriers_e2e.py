@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from alertd.core.incidents import Channel, State
-from alertd.store import Store
+from alertd.failpoints import AFTER_CALL
+from alertd.store import Status, Store
 from tests.fakes.aliyun_server import AliyunServer
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import (
@@ -20,6 +21,7 @@ from tests.harness import (
     ALIYUN_SECRET,
     ALIYUN_SIGN,
     ALIYUN_TEMPLATES,
+    DaemonProcess,
     forget_session,
     leader_phone,
     running_daemon,
@@ -125,3 +127,34 @@ async def test_when_aliyun_fails_twilio_takes_the_text(
         await forget_session(village)
     assert leader_phone(1) in {m.to for m in texts}
     assert aliyun.messages == []
+
+
+async def test_a_crash_right_after_placing_a_call_does_not_call_again(tmp_path: Path, twilio: TwilioServer) -> None:
+    # kill -9 between Twilio accepting the call and the outbox recording it: the restart asks Twilio, finds
+    # the call, and records it; the leader's phone rings once.
+    village = write_village(tmp_path, twilio=twilio, call=("leader",))
+    twilio.script_call(leader_phone(1), answer="queued")  # placed, never dialed: nothing calls us back
+    daemon = DaemonProcess(village, tmp_path / "daemon.log")
+    try:
+        async with terminals(village) as sims:
+            await daemon.start(failpoint=AFTER_CALL)
+            await sims.alarm("t1-2", "fire", seq=1)
+            assert await daemon.wait_exit() == 137, "the daemon should have died once the call was placed"
+            [call] = await twilio.wait_for_calls(1)
+            await daemon.start()
+            store = await _store_view(village.store_path)
+            try:
+                async with asyncio.timeout(15):
+                    while not (rows := [r for r in await store.notifications(1) if r.channel == Channel.VOICE]) or (
+                        rows[0].status != Status.SENT
+                    ):
+                        await asyncio.sleep(0.05)
+            finally:
+                await store.close()
+            await asyncio.sleep(1.0)  # time for a wrong second call to show
+            assert await daemon.terminate() == 0
+    finally:
+        await daemon.kill()
+        await forget_session(village)
+    assert [(r.provider_id, r.attempts) for r in rows] == [(call.sid, 1)]
+    assert len(twilio.calls) == 1
