@@ -39,6 +39,8 @@ from alertd.web.app import WebDeps, make_app, make_operator_app, open_operator_s
 from alertd.web.live import Live
 
 if TYPE_CHECKING:
+    from alertd.channels.aliyun_sms import AliyunSender
+    from alertd.ingress.aliyun_receipts import AliyunReceipts
     from alertd.ingress.contact_id import ContactIdReceiver
     from alertd.modem.session import AtSession
 
@@ -69,6 +71,7 @@ class Parts:
     modem: AtSession | None
     receivers: tuple[ContactIdReceiver, ...]
     health: Mapping[str, Callable[[], Health]]  # /healthz: mqtt, terminal, sms:<carrier>, disk, operator...
+    receipts: AliyunReceipts | None = None  # Aliyun's handset reports, asked for
 
     @property
     def workers(self) -> tuple[OutboxWorker, OutboxWorker, OutboxWorker]:
@@ -81,6 +84,8 @@ class Parts:
         loops += [(f"receiver-{r.name}", r.run) for r in self.receivers]
         if self.modem is not None:
             loops.append(("modem", self.modem.run))
+        if self.receipts is not None:
+            loops.append(("aliyun-receipts", self.receipts.run))
         return loops
 
 
@@ -115,7 +120,7 @@ async def assemble(
             failpoints=failpoints,
         )
         modem, modem_sms, modem_voice = _modem(config, inbox, metrics, clock)
-        sms_sender = await _sms_sender(config, modem_sms, metrics, sms_stream, closing)
+        sms_sender, aliyun = await _sms_sender(config, modem_sms, metrics, sms_stream, closing)
         terminal = OutboxWorker(store, Channel.TERMINAL, TerminalSender(link), metrics,
                                 max_attempts=settings.sms.max_attempts, failpoints=failpoints,
                                 concurrency=TERMINAL_CONCURRENCY, clock=clock)  # fmt: skip
@@ -151,6 +156,12 @@ async def assemble(
         )
         await engine.load()
         receivers = _receivers(config, engine, inbox, metrics)
+        receipts = None
+        if aliyun is not None:
+            from alertd.ingress.aliyun_receipts import AliyunReceipts
+
+            interval = settings.aliyun.receipts_interval_s
+            receipts = AliyunReceipts(store, aliyun, inbox.submit, interval_s=interval, clock=clock)
 
         health: dict[str, Callable[[], Health]] = {
             "mqtt": link.health,
@@ -163,7 +174,7 @@ async def assemble(
             health["modem"] = modem.health
         health.update({f"receiver:{r.name}": r.line.health for r in receivers})
         await _serve_http(config, engine, store, metrics, health, closing, live, clock)
-        yield Parts(store, engine, link, terminal, sms, voice, modem, tuple(receivers), health)
+        yield Parts(store, engine, link, terminal, sms, voice, modem, tuple(receivers), health, receipts)
 
 
 def disk_health(engine: Engine) -> Health:
@@ -224,24 +235,26 @@ async def _sms_sender(
     metrics: Metrics,
     stream: TextIO | None,
     closing: contextlib.AsyncExitStack,
-) -> Sender:
-    """Aliyun, Twilio and the GSM modem, those configured, in [sms] prefer's order; the console when none is."""
+) -> tuple[Sender, AliyunSender | None]:
+    """Aliyun, Twilio and the GSM modem, those configured, in [sms] prefer's order; the console when none is.
+    Aliyun's sender is also returned: its receipts are asked for (alertd.ingress.aliyun_receipts)."""
     settings = config.settings
     twilio, aliyun = settings.twilio, settings.aliyun
     carriers: list[Sender] = []
+    domestic: AliyunSender | None = None
     if aliyun.enabled and aliyun.access_key_id and aliyun.access_key_secret and aliyun.sign_name:
         from alertd.channels.aliyun_sms import AliyunSender
 
-        carriers.append(
-            AliyunSender(
-                aliyun.access_key_id,
-                aliyun.access_key_secret,
-                aliyun.sign_name,
-                aliyun.templates,
-                aliyun.endpoint,
-                timeout_s=aliyun.timeout_s,
-            )
+        domestic = AliyunSender(
+            aliyun.access_key_id,
+            aliyun.access_key_secret,
+            aliyun.sign_name,
+            aliyun.templates,
+            aliyun.endpoint,
+            timeout_s=aliyun.timeout_s,
         )
+        closing.push_async_callback(domestic.close)
+        carriers.append(domestic)
     if twilio.enabled and twilio.account_sid and twilio.auth_token and twilio.from_number:
         from alertd.channels.twilio_sms import TwilioSender
 
@@ -260,13 +273,13 @@ async def _sms_sender(
         carriers.append(modem)
     carriers = preferred(carriers, settings.sms.prefer)
     if not carriers:
-        _LOGGER.warning("No Twilio account or GSM modem configured: SMS are printed by the console channel")
-        return ConsoleSender(stream)
+        _LOGGER.warning("No SMS carrier (Aliyun, Twilio, GSM modem) configured: SMS are printed by the console")
+        return ConsoleSender(stream), None
     if len(carriers) == 1:
-        return carriers[0]
+        return carriers[0], domestic
     failover = FailoverSender(carriers, hedge_after_s=settings.sms.hedge_after_s, metrics=metrics)
     closing.push_async_callback(failover.close)  # before the carriers: its hedges still use them
-    return failover
+    return failover, domestic
 
 
 async def _voice_sender(

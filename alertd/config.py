@@ -244,6 +244,7 @@ class AliyunSettings(_Section):
     templates: dict[str, str] = {}
     endpoint: str | None = None  # None: dysmsapi.aliyuncs.com; tests point it at a stand-in
     timeout_s: float = Field(default=15.0, gt=0, le=120)
+    receipts_interval_s: float = Field(default=60.0, gt=0, le=3600)  # how often handset reports are asked for
 
     @model_validator(mode="after")
     def _all_or_nothing(self, info: ValidationInfo) -> AliyunSettings:

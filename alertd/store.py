@@ -670,6 +670,17 @@ class Store:
         row = await self._db.fetchone(f"SELECT {_OUTBOX_COLUMNS} FROM notifications WHERE id = ?", (notification_id,))
         return _outbox_from_row(row) if row is not None else None
 
+    async def awaiting_delivery(self, carrier: str, since: float, limit: int) -> list[OutboxRow]:
+        """Texts a carrier took since then with no handset report yet (delivered or not), oldest first."""
+        rows = await self._db.fetchall(
+            f"SELECT {_OUTBOX_COLUMNS} FROM notifications WHERE status = 'sent' AND channel = 'sms' "
+            "AND carrier = ? AND provider_id IS NOT NULL AND updated_at >= ? "
+            "AND (delivery IS NULL OR delivery IN ('queued', 'accepted', 'sending', 'sent')) "
+            "ORDER BY updated_at LIMIT ?",
+            (carrier, since, limit),
+        )
+        return [_outbox_from_row(r) for r in rows]
+
     async def holders(self, provider_ids: Sequence[str]) -> dict[str, int]:
         """Which outbox rows hold these provider ids (a carrier telling its own calls from another row's)."""
         if not provider_ids:

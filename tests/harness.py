@@ -186,7 +186,7 @@ def write_village(
     if aliyun is not None:
         settings += (
             f'[aliyun]\naccess_key_id = "{ALIYUN_KEY_ID}"\naccess_key_secret = "{ALIYUN_SECRET}"\n'
-            f'sign_name = "{ALIYUN_SIGN}"\nendpoint = "{aliyun.base_url}"\ntimeout_s = 5\n'
+            f'sign_name = "{ALIYUN_SIGN}"\nendpoint = "{aliyun.base_url}"\ntimeout_s = 5\nreceipts_interval_s = 0.2\n'
             "templates = { " + ", ".join(f'{k} = "{v}"' for k, v in ALIYUN_TEMPLATES.items()) + " }\n"
         )
     if zigbee:

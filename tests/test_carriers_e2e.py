@@ -158,3 +158,34 @@ async def test_a_crash_right_after_placing_a_call_does_not_call_again(tmp_path: 
         await forget_session(village)
     assert [(r.provider_id, r.attempts) for r in rows] == [(call.sid, 1)]
     assert len(twilio.calls) == 1
+
+
+async def test_aliyun_handset_reports_are_asked_for_and_recorded(
+    tmp_path: Path, twilio: TwilioServer, aliyun: AliyunServer
+) -> None:
+    village = write_village(tmp_path, twilio=twilio, aliyun=aliyun, prefer="aliyun")
+    leader = leader_phone(1).removeprefix("+86")
+    try:
+        async with running_daemon(village), terminals(village) as sims:
+            await sims.alarm("t1-2", "fire", seq=1)
+            sent = await aliyun.wait_for_messages(3, timeout=15)
+            for message in sent:
+                if message.phone == leader:
+                    aliyun.set_delivery(message.biz_id, "delivered")
+                else:
+                    aliyun.set_delivery(message.biz_id, "failed", "MK:0001")
+            store = await _store_view(village.store_path)
+            try:
+                async with asyncio.timeout(15):
+                    while True:
+                        rows = await store.notifications(1)
+                        if all(r.delivery is not None for r in rows if r.carrier == "aliyun"):
+                            break
+                        await asyncio.sleep(0.1)
+            finally:
+                await store.close()
+    finally:
+        await forget_session(village)
+    texts = {r.address: r.delivery for r in rows if r.channel == Channel.SMS}
+    assert texts.pop(leader_phone(1)) == "delivered"
+    assert set(texts.values()) == {"undelivered (MK:0001)"}
