@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from alertd.config import load_config
 from alertd.core.incidents import Channel, State
 from alertd.failpoints import AFTER_CALL
+from alertd.report import show
 from alertd.store import Status, Store
 from tests.fakes.aliyun_server import AliyunServer
 from tests.fakes.twilio_server import TwilioServer
@@ -59,7 +62,8 @@ async def test_an_alert_call_speaks_mandarin_and_its_key_1_acknowledges(tmp_path
         store = await _store_view(village.store_path)
         try:
             incident = await store.incident(1)
-            rows = [r for r in await store.notifications(1) if r.channel == Channel.VOICE]
+            notes = await store.notifications(1)
+            rows = [r for r in notes if r.channel == Channel.VOICE]
             timeline = await store.timeline(1)
         finally:
             await store.close()
@@ -67,6 +71,9 @@ async def test_an_alert_call_speaks_mandarin_and_its_key_1_acknowledges(tmp_path
         await forget_session(village)
     assert incident is not None
     assert (incident.state, incident.acknowledged_by) == (State.ACKNOWLEDGED, "1组5号户主")
+    # `alertd show` and the console's incident page list the call with its outcome.
+    record = show(incident, timeline, notes, load_config(village.settings_path, {}).roster, ZoneInfo("Asia/Shanghai"))
+    assert "call → 1组5号户主 via twilio: placed, key 1" in record
     assert [(r.carrier, r.provider_id, r.delivery) for r in rows] == [("twilio", call.sid, "key 1")]
     assert ("call", "1组5号户主", "pressed 1") in [(t.event, t.actor, t.detail) for t in timeline]
     assert ("acknowledged", "1组5号户主 (voice)") in [(t.event, t.actor) for t in timeline]
