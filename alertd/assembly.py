@@ -196,6 +196,8 @@ def _modem(
     if not modem.url:
         return None, None, None
     from alertd.channels.gsm_modem import ModemSender
+    from alertd.channels.modem_voice import ModemCaller
+    from alertd.ingress.modem_calls import ModemCalls
     from alertd.ingress.modem_inbox import ModemInbox
     from alertd.modem.session import AtSession
     from alertd.serial_lines import LineSettings
@@ -207,7 +209,12 @@ def _modem(
         sweep_interval_s=modem.sweep_interval_s,
     )
     session.attach(ModemInbox(session, inbox.submit, metrics, clock=clock))
-    return session, ModemSender(session, smsc=modem.smsc), None
+    # A phone that rings the modem (a missed-call acknowledgement) and the bedside ring of alert calls.
+    session.attach(ModemCalls(session, inbox.submit, clock=clock))
+    ring = ModemCaller(
+        session, lambda report: inbox.submit(report, None), ring_s=config.settings.voice.ring_s, clock=clock
+    )
+    return session, ModemSender(session, smsc=modem.smsc), ring
 
 
 def _receivers(config: Config, engine: Engine, inbox: Inbox, metrics: Metrics) -> list[ContactIdReceiver]:

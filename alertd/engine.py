@@ -236,7 +236,10 @@ class Engine:
         placed = sum(
             1
             for other in await self.store.notifications(row.incident_id)
-            if other.channel == Channel.VOICE and other.step == row.step and other.recipient == row.recipient
+            if other.channel == Channel.VOICE
+            and other.step == row.step
+            and other.recipient == row.recipient
+            and other.id <= row.id  # its place among them: every report on one call plans the same retry
         )
         return PlacedCall(row.id, row.incident_id, row.step, row.recipient, row.body, placed)
 

@@ -54,14 +54,15 @@ class Observer:
             m.calls.labels(outcome=f"key {key}" if key else "machine" if item.machine else item.status.value).inc()
         elif isinstance(item, MissedCall):
             m.missed_calls.labels(result=result.verdict.value).inc()
-            if result.verdict == Verdict.UNKNOWN_SENDER:
-                self._log.warning_for(
-                    f"caller:{item.phone}", "Missed call from unknown number %s ignored", mask(item.phone)
-                )
         if result.acknowledged_after_s is not None:
             m.time_to_ack.observe(result.acknowledged_after_s)
 
     def _rejected(self, item: Input, verdict: Verdict) -> None:
+        if isinstance(item, MissedCall):
+            self._log.warning_for(
+                f"caller:{item.phone}", "Missed call from unknown number %s ignored", mask(item.phone)
+            )
+            return
         if isinstance(item, Reply):
             if verdict == Verdict.UNKNOWN_SENDER:
                 self._log.warning_for(f"sender:{item.phone}", "SMS from unknown number %s ignored", mask(item.phone))

@@ -8,6 +8,9 @@ import pytest
 
 from alertd.errors import AlertdError
 from alertd.protocols.at import (
+    CALL_ACTIVE,
+    CALL_ALERTING,
+    CALL_INCOMING,
     CMS_CHANNEL_DOWN,
     CMS_PERMANENT,
     MAX_LINE,
@@ -15,16 +18,22 @@ from alertd.protocols.at import (
     AtError,
     AtEvent,
     AtParser,
+    CallEntry,
+    CallerId,
     Final,
     Info,
     Prompt,
     Urc,
     classify_cms,
+    cme_code,
     cms_code,
     is_channel_down_cms,
     is_permanent_cms,
+    parse_clcc,
+    parse_clip,
     parse_cmgl,
     parse_cmgs,
+    parse_colp,
     parse_creg,
     parse_csq,
     split_args,
@@ -307,3 +316,106 @@ def test_cms_code() -> None:
     assert cms_code("CME 10") is None
     assert cms_code("CMS unknown") is None
     assert cms_code(None) is None
+
+
+# --- voice calls ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("result", ["BUSY", "NO ANSWER", "NO CARRIER", "NO DIALTONE"])
+def test_a_call_result_is_the_final_result_of_a_dial(result: str) -> None:
+    parser = AtParser()
+    parser.sent("ATD13800138000;")
+    assert parser.feed(f"\r\n{result}\r\n".encode()) == [Final(ok=False, error=result)]
+    # The dial is over: the same words afterwards are the modem's own (a later call ending).
+    assert parser.feed(f"\r\n{result}\r\n".encode()) == [Urc(result)]
+
+
+@pytest.mark.parametrize("feed", FEEDERS)
+def test_colp_is_the_dials_info_line_and_unsolicited_otherwise(feed: Feed) -> None:
+    answered = b'\r\n+COLP: "13800138000",129,"",0,""\r\n\r\nOK\r\n'
+    assert feed(answered, "ATD13800138000;") == [Info('+COLP: "13800138000",129,"",0,""'), Final(ok=True)]
+    assert feed(b'\r\n+COLP: "13800138000",129\r\n') == [Urc("+COLP", ("13800138000", "129"))]
+    assert parse_colp('+COLP: "13800138000",129,"",0,""') == CallerId("13800138000", 129)
+    with pytest.raises(AtError):
+        parse_colp("+CLIP: 1")
+
+
+def test_a_call_result_during_another_command_is_unsolicited() -> None:
+    """NO CARRIER of a call whose dial returned long ago may land inside the call list's answer: it is the
+    call's end, not the end of AT+CLCC (nor of ATH, which ends a call and answers OK)."""
+    clcc = b'\r\nNO CARRIER\r\n\r\n+CLCC: 1,0,3,0,0,"13800138000",129\r\n\r\nOK\r\n'
+    assert _feed_whole(clcc, "AT+CLCC") == [
+        Urc("NO CARRIER"),
+        Info('+CLCC: 1,0,3,0,0,"13800138000",129'),
+        Final(ok=True),
+    ]
+    assert _feed_whole(b"\r\nBUSY\r\n\r\nOK\r\n", "ATH") == [Urc("BUSY"), Final(ok=True)]
+    assert _feed_whole(b"\r\nNO ANSWER\r\n\r\n+CSQ: 20,99\r\n\r\nOK\r\n", "AT+CSQ")[0] == Urc("NO ANSWER")
+    assert _feed_whole(b"\r\nNO CARRIER\r\n", "ATA") == [Final(ok=False, error="NO CARRIER")]
+
+
+@pytest.mark.parametrize("feed", FEEDERS)
+def test_an_incoming_call_rings_with_its_caller_id_also_inside_a_response(feed: Feed) -> None:
+    ring = b'\r\nRING\r\n\r\n+CLIP: "+8613800138000",145,"",0,"",0\r\n'
+    clip = Urc("+CLIP", ("+8613800138000", "145", "", "0", "", "0"))
+    assert feed(ring) == [Urc("RING"), clip]
+    assert feed(ring + b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n", "AT+CSQ") == [
+        Urc("RING"),
+        clip,
+        Info("+CSQ: 20,99"),
+        Final(ok=True),
+    ]
+    assert feed(b"\r\n+CRING: VOICE\r\n") == [Urc("+CRING", ("VOICE",))]
+    # The answer to AT+CLIP? is the command's own line, not a call.
+    assert feed(b"\r\n+CLIP: 1,1\r\n\r\nOK\r\n", "AT+CLIP?") == [Info("+CLIP: 1,1"), Final(ok=True)]
+
+
+def test_simcom_call_notices_are_unsolicited() -> None:
+    assert _feed_whole(b"\r\nVOICE CALL: BEGIN\r\n\r\nVOICE CALL: END: 000012\r\n") == [
+        Urc("VOICE CALL", ("BEGIN",)),
+        Urc("VOICE CALL", ("END: 000012",)),
+    ]
+    assert _feed_whole(b'\r\n+CLCC: 1,0,3,0,0,"10086",129\r\n') == [
+        Urc("+CLCC", ("1", "0", "3", "0", "0", "10086", "129"))
+    ]
+
+
+def test_parse_clip() -> None:
+    assert parse_clip(("+8613800138000", "145", "", "0", "", "0")) == CallerId("+8613800138000", 145, 0)
+    national = parse_clip(("13800138000", "129"))
+    assert national == CallerId("13800138000", 129)
+    assert national.international == "13800138000"
+    assert not national.withheld
+    # International type without its plus, as some networks send it.
+    assert parse_clip(("8613800138000", "145")).international == "+8613800138000"
+    assert parse_clip(("02151082965", "129", "", "", "QUECTEL", "0")) == CallerId("02151082965", 129, 0)
+    for withheld in (
+        ("", "128", "", "", "", "1"),
+        ("", "129"),
+        ("anonymous", "128"),
+        ("+8613800138000", "145", "", "", "", "2"),
+    ):
+        assert parse_clip(withheld).withheld, withheld
+    for bad in ((), ("+8613800138000", "x45")):
+        with pytest.raises(AtError):
+            parse_clip(bad)
+
+
+def test_parse_clcc() -> None:
+    assert parse_clcc('+CLCC: 1,0,3,0,0,"13800138000",129') == CallEntry(1, True, CALL_ALERTING, 0, "13800138000", 129)
+    assert parse_clcc('+CLCC: 2,1,4,0,0,"+8613800138000",145,""') == CallEntry(
+        2, False, CALL_INCOMING, 0, "+8613800138000", 145
+    )
+    assert parse_clcc("+CLCC: 1,0,0,0,0") == CallEntry(1, True, CALL_ACTIVE, 0)
+    assert parse_clcc('+CLCC: 1,0,6,0,0,"10086",129').state == 6  # SIMCom: being released
+    for bad in ("+CLCC: 1,2,0,0,0", "+CLCC: 1,0,0", "+CLCC: a,0,0,0,0", "+COLP: 1,0,0,0,0"):
+        with pytest.raises(AtError):
+            parse_clcc(bad)
+
+
+def test_cme_code() -> None:
+    assert cme_code("CME 27") == 27
+    assert cme_code("CMS 27") is None
+    assert cme_code("CME invalid characters in dial string") is None
+    assert cme_code("NO CARRIER") is None
+    assert cme_code(None) is None

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alertd.core.events import Arming
+from alertd.core.incidents import Channel
 from alertd.protocols.contact_id import ACK, build_message
 from alertd.store import Status, Store
 from tests.fakes.contact_id_receiver import FakeReceiver
-from tests.fakes.gsm_modem import FakeModem
+from tests.fakes.gsm_modem import CallScript, FakeModem
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import (
     PATROL_PHONES,
@@ -253,3 +254,53 @@ async def test_arming_a_test_report_and_an_unknown_code_are_acked_recorded_and_s
     assert next(line for line in table if line.startswith("c1-2 ") and "armed" in line).split()[-4:-2] == [
         "armed", "3"
     ]  # fmt: skip
+
+
+async def test_the_modem_rings_the_leader_when_the_internet_is_down(tmp_path: Path) -> None:
+    # No Twilio: the alert call is the modem ringing the leader's phone (响铃提醒); its outcome is recorded.
+    async with FakeModem() as modem:
+        leader = leader_phone(1).removeprefix("+86")
+        modem.script_call(leader, CallScript(outcome="answer", after_s=0.3))
+        village = write_village(tmp_path, modem=modem.path, call=("leader",))
+        try:
+            async with running_daemon(village), terminals(village) as sims:
+                await sims.alarm("t1-2", "fire", seq=1)
+                await sims.wait_until(lambda: len(sims.rings()) == 9)
+                await until(lambda: any(d.number == leader and d.ended_at is not None for d in modem.dials))
+                await until(lambda: {m.to for m in modem.sent} >= {leader_phone(1), *PATROL_PHONES})
+                async with asyncio.timeout(10):
+                    while not [t for t in (await notifications(village, 1))[1] if t.event == "call"]:
+                        await asyncio.sleep(0.05)
+            incident, timeline, notes = await notifications(village, 1)
+        finally:
+            await forget_session(village)
+    [dial] = modem.dials
+    assert dial.ended_by == "ath"  # answered, then hung up by alertd: the ring did its job
+    [call] = [n for n in notes if n.channel == Channel.VOICE]
+    assert (call.carrier, call.status, call.delivery) == ("modem", Status.SENT, "answered")
+    assert [(t.actor, t.detail) for t in timeline if t.event == "call"] == [("1组5号户主", "answered")]
+    assert incident is not None
+    assert incident.state == "open"  # a ring answered is no acknowledgement: nobody said they are coming
+
+
+async def test_a_missed_call_from_the_leader_acknowledges_for_free_and_is_confirmed(tmp_path: Path) -> None:
+    async with FakeModem() as modem:
+        village = write_village(tmp_path, modem=modem.path)
+        try:
+            async with running_daemon(village), terminals(village) as sims:
+                await sims.alarm("t1-2", "fire", seq=1)
+                await sims.wait_until(lambda: len(sims.rings()) == 9)
+                stranger = modem.incoming_call("+8613712345678", ring_interval_s=0.5)
+                await until(lambda: stranger.ended_at is not None)
+                call = modem.incoming_call(leader_phone(1), ring_interval_s=0.5)
+                await sims.wait_until(lambda: len(sims.stops(1)) == 9)
+                await until(lambda: any("已确认 #1" in m.text for m in modem.sent if m.to == leader_phone(1)))
+            incident, timeline, _ = await notifications(village, 1)
+        finally:
+            await forget_session(village)
+    assert stranger.rejected  # never answered: costs the caller nothing
+    assert call.rejected
+    assert incident is not None
+    assert incident.state == "acknowledged"
+    assert ("acknowledged", "1组5号户主 (missed_call)") in [(t.event, t.actor) for t in timeline]
+    assert not [t for t in timeline if "13712345678" in t.actor + t.detail], "the stranger changed nothing"

@@ -239,3 +239,22 @@ async def test_a_missed_call_acts_only_on_alarms_the_caller_answers_for_and_open
     assert await rig.call(MissedCall("+8613900090001", call_id="c5")) == "acknowledged 1"
     assert (await rig.store.incident(1)).acknowledged_by == "值班室"  # type: ignore[union-attr]
     assert DUTY in {r.recipient for r in await rig.store.notifications() if r.template == "confirm"}
+
+
+async def test_several_reports_on_one_call_place_it_again_once(rig: Rig) -> None:
+    # Twilio says "machine" when it fetches what to say, then "completed" with the machine again.
+    await rig.call(Alarm("t03", Kind.FIRE, 1))
+    [call] = await rig.calls()
+    await rig.call(CallReport(call.id, CallStatus.ANSWERED, machine=True, provider_id="CA1", token="m"))
+    await rig.call(CallReport(call.id, CallStatus.COMPLETED, machine=True, provider_id="CA1", token="c"))
+    assert len(await rig.calls()) == 2
+    details = [t.detail for t in await rig.store.timeline(1) if t.event == "call"]
+    assert details == ["answering machine; called again in 60 s (2 of 3)"] * 2
+
+
+async def test_an_answered_ring_is_in_the_timeline_and_not_placed_again(rig: Rig) -> None:
+    await rig.call(Alarm("t03", Kind.FIRE, 1))
+    [call] = await rig.calls()
+    assert await rig.call(CallReport(call.id, CallStatus.ANSWERED, provider_id="modem-call:1")) == "ok"
+    assert [t.detail for t in await rig.store.timeline(1) if t.event == "call"] == ["answered"]
+    assert len(await rig.calls()) == 1

@@ -104,7 +104,7 @@ class PlacedCall:
     step: int
     recipient: str  # the person called
     spoken: str  # what the call says
-    placed: int  # calls placed to that person for that step so far, this one included
+    placed: int  # which call this was to that person for that step: 1 the first, 2 the first retry...
 
 
 def handled_key(item: CallReport | MissedCall) -> str | None:
@@ -332,9 +332,11 @@ class Desk:
             if incident is None:
                 return Result(Verdict.NOT_OPEN, placed.incident_id)
             return self._act(incident, _KEYS[report.digits], name, Via.VOICE, now, batch)
-        if report.status not in _UNANSWERED and not report.machine:
-            return OK  # answered, the keys still to come
         detail = outcome
+        if report.status not in _UNANSWERED and not report.machine:
+            # Answered: Twilio's keys are still to come; the modem's ring did its job (a person woke up).
+            batch.timeline.append(TimelineEntry(placed.incident_id, now, "call", name, detail))
+            return OK
         if incident is not None and incident.state == State.OPEN and person is not None:
             policy = self._policy(incident)
             if placed.placed <= policy.call_retries:

@@ -7,13 +7,22 @@ The SMS sender (alertd.channels.gsm_modem) sends through `command`; the inbox
 (alertd.ingress.modem_inbox) listens. The bytes are read by the sans-I/O codec alertd.protocols.at.
 
 A modem that stops answering is reopened and initialised again, and reported down until it answers.
+
+Voice rides on the same session. The bedside ring (alertd.channels.modem_voice) holds the modem for a whole
+call, dial to hang-up, through `exclusive` (the SMS wait: the modem does one thing at a time anyway);
+incoming calls (alertd.ingress.modem_calls) are a listener like the inbox: RING, +CLIP and the NO CARRIER
+of a call that ended reach every listener, and the holder of the modem as well. Either part, once built on
+the session, asks for the voice set-up in every initialisation (`enable_voice`, VOICE_SETUP).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from alertd.core.ports import Health
@@ -39,6 +48,23 @@ INIT_ATTEMPTS = 3  # a modem that has just powered up ignores the first AT or tw
 PROBE_TIMEOUT_S = 2.0  # the first AT of an initialisation: a modem that is up answers it at once
 WEDGED_AFTER_TIMEOUTS = 2  # consecutive command timeouts before the line is reopened
 CTRL_Z, ESC = "\x1a", "\x1b"
+# After aborting a dial: how long a second final result may trail the first. Modems differ: V.250 says the
+# aborting character is discarded (one result, the dial's NO CARRIER); SIMCom documents ATH as aborting
+# the dial, and some then also run it (NO CARRIER, then the ATH's own OK). What trails is read and dropped
+# here, so the next command does not take it for its own answer.
+ABORT_SETTLE_S = 0.3
+
+# The initialisation for calls, when a voice part is built on the session (enable_voice). Each is best
+# effort: a modem that refuses one still carries SMS, which matter more; the refusal is logged.
+VOICE_SETUP = (
+    "ATH",  # a call left up by a line that dropped (or a daemon killed) mid-ring ends now
+    "ATX4",  # busy and no-dial-tone reported as BUSY / NO DIALTONE, not folded into NO CARRIER (V.250 X)
+    # ATD answers OK as soon as it has dialled, on SIMCom as on Quectel: the ring is then followed on the
+    # call list (AT+CLCC), which every voice module keeps alike, and the modem stays responsive during it.
+    # A saved AT+COLP=1 would hold OK back until the far end answered (alertd.channels.modem_voice).
+    "AT+COLP=0",
+    "AT+CLIP=1",  # the caller's number after every RING: the missed-call acknowledgement
+)
 
 
 class ModemNotResponding(ConnectionError):
@@ -47,6 +73,15 @@ class ModemNotResponding(ConnectionError):
 
 class NotReady(TransientError):
     """The line is being (re)initialised: only the initialisation may talk to the modem now."""
+
+
+class CommandRefused(TransientError):
+    """The modem answered a command with an error that is not an SMS one (+CMS ERROR is classified):
+    ``error`` is the final result as :class:`Final` spells it (``"ERROR"``, ``"CME 3"``)."""
+
+    def __init__(self, message: str, error: str) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 class _LineGone:
@@ -58,12 +93,63 @@ _LINE_GONE = _LineGone()
 Response = Final | Info | Prompt | _LineGone
 
 
+@dataclass(frozen=True, slots=True)
+class DialResult:
+    """How a dial (ATD) ended: its Info lines (``+COLP``) and final result (OK, BUSY, NO CARRIER, ERROR,
+    ...); ``final`` None if it was still pending at its limit and was aborted."""
+
+    infos: list[Info]
+    final: Final | None
+
+
+class Hold:
+    """The modem held by one caller for a sequence of commands (a call: dial, ring, hang up): see
+    :meth:`AtSession.exclusive`. Nothing else reaches the modem until the hold ends."""
+
+    def __init__(self, session: AtSession, urcs: asyncio.Queue[Urc]) -> None:
+        self._session = session
+        # What the modem said on its own during the hold (the listeners hear it too): the BUSY or NO
+        # CARRIER of a call whose dial has returned.
+        self.urcs = urcs
+
+    async def command(self, command: str, *, limit_s: float | None = None) -> list[Info]:
+        """As :meth:`AtSession.command`, within the hold."""
+        try:
+            return await self._session._run(command, limit_s=limit_s)
+        except NotReady as err:
+            raise _lost(err) from err
+
+    async def dial(self, command: str, *, limit_s: float) -> DialResult:
+        """Write a dial command and wait up to `limit_s` for its final result, whatever it is (a call
+        result is an answer here, not a failure). Still pending then, the dial is aborted (ATH: V.250 lets
+        any character abort it) and its result is None. TransientError if the modem does not answer."""
+        try:
+            return await self._session._dial(command, limit_s)
+        except NotReady as err:
+            raise _lost(err) from err
+
+    def abandon(self, command: str = "ATH") -> None:
+        """Write `command` without waiting for its answer: the way out of a call that failed or was
+        cancelled midway, when waiting is no longer possible. The answer is dropped as a late one."""
+        writer = self._session._writer
+        if writer is not None:
+            writer.write((command + "\r").encode("ascii"))
+
+
+def _lost(err: NotReady) -> TransientError:
+    # Within a hold, the line was lost and reopened: what the held sequence did is unknown, so it fails
+    # rather than start again on the new line (NotReady would make the caller wait and retry).
+    return TransientError(f"modem line lost midway: {err}")
+
+
 class Listener(Protocol):
-    """What rides on the session besides the senders: the inbox. The session never imports it."""
+    """What rides on the session besides the senders: the inbox, the incoming calls. The session never
+    imports them."""
 
     async def attend(self, urcs: asyncio.Queue[Urc]) -> None:
         """Runs while a line is open, from before its initialisation, and is cancelled when it closes.
-        What the modem says on its own (+CMTI, +CDS, ...) arrives on `urcs` in the order it said it."""
+        What the modem says on its own (+CMTI, +CDS, RING, +CLIP, NO CARRIER, ...) arrives on `urcs` in
+        the order it said it."""
         ...
 
     async def sweep(self) -> None:
@@ -100,10 +186,17 @@ class AtSession:
         self._last_error = "not initialised yet"
         self._timeouts = 0
         self._wedged = asyncio.Event()
+        self._voice = False
+        self._tap: asyncio.Queue[Urc] | None = None  # the URCs of the current hold
 
     def attach(self, listener: Listener) -> None:
         """Before `run`: the listener attends every line from then on."""
         self._listeners.append(listener)
+
+    def enable_voice(self) -> None:
+        """Before `run`: every initialisation also sets the modem up for calls (VOICE_SETUP). The voice
+        parts ask for it when built on this session; without them the modem is left as it was."""
+        self._voice = True
 
     @property
     def registered(self) -> bool:
@@ -211,8 +304,21 @@ class AtSession:
         # PDU mode; new messages announced as +CMTI, delivery reports as +CDS.
         for command in ("AT+CMGF=0", "AT+CNMI=2,1,0,1,0"):
             await self.command(command, init=True)
+        if self._voice:
+            await self._voice_setup()
         self._set_ready(True)
         _LOGGER.info("GSM modem ready on %s", self.line.settings.url)
+
+    async def _voice_setup(self) -> None:
+        refused = []
+        for command in VOICE_SETUP:
+            try:
+                await self.command(command, init=True)
+            except (CommandRefused, PermanentError) as err:
+                refused.append(f"{command}: {err}")
+        if refused:
+            _LOGGER.warning("GSM modem refused part of the voice set-up (%s): SMS go on, calls may not work",
+                            "; ".join(refused))  # fmt: skip
 
     async def _poll(self) -> None:
         """Registration and signal, then each listener's sweep (the inbox's: replies whose +CMTI was missed)."""
@@ -249,47 +355,118 @@ class AtSession:
         """Run one AT command (and, for AT+CMGS, its PDU after the prompt); the Info lines it answered.
 
         Until the line has answered the initialisation (init=True), nothing else may reach it: a send
-        queued before an unplug would otherwise land on a modem with echo on, or booted in text mode."""
+        queued before an unplug would otherwise land on a modem with echo on, or booted in text mode.
+        An error result raises: PermanentError or TransientError for +CMS ERROR (classify_cms),
+        CommandRefused for any other."""
         async with self._lock:
-            writer, responses = self._writer, self._responses
-            if not init and not self._ready:
+            return await self._run(command, pdu=pdu, limit_s=limit_s, init=init)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[Hold]:
+        """Hold the modem for a sequence of commands that must not be interleaved with others (a call:
+        ATD, the ring, ATH): the commands of others wait until the hold ends, in the order they came.
+        NotReady at once if the line is being initialised (the caller waits for it and tries again)."""
+        async with self._lock:
+            if not self._ready:
                 raise NotReady(f"modem not initialised: {self._last_error}")
-            if writer is None:
+            if self._writer is None:
                 raise TransientError("modem line down")
-            while not responses.empty():  # late answers to a command that timed out
-                if isinstance(responses.get_nowait(), _LineGone):
-                    raise TransientError("modem line down")
-            infos: list[Info] = []
+            self._tap = urcs = asyncio.Queue[Urc]()
             try:
-                async with asyncio.timeout(limit_s or self.command_timeout_s):
-                    self._write(writer, command + "\r")
-                    if pdu is not None:
-                        await self._until_prompt(command, responses)
-                        self._write(writer, pdu + CTRL_Z)
-                    while True:
-                        match await responses.get():
-                            case _LineGone():
-                                raise self._line_gone(command)
-                            case Info() as info:
-                                infos.append(info)
-                            case Final(ok=True):
-                                break
-                            case Final(error=error):
-                                raise self._refused(command, error)
-                            case Prompt():
-                                continue
-            except TimeoutError:
-                self._parser.reset()
+                yield Hold(self, urcs)
+            finally:
+                self._tap = None
+
+    async def _run(
+        self, command: str, *, pdu: str | None = None, limit_s: float | None = None, init: bool = False
+    ) -> list[Info]:
+        """One command, the lock held by the caller."""
+        writer, responses = self._take_line(init)
+        infos: list[Info] = []
+        try:
+            async with asyncio.timeout(limit_s or self.command_timeout_s):
+                self._write(writer, command + "\r")
                 if pdu is not None:
-                    writer.write(ESC.encode())  # abandon the half-entered message
-                self._timeouts += 1
-                if self._timeouts >= WEDGED_AFTER_TIMEOUTS:
-                    self._wedged.set()
-                waited = limit_s or self.command_timeout_s
-                self._last_error = f"no answer to {command.split('=', maxsplit=1)[0]} within {waited:g} s"
-                raise TransientError(self._last_error) from None
+                    await self._until_prompt(command, responses)
+                    self._write(writer, pdu + CTRL_Z)
+                final = await self._final(command, responses, infos)
+        except TimeoutError:
+            if pdu is not None:
+                writer.write(ESC.encode())  # abandon the half-entered message
+            raise self._timed_out(command, limit_s or self.command_timeout_s) from None
+        self._timeouts = 0
+        if not final.ok:
+            raise self._refused(command, final.error)
+        return infos
+
+    async def _dial(self, command: str, limit_s: float) -> DialResult:
+        """Hold.dial, the lock held by the caller."""
+        writer, responses = self._take_line(init=False)
+        infos: list[Info] = []
+        self._write(writer, command + "\r")
+        try:
+            async with asyncio.timeout(limit_s):
+                final = await self._final(command, responses, infos)
+        except TimeoutError:
+            pass
+        else:
             self._timeouts = 0
-            return infos
+            return DialResult(infos, final)
+        if self._writer is not writer:
+            raise self._line_gone(command)
+        # Written past the parser, which still waits for the dial's result: that (NO CARRIER, mostly) is
+        # what the abort brings, whether or not the modem also runs the ATH.
+        writer.write(b"ATH\r")
+        try:
+            async with asyncio.timeout(self.command_timeout_s):
+                await self._final(command, responses, [])
+        except TimeoutError:
+            raise self._timed_out(command, limit_s + self.command_timeout_s) from None
+        self._timeouts = 0
+        await self._settle(command, responses)
+        return DialResult(infos, None)
+
+    def _take_line(self, init: bool) -> tuple[asyncio.StreamWriter, asyncio.Queue[Response]]:
+        """Until the line has answered the initialisation (init=True), nothing else may reach it."""
+        writer, responses = self._writer, self._responses
+        if not init and not self._ready:
+            raise NotReady(f"modem not initialised: {self._last_error}")
+        if writer is None:
+            raise TransientError("modem line down")
+        while not responses.empty():  # late answers to a command that timed out
+            if isinstance(responses.get_nowait(), _LineGone):
+                raise TransientError("modem line down")
+        return writer, responses
+
+    async def _final(self, command: str, responses: asyncio.Queue[Response], infos: list[Info]) -> Final:
+        while True:
+            match await responses.get():
+                case _LineGone():
+                    raise self._line_gone(command)
+                case Info() as info:
+                    infos.append(info)
+                case Final() as final:
+                    return final
+                case Prompt():
+                    continue
+
+    async def _settle(self, command: str, responses: asyncio.Queue[Response]) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(ABORT_SETTLE_S):
+                    late = await responses.get()
+            except TimeoutError:
+                return
+            if isinstance(late, _LineGone):
+                raise self._line_gone(command)
+
+    def _timed_out(self, command: str, waited: float) -> TransientError:
+        self._parser.reset()
+        self._timeouts += 1
+        if self._timeouts >= WEDGED_AFTER_TIMEOUTS:
+            self._wedged.set()
+        self._last_error = f"no answer to {_name(command)} within {waited:g} s"
+        return TransientError(self._last_error)
 
     async def _until_prompt(self, command: str, responses: asyncio.Queue[Response]) -> None:
         while True:
@@ -305,7 +482,7 @@ class AtSession:
 
     def _line_gone(self, command: str) -> TransientError:
         # At once, not after the command's timeout: the sends behind it wait for the new line instead.
-        self._last_error = f"line closed during {command.split('=', maxsplit=1)[0]}"
+        self._last_error = f"line closed during {_name(command)}"
         return TransientError(f"modem {self._last_error}")
 
     def _write(self, writer: asyncio.StreamWriter, text: str) -> None:
@@ -314,9 +491,9 @@ class AtSession:
 
     def _refused(self, command: str, error: str | None) -> TransientError | PermanentError:
         code = cms_code(error)
-        detail = f"{command.split('=', maxsplit=1)[0]}: {error or 'ERROR'}"
+        detail = f"{_name(command)}: {error or 'ERROR'}"
         if code is None:
-            return TransientError(detail)
+            return CommandRefused(detail, error or "ERROR")
         match classify_cms(code):
             case "permanent":
                 return PermanentError(detail, code=f"CMS {code}")
@@ -338,10 +515,18 @@ class AtSession:
                     if isinstance(event, Urc):
                         for queue in urcs:
                             queue.put_nowait(event)
+                        if self._tap is not None:
+                            self._tap.put_nowait(event)
                     else:
                         self._responses.put_nowait(event)
         finally:
             self._line_down()  # EOF or a read error: before the TaskGroup cancels the line's other parts
+
+
+def _name(command: str) -> str:
+    """A command as errors and health name it: without its arguments, and a dial without its number
+    (phone numbers reach logs only masked)."""
+    return "ATD" if command[:3].upper() == "ATD" else command.split("=", maxsplit=1)[0]
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -6,17 +6,22 @@ reads to :meth:`AtParser.feed`, which returns typed events:
 * :class:`Info`: an intermediate line of the running command (``+CSQ: 20,99``, ``+CMGS: 12``, the
   ``+CMGL:`` header and the PDU line after it);
 * :class:`Final`: ``OK``, ``ERROR``, ``+CME ERROR: <n>``, ``+CMS ERROR: <n>`` (and the call results
-  ``NO CARRIER`` / ``BUSY`` / ``NO ANSWER`` / ``NO DIALTONE`` while a command runs);
+  ``NO CARRIER`` / ``BUSY`` / ``NO ANSWER`` / ``NO DIALTONE`` while a dial ``ATD`` or an answer ``ATA``
+  runs: those are the only commands they end; at any other time they are unsolicited);
 * :class:`Prompt`: the ``> `` SMS text prompt, which has no line ending;
 * :class:`Urc`: an unsolicited result code, which may arrive between two lines of a response:
-  ``+CMTI``, ``+CDS`` and ``+CMT`` (with the PDU line that follows them), ``RING``, ``+CREG: <stat>``,
-  vendor codes starting with ``^`` and the like.
+  ``+CMTI``, ``+CDS`` and ``+CMT`` (with the PDU line that follows them), ``RING`` and ``+CLIP`` (an
+  incoming call and its caller id), ``NO CARRIER`` / ``BUSY`` / ``NO ANSWER`` (a call that ended after
+  its dial returned), ``+CREG: <stat>``, vendor codes starting with ``^`` and the like.
 
 The modem is assumed to be in PDU mode (``AT+CMGF=0``) with verbose result codes (``ATV1``). A line
 equal to the last command sent is its echo and is dropped (``ATE0`` may not be in effect yet).
 
 :func:`classify_cms` sorts ``+CMS ERROR`` codes into permanent (this message will never go through),
 channel down (this modem or SIM cannot send anything: fail over, tell the operator) and transient.
+
+Voice (TS 27.007 chapter 7): :func:`parse_clip` reads a caller id (``+CLIP``), :func:`parse_colp` the
+connected line of an answered dial (``+COLP``), :func:`parse_clcc` one call of the call list (``+CLCC``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ from dataclasses import dataclass
 from alertd.protocols.common import CodecError
 
 __all__ = [
+    "CALL_ACTIVE",
+    "CALL_ALERTING",
+    "CALL_DIALING",
+    "CALL_HELD",
+    "CALL_INCOMING",
+    "CALL_RESULTS",
+    "CALL_WAITING",
     "CMS_CHANNEL_DOWN",
     "CMS_PERMANENT",
     "MAX_LINE",
@@ -35,17 +47,23 @@ __all__ = [
     "AtError",
     "AtEvent",
     "AtParser",
+    "CallEntry",
+    "CallerId",
     "CmsClass",
     "Final",
     "Info",
     "Prompt",
     "Urc",
     "classify_cms",
+    "cme_code",
     "cms_code",
     "is_channel_down_cms",
     "is_permanent_cms",
+    "parse_clcc",
+    "parse_clip",
     "parse_cmgl",
     "parse_cmgs",
+    "parse_colp",
     "parse_creg",
     "parse_csq",
     "split_args",
@@ -102,6 +120,9 @@ _URC_NAMES: typing.Final = frozenset(
         "+CMTI", "+CMT", "+CDS", "+CDSI", "+CBM", "+CBMI",  # new SMS, delivery reports, broadcast
         "+CLIP", "+CRING", "+CCWA", "+CUSD", "+CIEV", "+CGEV", "+CTZV", "+CTZE", "+CTZU", "+CPIN",
         "+CFUN", "+CMEE",
+        "+COLP",  # an Info line of the dial it answers; unsolicited from modems that send it after OK
+        "+CLCC",  # the answer to AT+CLCC; unsolicited from SIMCom modules after AT+CLCC=1
+        "VOICE CALL", "MISSED_CALL",  # SIMCom LTE modules: a call began / ended, a call was missed
         "+QIND", "+QUSIM", "+QSIMSTAT",  # Quectel
         "+SIMCARD", "+CPMS",  # seen unprompted from SIMCom modules after boot
     }
@@ -110,10 +131,13 @@ _PDU_URCS: typing.Final = frozenset({"+CMT", "+CDS", "+CBM"})
 # Network registration: ``+CREG: <stat>[,"<lac>","<ci>"...]`` is the URC, the answer to ``AT+CREG?``
 # is ``+CREG: <n>,<stat>[,...]`` (second field unquoted).
 _REGISTRATION: typing.Final = frozenset({"+CREG", "+CGREG", "+CEREG", "+C5GREG"})
-_CALL_RESULTS: typing.Final = frozenset({"NO CARRIER", "BUSY", "NO ANSWER", "NO DIALTONE"})
+CALL_RESULTS: typing.Final = frozenset({"NO CARRIER", "BUSY", "NO ANSWER", "NO DIALTONE"})
 _UNSOLICITED_WORDS: typing.Final = frozenset({"RING", "RDY", "NORMAL POWER DOWN", "SMS Ready", "Call Ready"})
 
 _COMMAND_PREFIX = re.compile(r"AT([+^$#%*][A-Z0-9]+)", re.IGNORECASE)
+# The commands a call result code ends (V.250 D and A). ATH ends a call too, but answers OK: a NO CARRIER
+# while it runs is the modem's word on the call it ended (or on a caller who gave up), not its result.
+_CALL_COMMAND = re.compile(r"AT[DA]", re.IGNORECASE)
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _ECHO_JUNK = "\x1a\x1b"  # Ctrl-Z (send) and ESC (abort) after an SMS body
 
@@ -147,7 +171,7 @@ class AtParser:
         self._buffer = bytearray()
         self._echo: str | None = None
         self._running: str | None = None  # the "+XXX" of the running command, if any
-        self._busy = False
+        self._calling = False  # the running command is a dial or an answer: call results end it
         self._waiting_pdu: Urc | None = None  # a +CMT/+CDS whose PDU line has not come yet
         self._discarding = False
         self.overflows = 0  # lines dropped for exceeding MAX_LINE: count and log them
@@ -158,14 +182,14 @@ class AtParser:
         self._echo = line
         match = _COMMAND_PREFIX.match(line)
         if line[:2].upper() == "AT":
-            self._busy = True
             self._running = match.group(1).upper() if match else None
+            self._calling = _CALL_COMMAND.match(line) is not None
 
     def reset(self) -> None:
         """Forget the running command and any partial line (after a timeout or reopening the port)."""
         self._buffer.clear()
         self._echo = self._running = self._waiting_pdu = None
-        self._busy = self._discarding = False
+        self._discarding = self._calling = False
 
     def feed(self, data: bytes) -> list[AtEvent]:
         """Every complete event in the bytes received so far."""
@@ -209,7 +233,7 @@ class AtParser:
             case Urc(name=name) if name in _PDU_URCS:
                 self._waiting_pdu = event
             case Final():
-                self._busy = False
+                self._calling = False
                 self._running = None
                 self._echo = None
                 events.append(event)
@@ -221,8 +245,8 @@ class AtParser:
             return Final(ok=True)
         if line in {"ERROR", "COMMAND NOT SUPPORT"}:
             return Final(ok=False, error="ERROR")
-        if line in _CALL_RESULTS:
-            return Final(ok=False, error=line) if self._busy else Urc(line)
+        if line in CALL_RESULTS:
+            return Final(ok=False, error=line) if self._calling else Urc(line)
         if line in _UNSOLICITED_WORDS:
             return Urc(line)
         name, rest = _name_and_rest(line)
@@ -232,7 +256,7 @@ class AtParser:
             args = split_args(rest)
             urc_form = len(args) == 1 or rest.split(",")[1].strip().startswith('"')
             return Urc(name, args) if urc_form else Info(line)
-        if name == self._running:
+        if name == self._running or (name == "+COLP" and self._calling):
             return Info(line)
         if name in _URC_NAMES or name.startswith("^"):
             return Urc(name, split_args(rest) if rest else ())
@@ -305,6 +329,91 @@ def parse_cmgl(info_lines: list[str]) -> list[tuple[int, str]]:
     return messages
 
 
+# --- voice calls (TS 27.007 7.6, 7.8, 7.18) ------------------------------------------------------
+
+# <stat> of a +CLCC line. SIMCom modules also list a call being released as 6 (disconnect): a call in any
+# state but these is on its way out.
+CALL_ACTIVE: typing.Final = 0  # answered: the two parties are connected
+CALL_HELD: typing.Final = 1
+CALL_DIALING: typing.Final = 2  # outgoing, not yet ringing at the far end
+CALL_ALERTING: typing.Final = 3  # outgoing, the far end rings
+CALL_INCOMING: typing.Final = 4
+CALL_WAITING: typing.Final = 5  # incoming while another call is up
+
+
+@dataclass(frozen=True, slots=True)
+class CallerId:
+    """The number the network presents for a call: the caller's (+CLIP) or the answering line's (+COLP).
+
+    ``number`` as the modem gives it: ``"+8613800138000"``, ``"13800138000"``, ``"8613800138000"`` (with
+    type 145 but no plus, as some networks send it) or ``""`` when there is none. ``validity`` is +CLIP's
+    <CLI validity>: 0 valid, 1 withheld by the caller, 2 not available (interworking); None if not sent."""
+
+    number: str
+    type: int | None = None
+    validity: int | None = None
+
+    @property
+    def withheld(self) -> bool:
+        """No number to act on: withheld by the caller, unavailable from their network, or empty."""
+        return not self.number or self.validity in (1, 2)
+
+    @property
+    def international(self) -> str:
+        """The number with the plus that type 145 (international) implies but some networks leave out."""
+        if self.type == 145 and self.number and not self.number.startswith("+"):
+            return "+" + self.number
+        return self.number
+
+
+@dataclass(frozen=True, slots=True)
+class CallEntry:
+    """One call of the list ``AT+CLCC`` answers: ``+CLCC: <id>,<dir>,<stat>,<mode>,<mpty>[,<number>,<type>]``."""
+
+    index: int
+    outgoing: bool  # <dir> 0: mobile originated (we dialled it)
+    state: int  # CALL_ACTIVE, CALL_DIALING, CALL_ALERTING, ...
+    mode: int  # 0 voice, 1 data, 2 fax, 9 unknown
+    number: str = ""
+    type: int | None = None
+
+
+def _optional_int(value: str, line: str) -> int | None:
+    return None if value == "" else _int(value, line)
+
+
+def parse_clip(args: typing.Sequence[str]) -> CallerId:
+    """The caller id in the fields of a ``+CLIP`` unsolicited code (``Urc.args``):
+    ``<number>,<type>[,<subaddr>,<satype>[,<alpha>[,<CLI validity>]]]``."""
+    line = "+CLIP: " + ",".join(args)
+    if not args:
+        raise AtError("bad_response", "+CLIP without fields")
+    number = args[0].strip()
+    if number and not re.fullmatch(r"\+?[0-9*#]{1,24}", number):
+        # Not dialable digits: an operator's text ("anonymous", "Unknown") stands for no number at all.
+        number = ""
+    kind = _optional_int(args[1], line) if len(args) > 1 else None
+    validity = _optional_int(args[5], line) if len(args) > 5 else None
+    return CallerId(number, kind, validity)
+
+
+def parse_colp(line: str) -> CallerId:
+    """The connected line of ``+COLP: <number>,<type>[,...]``, the Info line of a dial the far end answered."""
+    args = _fields(line, "+COLP", 1)
+    return CallerId(args[0], _optional_int(args[1], line) if len(args) > 1 else None)
+
+
+def parse_clcc(line: str) -> CallEntry:
+    """One line of the answer to ``AT+CLCC``."""
+    args = _fields(line, "+CLCC", 5)
+    index, direction, state, mode = (_int(args[i], line) for i in range(4))
+    if direction not in (0, 1):
+        raise AtError("bad_response", f"call direction out of range in {line[:40]!r}")
+    number = args[5] if len(args) > 5 else ""
+    kind = _optional_int(args[6], line) if len(args) > 6 else None
+    return CallEntry(index, direction == 0, state, mode, number, kind)
+
+
 # --- +CMS ERROR classification ------------------------------------------------------------------
 
 CmsClass = typing.Literal["permanent", "channel_down", "transient"]
@@ -374,6 +483,14 @@ def is_permanent_cms(code: int) -> bool:
 
 def is_channel_down_cms(code: int) -> bool:
     return code in CMS_CHANNEL_DOWN
+
+
+def cme_code(error: str | None) -> int | None:
+    """The number of a ``Final.error`` such as ``"CME 27"``; None for anything else."""
+    if error is None or not error.startswith("CME "):
+        return None
+    value = error[4:].strip()
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def cms_code(error: str | None) -> int | None:

@@ -29,6 +29,27 @@ Behaviour worth knowing when writing a test:
   ``+CMS ERROR: 304`` and lands in :attr:`FakeModem.rejected`. ESC after the prompt answers ``OK``.
 * The SIM holds ``capacity`` messages (indices from 1). A message arriving at a full SIM waits in the
   network and is stored (with ``+CMTI``) as soon as ``AT+CMGD`` frees a slot.
+
+Voice calls (3GPP TS 27.007), one at a time (call waiting is not simulated):
+
+* ``ATD<number>;`` dials; what the network then does is scripted per dialled number with
+  :meth:`FakeModem.script_call` (:class:`CallScript`: answered, busy, no answer, no carrier after some
+  seconds, or ringing until hung up, the default; refused at once with an error or ``NO DIALTONE``). The
+  call is listed by ``AT+CLCC`` as dialling (stat 2), alerting (3) once the far end rings, active (0) once
+  answered. ``dial_style`` picks the emulated modem: "immediate" (SIMCom, Quectel) answers ``OK`` as soon
+  as it has dialled when ``AT+COLP=0`` (the default), and reports the end later as an unsolicited ``BUSY``
+  / ``NO ANSWER`` / ``NO CARRIER``; with ``AT+COLP=1``, and always in "on_answer" style (a V.250 modem),
+  the dial stays pending until answered (``+COLP: <number>,<type>`` first if ``AT+COLP=1``, then ``OK``)
+  or failed (the call result is its final result). Any character received while a dial is pending aborts
+  it with ``NO CARRIER`` (V.250); the aborting character is discarded, unless ``abort_runs_command`` is set,
+  when the line it starts (``ATH``) is run as well and answers its own ``OK``.
+* ``ATH`` hangs up whatever call is up (an outgoing one, or an incoming one: rejected, never answered)
+  and answers ``OK`` even when there is none. ``ATX``, ``AT+CLIP`` and ``AT+COLP`` are accepted (the latter
+  two reset on replug; ``+CLIP`` lines are only sent after ``AT+CLIP=1``).
+* :meth:`FakeModem.incoming_call` rings the modem: ``RING`` and ``+CLIP`` at once and every
+  ``ring_interval_s`` until ``ATH`` or until the caller gives up (then an unsolicited ``NO CARRIER``).
+* Every dial, incoming call and hang-up is recorded (:attr:`FakeModem.dials`, :attr:`FakeModem.incoming`,
+  :attr:`FakeModem.hangups`), with loop times. An unplug drops the call that is up.
 """
 
 from __future__ import annotations
@@ -49,7 +70,10 @@ from typing import Literal, Self
 from alertd.protocols.sms_pdu import PduError, Submit, decode_submit
 
 __all__ = [
+    "CallScript",
+    "DialledCall",
     "FakeModem",
+    "IncomingCall",
     "PtyPort",
     "SentPart",
     "SentSms",
@@ -70,6 +94,10 @@ CMS_INVALID_PDU = 304  # invalid PDU mode parameter
 CMS_NO_NETWORK = 331  # no network service
 CMS_INVALID_INDEX = 321  # invalid memory index
 CMS_NOT_ALLOWED = 302  # operation not allowed
+CME_NOT_ALLOWED = 3  # operation not allowed (a call is already up)
+CME_BAD_DIAL_STRING = 27  # invalid characters in dial string
+# +CLCC <stat>
+CALL_ACTIVE, CALL_DIALING, CALL_ALERTING, CALL_INCOMING = 0, 2, 3, 4
 
 
 # --- the pty --------------------------------------------------------------------------------------
@@ -436,12 +464,63 @@ class StoredSms:
     length: int  # TPDU length, as in +CMGL / +CMGR
 
 
+CallOutcome = Literal["answer", "busy", "no_answer", "no_carrier", "ring", "no_dialtone", "error"]
+DialStyle = Literal["immediate", "on_answer"]
+_CALL_RESULT = {"busy": "BUSY", "no_answer": "NO ANSWER", "no_carrier": "NO CARRIER"}
+
+
+@dataclass(frozen=True, slots=True)
+class CallScript:
+    """What the network does with a call to one number (:meth:`FakeModem.script_call`)."""
+
+    outcome: CallOutcome = "ring"  # "ring": it rings until hung up
+    after_s: float = 0.3  # from the dial to the outcome (answer, busy, no answer, no carrier)
+    alerts: bool = True  # the far end rings before the outcome (+CLCC stat 3); False: stays dialling (2)
+    alert_after_s: float = 0.05
+    error: str = "+CME ERROR: 3"  # the final result of an "error" dial, at once
+    hang_up_after_s: float | None = None  # answered: the far end hangs up this long after (NO CARRIER)
+
+
+@dataclass(slots=True)
+class DialledCall:
+    """One ``ATD`` the fake received. Times are loop times."""
+
+    number: str  # as dialled, without the ";"
+    dialled_at: float
+    outcome: CallOutcome
+    state: int = CALL_DIALING  # its +CLCC stat while it is up
+    answered_at: float | None = None
+    ended_at: float | None = None
+    # "ath" (hung up by alertd), "abort" (a character aborted the pending dial), "network" (busy, no
+    # answer, no carrier), "far end" (hung up after answering), "refused" (never placed), "unplugged"
+    ended_by: str | None = None
+
+
+@dataclass(slots=True)
+class IncomingCall:
+    """One call to the modem (:meth:`FakeModem.incoming_call`). Times are loop times."""
+
+    number: str  # as +CLIP shows it ("" withheld)
+    type: int
+    validity: int  # +CLIP <CLI validity>: 0 valid, 1 withheld, 2 not available
+    started_at: float
+    rings: int = 0
+    ended_at: float | None = None
+    ended_by: str | None = None  # "ath" (rejected by alertd, never answered), "gave up" (the caller), "unplugged"
+
+    @property
+    def rejected(self) -> bool:
+        return self.ended_by == "ath"
+
+
 @dataclass(slots=True)
 class _Settings:
     """What a power cycle resets."""
 
     echo: bool = True
     cmee: int = 0
+    clip: int = 0
+    colp: int = 0
     cmgf: int = 0
     creg_n: int = 0
     cscs: str = "IRA"
@@ -487,6 +566,8 @@ class FakeModem(PtyPort):
         smsc: str = DEFAULT_SMSC,
         response_delay: float = 0.0,
         send_delay: float = 0.0,
+        dial_style: DialStyle = "immediate",
+        abort_runs_command: bool = False,
     ) -> None:
         super().__init__(name)
         self.registration = registration
@@ -499,12 +580,17 @@ class FakeModem(PtyPort):
         self.response_delay = response_delay  # before every answer
         self.send_delay = send_delay  # extra, between Ctrl-Z and +CMGS (the network round trip)
         self.next_mr = 0  # TP-MR the next accepted SUBMIT gets; wraps at 256
+        self.dial_style = dial_style  # when ATD answers OK: see the module docstring
+        self.abort_runs_command = abort_runs_command  # the line that aborts a pending dial is run as well
 
         self.commands: list[str] = []  # every AT command line, as received (CR stripped)
         self.sent: list[SentSms] = []
         self.sent_parts: list[SentPart] = []
         self.rejected: list[tuple[str, str]] = []  # (pdu hex, why) for +CMS ERROR: 304
         self.lost_urcs: list[str] = []
+        self.dials: list[DialledCall] = []
+        self.incoming: list[IncomingCall] = []
+        self.hangups: list[float] = []  # loop time of every ATH, with a call up or not
 
         self._settings = _Settings()
         self._silent = False
@@ -520,6 +606,9 @@ class FakeModem(PtyPort):
         self._held_urcs: list[bytes] = []
         self._serve_task: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
+        self._scripts: dict[str, CallScript] = {}
+        self._call: DialledCall | IncomingCall | None = None
+        self._dial_pending: asyncio.Future[tuple[list[str], str]] | None = None
 
     # --- public: introspection -----------------------------------------------------------------
 
@@ -530,6 +619,16 @@ class FakeModem(PtyPort):
     @property
     def cnmi(self) -> tuple[str, ...]:
         return self._settings.cnmi
+
+    @property
+    def clip(self) -> bool:
+        """AT+CLIP=1 is in effect: every RING is followed by +CLIP."""
+        return self._settings.clip == 1
+
+    @property
+    def call(self) -> DialledCall | IncomingCall | None:
+        """The call that is up, if any."""
+        return self._call
 
     @property
     def stored(self) -> dict[int, StoredSms]:
@@ -592,6 +691,33 @@ class FakeModem(PtyPort):
         await asyncio.sleep(0)
         return indices
 
+    def script_call(self, number: str, script: CallScript) -> None:
+        """What happens to calls dialled to ``number`` (as dialled, e.g. "13800138000"); unscripted
+        numbers ring until hung up."""
+        self._scripts[number] = script
+
+    def incoming_call(
+        self,
+        number: str,
+        *,
+        type_: int | None = None,
+        validity: int = 0,
+        ring_interval_s: float = 3.0,
+        give_up_after_s: float = 30.0,
+    ) -> IncomingCall:
+        """A phone rings the modem: RING (and +CLIP after AT+CLIP=1) at once and every ``ring_interval_s``
+        until ATH rejects it or the caller gives up after ``give_up_after_s`` (unsolicited NO CARRIER).
+        ``type_`` defaults to 145 for "+..." numbers, 128 for "" (withheld), else 129."""
+        if self._call is not None:
+            raise RuntimeError("a call is up already (call waiting is not simulated)")
+        if type_ is None:
+            type_ = 145 if number.startswith("+") else 128 if not number else 129
+        call = IncomingCall(number, type_, validity, self._now())
+        self.incoming.append(call)
+        self._call = call
+        self._ring(call, ring_interval_s, give_up_after_s)
+        return call
+
     def cms_error_next(self, code: int, times: int = 1) -> None:
         """The next ``times`` AT+CMGS answer ``+CMS ERROR: <code>`` (after taking the PDU)."""
         self._cms_errors.extend([code] * times)
@@ -639,6 +765,8 @@ class FakeModem(PtyPort):
         self._timers.add(handle)
 
     async def _on_unplug(self) -> None:
+        if self._call is not None:
+            self._end(self._call, "unplugged")  # the modem loses power: its call drops
         task, self._serve_task = self._serve_task, None
         if task is not None:
             task.cancel()
@@ -695,6 +823,9 @@ class FakeModem(PtyPort):
     async def _execute(self, command: str) -> None:
         lines: list[str] = []
         self._busy = True  # URCs wait for the final result
+        if command[2:3].upper() == "D":  # a dial string is not a command list: read it whole
+            await self._atd(command[3:].strip())
+            return
         try:
             for name, kind, args in self._split(command[2:]):
                 if name == "+CMGS":
@@ -762,6 +893,16 @@ class FakeModem(PtyPort):
                 if arg0 not in ("", "0", "1"):
                     raise _CommandError(name)
                 s.echo = arg0 == "1"
+            case "H", "=":
+                self._hang_up()
+            case "+CLIP" | "+COLP", "=":
+                if arg0 not in ("0", "1"):
+                    raise _CommandError(name)
+                setattr(s, name[1:].lower(), int(arg0))
+            case "+CLIP" | "+COLP", "?":
+                return [f"{name}: {getattr(s, name[1:].lower())},1"]
+            case "+CLCC", "":
+                return self._clcc()
             case ("V", "=") | ("Q", "=") | ("&C", "=") | ("&D", "=") | ("&W", "=") | ("X", "="):
                 if name == "V" and arg0 == "0":
                     raise _CommandError("numeric result codes are not simulated")
@@ -852,6 +993,143 @@ class FakeModem(PtyPort):
             case _:
                 raise _CommandError(name)
         return []
+
+    # --- calls ---------------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _atd(self, dial: str) -> None:
+        number = dial.removesuffix(";")
+        script = self._scripts.get(number, CallScript())
+        call = DialledCall(number, self._now(), script.outcome)
+        self.dials.append(call)
+        self._changed.set()
+        refusal: str | None = None
+        if not dial.endswith(";"):
+            refusal = "NO CARRIER"  # a data call: not simulated
+        elif not re.fullmatch(r"\+?[0-9*#]+", number):
+            refusal = self._cme(CME_BAD_DIAL_STRING, "invalid characters in dial string")
+        elif self._call is not None:
+            refusal = self._cme(CME_NOT_ALLOWED, "operation not allowed")
+        elif self.registration not in (1, 5) or script.outcome == "no_dialtone":
+            refusal = "NO DIALTONE"
+        elif script.outcome == "error":
+            refusal = script.error
+        if refusal is not None:
+            self._end(call, "refused")
+            self._final([], refusal)
+            return
+        self._call = call
+        if script.alerts:
+            self._later(script.alert_after_s, self._alert, call)
+        if script.outcome != "ring":
+            self._later(script.after_s, self._outcome, call, script)
+        if self.dial_style == "immediate" and not self._settings.colp:
+            self._final([], "OK")
+            return
+        lines, result = await self._pending_dial(call)
+        if self._silent:
+            self._busy = False
+        else:
+            self._final(lines, result)
+
+    async def _pending_dial(self, call: DialledCall) -> tuple[list[str], str]:
+        """Until the dial's outcome, or any character from the DTE, which aborts it (V.250)."""
+        pending = asyncio.get_running_loop().create_future()
+        self._dial_pending = pending
+        try:
+            while not pending.done():
+                if self._inbuf:
+                    self._end(call, "abort")
+                    if not self.abort_runs_command:
+                        del self._inbuf[:1]  # the aborting character is discarded
+                    return [], "NO CARRIER"
+                self._data.clear()
+                data = asyncio.ensure_future(self._data.wait())
+                try:
+                    await asyncio.wait({pending, data}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    data.cancel()
+            result: tuple[list[str], str] = pending.result()
+            return result
+        finally:
+            self._dial_pending = None
+
+    def _alert(self, call: DialledCall) -> None:
+        if self._call is call and call.state == CALL_DIALING:
+            call.state = CALL_ALERTING
+            self._changed.set()
+
+    def _outcome(self, call: DialledCall, script: CallScript) -> None:
+        if self._call is not call:
+            return  # hung up or aborted before
+        pending = self._dial_pending
+        if script.outcome == "answer":
+            call.state = CALL_ACTIVE
+            call.answered_at = self._now()
+            self._changed.set()
+            if pending is not None and not pending.done():
+                kind = 145 if call.number.startswith("+") else 129
+                pending.set_result(([f'+COLP: "{call.number}",{kind},"",0,""'] if self._settings.colp else [], "OK"))
+            if script.hang_up_after_s is not None:
+                self._later(script.hang_up_after_s, self._far_end_hangs_up, call)
+            return
+        self._end(call, "network")
+        result = _CALL_RESULT[script.outcome]
+        if pending is not None and not pending.done():
+            pending.set_result(([], result))
+        else:
+            self._urc(result)
+
+    def _far_end_hangs_up(self, call: DialledCall) -> None:
+        if self._call is call:
+            self._end(call, "far end")
+            self._urc("NO CARRIER")
+
+    def _ring(self, call: IncomingCall, interval: float, give_up: float) -> None:
+        if self._call is not call:
+            return  # rejected, or the modem was unplugged
+        if self._now() - call.started_at >= give_up:
+            self._end(call, "gave up")
+            self._urc("NO CARRIER")
+            return
+        call.rings += 1
+        self._urc("RING")
+        if self._settings.clip:
+            self._urc(f'+CLIP: "{call.number}",{call.type},"",0,"",{call.validity}')
+        self._changed.set()
+        self._later(interval, self._ring, call, interval, give_up)
+
+    def _hang_up(self) -> None:
+        self.hangups.append(self._now())
+        if self._call is not None:
+            self._end(self._call, "ath")
+        self._changed.set()
+
+    def _end(self, call: DialledCall | IncomingCall, by: str) -> None:
+        call.ended_at = self._now()
+        call.ended_by = by
+        if self._call is call:
+            self._call = None
+        self._changed.set()
+
+    def _clcc(self) -> list[str]:
+        call = self._call
+        if isinstance(call, DialledCall):
+            kind = 145 if call.number.startswith("+") else 129
+            return [f'+CLCC: 1,0,{call.state},0,0,"{call.number}",{kind}']
+        if isinstance(call, IncomingCall):
+            return [f'+CLCC: 1,1,{CALL_INCOMING},0,0,"{call.number}",{call.type}']
+        return []
+
+    def _cme(self, code: int, text: str) -> str:
+        match self._settings.cmee:
+            case 1:
+                return f"+CME ERROR: {code}"
+            case 2:
+                return f"+CME ERROR: {text}"
+        return "ERROR"
 
     def _cmgl(self, stat: str) -> list[str]:
         if stat not in ("0", "1", "4"):  # 2/3 (stored unsent/sent) are never on our SIM; text-mode words
