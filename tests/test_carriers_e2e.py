@@ -47,7 +47,7 @@ async def test_an_alert_call_speaks_mandarin_and_its_key_1_acknowledges(tmp_path
     village = write_village(tmp_path, twilio=twilio, call=("leader",))
     twilio.script_call(leader_phone(1), answer="human", press="1")
     try:
-        async with running_daemon(village), terminals(village) as sims:
+        async with running_daemon(village) as daemon, terminals(village) as sims:
             await sims.alarm("t1-2", "fire", seq=1)
             await sims.wait_until(lambda: len(sims.rings(1)) == 9)
             [call] = await twilio.wait_for_calls(1)
@@ -59,6 +59,8 @@ async def test_an_alert_call_speaks_mandarin_and_its_key_1_acknowledges(tmp_path
             assert spoken.count(spoken[0]) == 2  # said twice before the keys
             assert {said.language for said in call.said} == {"cmn-CN"}
             assert call.digits == ["1"]
+            keys = daemon.metrics.registry.get_sample_value("alertd_call_outcomes_total", {"outcome": "key 1"})
+            assert keys == 1
         store = await _store_view(village.store_path)
         try:
             incident = await store.incident(1)

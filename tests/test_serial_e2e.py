@@ -304,3 +304,26 @@ async def test_a_missed_call_from_the_leader_acknowledges_for_free_and_is_confir
     assert incident.state == "acknowledged"
     assert ("acknowledged", "1组5号户主 (missed_call)") in [(t.event, t.actor) for t in timeline]
     assert not [t for t in timeline if "13712345678" in t.actor + t.detail], "the stranger changed nothing"
+
+
+async def test_when_twilio_cannot_place_a_call_the_modem_rings_instead(tmp_path: Path, twilio: TwilioServer) -> None:
+    twilio.fail_all(503)  # Twilio down: texts and calls both go through the modem
+    async with FakeModem() as modem:
+        leader = leader_phone(1).removeprefix("+86")
+        modem.script_call(leader, CallScript(outcome="no_answer", after_s=0.2))
+        village = write_village(tmp_path, modem=modem.path, twilio=twilio, call=("leader",))
+        try:
+            async with running_daemon(village), terminals(village) as sims:
+                await sims.alarm("t1-2", "fire", seq=1)
+                await until(lambda: any(d.number == leader and d.ended_at is not None for d in modem.dials))
+                async with asyncio.timeout(10):
+                    while not [t for t in (await notifications(village, 1))[1] if t.event == "call"]:
+                        await asyncio.sleep(0.05)
+            _, timeline, notes = await notifications(village, 1)
+        finally:
+            await forget_session(village)
+    [call, *_] = [n for n in notes if n.channel == Channel.VOICE]
+    assert (call.carrier, call.delivery) == ("modem", "no-answer")
+    assert [(t.actor, t.detail) for t in timeline if t.event == "call"] == [
+        ("1组5号户主", "no-answer; called again in 60 s (2 of 3)")
+    ]
