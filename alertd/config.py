@@ -543,12 +543,14 @@ class _StepIn(_Entry):
     ring: bool = False
     sms: list[str] = []
     call: list[str] = []
+    quorum: int = Field(default=0, ge=0, le=50)
 
 
 class _PolicyIn(_Entry):
     steps: list[_StepIn] = Field(min_length=1)
     call_retries: int = Field(default=CALL_RETRIES, ge=0, le=10)
     call_retry_s: float = Field(default=CALL_RETRY_S, ge=10, le=3600)
+    ack_notice: bool = True
 
 
 class _RosterIn(_Entry):
@@ -762,12 +764,15 @@ def _read_policy(r: _Reader, name: str, raw: dict[str, Any]) -> Policy | None:
                     r.problem(step_where, f"{field_name} role {_show(role)}: unknown role (one of {', '.join(Role)})")
         if steps and step.after <= steps[-1].after_s:
             r.problem(step_where, f"after {step.after:g}: must be later than the step before ({steps[-1].after_s:g})")
+        if step.quorum and index == len(policy.steps):
+            # The next step's time is the quorum's deadline: the last step has none, so "missed" could never be said.
+            r.problem(step_where, f"quorum {step.quorum}: the last step has no deadline for it; add a later step")
         texted = tuple(Role(role) for role in step.sms if role in _ROLES)
         called = tuple(Role(role) for role in step.call if role in _ROLES)
-        steps.append(Step(step.after, step.ring, texted, called))
+        steps.append(Step(step.after, step.ring, texted, called, step.quorum))
     if len(r.problems) != before:
         return None
-    return Policy(name, tuple(steps), policy.call_retries, policy.call_retry_s)
+    return Policy(name, tuple(steps), policy.call_retries, policy.call_retry_s, policy.ack_notice)
 
 
 # ---------------------------------------------------------------------------------------------- public

@@ -63,8 +63,27 @@ def incident_dict(incident: Incident, roster: Roster | None = None) -> dict[str,
         "acknowledged_by": incident.acknowledged_by,
         "on_scene_at": incident.on_scene_at,
         "resolved_at": incident.resolved_at,
+        "drill": incident.drill,
+        "responders": [{"who": r.who, "label": r.label, "at": r.at} for r in incident.responders],
+        "quorum": incident.quorum or None,
+        "quorum_state": incident.quorum_state or None,
         **metrics_times(incident),
     }
+
+
+def coming_line(incident: Incident, roster: Roster | None, zone: ZoneInfo) -> str | None:
+    """ "3/9 households coming (3 needed, reached): 5号户 王家 10:02, ..." — None before anyone is."""
+    group = roster.groups.get(incident.group_id) if roster else None
+    if not incident.responders and not incident.quorum:
+        return None
+    total = f"/{len(group.households) - 1}" if group else ""
+    need = f" ({incident.quorum} needed{', ' + incident.quorum_state if incident.quorum_state else ''})"
+    names = ", ".join(f"{r.label} {_clock(r.at, zone)}" for r in incident.responders)
+    return (
+        f"{len(incident.responders)}{total} coming"
+        + (need if incident.quorum else "")
+        + (f": {names}" if names else "")
+    )
 
 
 def incidents_table(incidents: list[Incident], roster: Roster | None, zone: ZoneInfo) -> str:
@@ -94,9 +113,12 @@ def show(
         f"  time to acknowledge {_duration(times['time_to_acknowledge'])}"
         f"  on scene {_duration(times['time_on_scene'])}"
         f"  resolve {_duration(times['time_to_resolve'])}",
-        "",
-        "Timeline:",
     ]
+    if incident.drill:
+        out.insert(1, "  DRILL (演练): kept out of the real statistics")
+    if (coming := coming_line(incident, roster, zone)) is not None:
+        out.append(f"  {coming}")
+    out += ["", "Timeline:"]
     for at, line in sorted(
         [(e.at, f"{e.event}" + (f" by {e.actor}" if e.actor else "") + (f": {e.detail}" if e.detail else ""))
          for e in timeline]

@@ -47,7 +47,7 @@ __all__ = ["FORMAT", "cache_key", "code_fingerprint", "decode", "encode", "no_gc
 
 _LOGGER = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when the layout of the file changes
+FORMAT = 3  # bump when the layout of the file changes
 _PACKAGE = Path(__file__).resolve().parent
 # The modules whose code decides what a roster file validates into: reading and checking (config), phone
 # numbers (phones), device profiles (profiles, core/profile), the built values and the default policy
@@ -175,9 +175,10 @@ def encode(roster: Roster) -> bytes:
         "policies": [
             [
                 p.name,
-                [[s.after_s, s.ring, [r.value for r in s.sms], [r.value for r in s.call]] for s in p.steps],
+                [[s.after_s, s.ring, [r.value for r in s.sms], [r.value for r in s.call], s.quorum] for s in p.steps],
                 p.call_retries,
                 p.call_retry_s,
+                p.ack_notice,
             ]
             for p in roster.policies.values()
         ],
@@ -279,15 +280,17 @@ def decode(body: bytes) -> Roster:
         )
     )  # fmt: skip
     policies: dict[str, Policy] = {}
-    for name, steps, call_retries, call_retry_s in data["policies"]:
+    for name, steps, call_retries, call_retry_s, ack_notice in data["policies"]:
         built: list[Step] = []
-        for after, ring, texted, called in steps:
-            if type(after) not in (int, float) or type(ring) is not bool:
-                raise CorruptCache("policy step: after or ring of the wrong type")
-            built.append(Step(after, ring, tuple(map(Role, texted)), tuple(map(Role, called))))
+        for after, ring, texted, called, quorum in steps:
+            if type(after) not in (int, float) or type(ring) is not bool or type(quorum) is not int:
+                raise CorruptCache("policy step: after, ring or quorum of the wrong type")
+            built.append(Step(after, ring, tuple(map(Role, texted)), tuple(map(Role, called)), quorum))
         if type(name) is not str or type(call_retries) is not int or type(call_retry_s) not in (int, float):
             raise CorruptCache("policy name or call retries: of the wrong type")
-        policies[name] = Policy(name, tuple(built), call_retries, call_retry_s)
+        if type(ack_notice) is not bool:
+            raise CorruptCache("policy ack_notice: not a bool")
+        policies[name] = Policy(name, tuple(built), call_retries, call_retry_s, ack_notice)
     kind_policy: dict[Kind, str] = {}
     for kind, policy_name in data["kind_policy"]:
         if type(policy_name) is not str:

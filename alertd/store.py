@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from alertd.core.events import Arming, DeliveryReport, Satisfaction
 from alertd.core.incidents import Channel, Incident, Outcome, Purpose, State, TimelineEntry
 from alertd.core.model import Kind
-from alertd.core.records import Batch
+from alertd.core.records import Batch, Responder
 from alertd.core.supervision import Condition, Reported
 from alertd.errors import AlertdError, StoreError, StoreFull, StoreUnavailable
 from alertd.sqlite_thread import Row, SqliteThread, in_transaction
@@ -151,8 +151,9 @@ class DeviceRecord:
 _INCIDENT_COLUMNS = (
     "id, household_id, group_id, kind, policy, state, opened_at, last_alarm_at, next_step, next_step_at, "
     "acknowledged_at, acknowledged_by, on_scene_at, resolved_at, outcome, rung, silent, device_id, maintenance, "
-    "satisfaction, evaluated_by"
+    "satisfaction, evaluated_by, responders, quorum, quorum_state, drill"
 )
+_INCIDENT_MARKS = ", ".join("?" for _ in _INCIDENT_COLUMNS.split(","))
 _ACTIVE = "state IN ('open', 'acknowledged', 'on_scene')"
 _DEVICE_COLUMNS = (
     "id, online, battery, last_seen, last_test, battery_low, tampered, state, ac_loss, comm_trouble, "
@@ -179,7 +180,8 @@ def _incident_params(i: Incident) -> tuple[Any, ...]:
         i.next_step, i.next_step_at, i.acknowledged_at, i.acknowledged_by, i.on_scene_at, i.resolved_at,
         i.outcome.value if i.outcome else None, json.dumps(list(i.rung)), int(i.silent), i.device_id,
         i.maintenance.value if i.maintenance else None, i.satisfaction.value if i.satisfaction else None,
-        i.evaluated_by,
+        i.evaluated_by, json.dumps([[r.who, r.label, r.at] for r in i.responders], ensure_ascii=False), i.quorum,
+        i.quorum_state, int(i.drill),
     )  # fmt: skip
 
 
@@ -191,6 +193,8 @@ def _incident_from_row(r: Sequence[Any]) -> Incident:
         outcome=Outcome(r[14]) if r[14] else None, rung=tuple(json.loads(r[15])), silent=bool(r[16]),
         device_id=r[17], maintenance=Condition(r[18]) if r[18] else None,
         satisfaction=Satisfaction(r[19]) if r[19] else None, evaluated_by=r[20],
+        responders=tuple(Responder(str(w), str(label), float(at)) for w, label, at in json.loads(r[21])),
+        quorum=r[22], quorum_state=r[23], drill=bool(r[24]),
     )  # fmt: skip
 
 
@@ -703,8 +707,7 @@ class Store:
 def _commit(db: sqlite3.Connection, batch: Batch) -> None:
     if batch.incidents:
         db.executemany(
-            f"INSERT OR REPLACE INTO incidents ({_INCIDENT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO incidents ({_INCIDENT_COLUMNS}) VALUES ({_INCIDENT_MARKS})",
             [_incident_params(i) for i in batch.incidents.values()],
         )
     if batch.timeline:

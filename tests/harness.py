@@ -122,6 +122,7 @@ def write_village(
     zigbee: bool = False,
     aliyun: AliyunServer | None = None,
     call: tuple[str, ...] = (),  # roles called at step 0 (alert calls)
+    quorum: int = 0,  # households step 0 asks to be coming
     voice_prefer: tuple[str, ...] = ("twilio", "modem"),
 ) -> Village:
     """A roster of `groups` groups of 10 households (one terminal each), a 2-member patrol, a grid worker,
@@ -160,7 +161,8 @@ def write_village(
         + "\n".join(group_tables) + "\n" + "\n".join(households) + "\n"
         f'[[patrols]]\nid = "patrol"\nname = "巡逻队"\nmembers = ["patrol1", "patrol2"]\ngroups = [{group_ids}]\n\n'
         "[policies.default]\nsteps = [\n"
-        f'  {{ after = {steps[0]}, ring = true, sms = ["leader", "patrol"], call = {_toml_list(call)} }},\n'
+        f'  {{ after = {steps[0]}, ring = true, sms = ["leader", "patrol"], call = {_toml_list(call)}, '
+        f"quorum = {quorum} }},\n"
         f'  {{ after = {steps[1]}, sms = ["deputy", "grid_worker", "patrol"] }},\n'
         f'  {{ after = {steps[2]}, sms = ["duty"] }},\n]\n'
     )  # fmt: skip
@@ -248,6 +250,14 @@ class Terminals:
 
     async def ack(self, device: str, incident: int | None = None) -> None:
         await self.publish(device, {"type": "ack"} | ({"incident": str(incident)} if incident else {}))
+
+    async def coming(self, device: str, incident: int | None = None) -> None:
+        """我来了: the household on `device` is responding (to `incident`, or the newest ringing it)."""
+        await self.publish(device, {"type": "coming"} | ({"incident": str(incident)} if incident is not None else {}))
+
+    async def checkin(self, device: str) -> None:
+        """平安键: the household's daily sign of life."""
+        await self.publish(device, {"type": "checkin"})
 
     async def _listen(self) -> None:
         with contextlib.suppress(aiomqtt.MqttError):  # the broker went away: the test reconnects if it wants

@@ -463,3 +463,15 @@ def test_sms_prefer_takes_one_name_or_an_order(tmp_path: Path) -> None:
     assert load_config(write(tmp_path), {}).settings.sms.prefer == ["aliyun", "twilio", "modem"]
     one = load_config(write(tmp_path, settings='[sms]\nprefer = "modem"\n'), {}).settings.sms.prefer
     assert one == ["modem", "aliyun", "twilio"]
+
+
+def test_quorum_and_ack_notice(tmp_path: Path) -> None:
+    roster = ROSTER + (
+        "[policies.default]\nack_notice = false\n"
+        'steps = [{ after = 0, ring = true, sms = ["leader"], quorum = 3 }, { after = 120, sms = ["duty"] }]\n'
+    )
+    policy = load_config(write(tmp_path, roster), {}).roster.policy_for(Kind.FIRE)
+    assert ([s.quorum for s in policy.steps], policy.ack_notice) == ([3, 0], False)
+    last = ROSTER + '[policies.default]\nsteps = [{ after = 0, sms = ["leader"], quorum = 2 }]\n'
+    [problem] = problems_of(write(tmp_path, last))
+    assert "policies.default.steps[1]: quorum 2: the last step has no deadline for it" in problem

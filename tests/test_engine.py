@@ -200,7 +200,8 @@ async def test_leader_replies_1_and_escalation_stops(rig: Rig) -> None:
     assert {r.step for r in stops} == {STOP_STEP}
     rig.clock.now = T0 + 1000
     await rig.call(Tick())
-    assert await rig.sms(1) == [LEADER, "pat1", "pat2"]  # nothing after step 0
+    assert await rig.sms(1, step=0) == [LEADER, "pat1", "pat2"]
+    assert await rig.sms(1) == [LEADER, "pat1", "pat2", "pat1", "pat2"]  # then who acknowledged; no step 1
     assert await rig.call(Reply(LEADER_PHONE, "1", "twilio")) == "incident 1 is already acknowledged"
 
 

@@ -73,8 +73,10 @@ async def test_alarm_rings_neighbours_texts_leader_and_patrol_then_sms_ack_stops
     events = [t.event for t in timeline]
     assert events == ["opened", "step 0", "acknowledged"]
     assert "(sms)" in timeline[-1].actor
-    # Escalation stopped: no step 1 row exists, every row of step 0 and the stops went out.
-    assert {n.step for n in notes} == {0, 1000}
+    # Escalation stopped: no step 1 row exists, every row of step 0, the stops and the notices of who
+    # acknowledged (to the patrol: the leader acknowledged himself) went out.
+    assert {n.step for n in notes} == {0, 1000, 1003}
+    assert sorted(n.address for n in notes if n.step == 1003) == sorted(PATROL_PHONES)
     assert all(n.status == Status.SENT for n in notes)
     assert {n.carrier for n in notes if n.channel == "sms"} == {"twilio"}
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from alertd.core.events import Alarm, Heartbeat, TerminalAck
+from alertd.core.events import Alarm, CheckIn, Coming, Heartbeat, TerminalAck
 from alertd.core.events import TestReport as SelfTest  # pytest would try to collect a name starting "Test"
 from alertd.core.model import Kind
 from alertd.errors import AlertdError
@@ -14,6 +14,7 @@ from alertd.protocols import terminal
 from alertd.protocols.terminal import (
     MAX_PAYLOAD,
     REASONS,
+    DeviceEvent,
     ProtocolError,
     RingCommand,
     StopCommand,
@@ -83,7 +84,7 @@ def test_topics_parse_rejects(topic: str) -> None:
 
 # --- events: vectors ----------------------------------------------------------------------------
 
-VECTORS: list[tuple[bytes, Alarm | TerminalAck | Heartbeat | SelfTest]] = [
+VECTORS: list[tuple[bytes, DeviceEvent]] = [
     (b'{"type":"alarm","kind":"fire","seq":17}', Alarm(DEV, Kind.FIRE, 17)),
     (b'{"type":"alarm","kind":"panic","seq":0}', Alarm(DEV, Kind.PANIC, 0)),
     (b'{"type":"alarm","kind":"gas"}', Alarm(DEV, Kind.GAS, None)),
@@ -96,6 +97,16 @@ VECTORS: list[tuple[bytes, Alarm | TerminalAck | Heartbeat | SelfTest]] = [
     (b'{"type":"ack","incident":"017"}', TerminalAck(DEV, 17)),
     (b'{"type":"ack"}', TerminalAck(DEV, None)),
     (b'{"type":"ack","incident":null}', TerminalAck(DEV, None)),
+    # revision 2: coming (我来了) takes incident as ack does; checkin (平安键) has no fields
+    (b'{"type":"coming","incident":"17"}', Coming(DEV, 17)),
+    (b'{"type":"coming","incident":17}', Coming(DEV, 17)),
+    (b'{"type":"coming","incident":"017"}', Coming(DEV, 17)),
+    (b'{"type":"coming","incident":"9223372036854775807"}', Coming(DEV, 2**63 - 1)),
+    (b'{"type":"coming"}', Coming(DEV, None)),
+    (b'{"type":"coming","incident":null}', Coming(DEV, None)),
+    (b'{"type":"coming","incident":"17","rssi":-71,"fw":"2.0"}', Coming(DEV, 17)),
+    (b'{"type":"checkin"}', CheckIn(DEV)),
+    (b'{"type":"checkin","battery":"87","incident":true,"fw":"2.0"}', CheckIn(DEV)),  # extra fields, any type
     (b'{"type":"heartbeat","battery":87}', Heartbeat(DEV, 87)),
     (b'{"type":"heartbeat","battery":0}', Heartbeat(DEV, 0)),
     (b'{"type":"heartbeat","battery":100}', Heartbeat(DEV, 100)),
@@ -129,12 +140,17 @@ def test_alarm_source_is_mqtt() -> None:
         Alarm(DEV, Kind.WATER, None),
         TerminalAck(DEV, 17),
         TerminalAck(DEV, None),
+        Coming(DEV, 17),
+        Coming(DEV, 0),
+        Coming(DEV, 2**63 - 1),
+        Coming(DEV, None),
+        CheckIn(DEV),
         Heartbeat(DEV, 55),
         Heartbeat(DEV, None),
         SelfTest(DEV),
     ],
 )
-def test_encode_event_round_trip(event: Alarm | TerminalAck | Heartbeat | SelfTest) -> None:
+def test_encode_event_round_trip(event: DeviceEvent) -> None:
     payload = encode_event(event)
     assert b"null" not in payload  # optional fields are omitted, not null
     assert b" " not in payload
@@ -144,6 +160,15 @@ def test_encode_event_round_trip(event: Alarm | TerminalAck | Heartbeat | SelfTe
 def test_encode_event_exact_bytes() -> None:
     assert encode_event(Alarm(DEV, Kind.FIRE, 3)) == b'{"type":"alarm","kind":"fire","seq":3}'
     assert encode_event(TerminalAck(DEV, 17)) == b'{"type":"ack","incident":"17"}'
+    assert encode_event(Coming(DEV, 17)) == b'{"type":"coming","incident":"17"}'
+    assert encode_event(Coming(DEV, None)) == b'{"type":"coming"}'
+    assert encode_event(CheckIn(DEV)) == b'{"type":"checkin"}'
+
+
+def test_new_events_are_distinct_from_ack() -> None:
+    # "I'm coming" is not an acknowledgement: the same incident field, a different input for the engine.
+    assert parse_event(DEV, b'{"type":"coming","incident":"17"}') != TerminalAck(DEV, 17)
+    assert parse_event(DEV, b'{"type":"checkin"}') != SelfTest(DEV)
 
 
 # --- events: errors -----------------------------------------------------------------------------
@@ -177,7 +202,14 @@ ERRORS: list[tuple[bytes, str, str]] = [
     (b'{"type":"heartbeat","battery":"87"}', "bad_type", "'battery'"),
     (b'{"type":"heartbeat","battery":87.5}', "bad_type", "'battery'"),
     (b'{"type":"heartbeat","battery":false}', "bad_type", "'battery'"),
+    (b'{"type":"coming","incident":17.0}', "bad_type", "'incident'"),
+    (b'{"type":"coming","incident":true}', "bad_type", "'incident'"),
+    (b'{"type":"coming","incident":["17"]}', "bad_type", "'incident'"),
+    (b'{"type":"coming","incident":{"id":"17"}}', "bad_type", "'incident'"),
     (b'{"type":"siren"}', "unknown_type", "'siren'"),
+    (b'{"type":"Coming"}', "unknown_type", "'Coming'"),
+    (b'{"type":"check_in"}', "unknown_type", "'check_in'"),
+    (b'{"type":"CHECKIN"}', "unknown_type", "'CHECKIN'"),
     (b'{"type":"Alarm","kind":"fire"}', "unknown_type", "'Alarm'"),
     (b'{"type":"ring","incident":"1"}', "unknown_type", "'ring'"),  # a command is not an event
     (b'{"type":"alarm","kind":"flood"}', "unknown_kind", "'flood'"),
@@ -196,6 +228,12 @@ ERRORS: list[tuple[bytes, str, str]] = [
     (b'{"type":"ack","incident":-3}', "bad_value", "'incident'"),
     (b'{"type":"ack","incident":"9223372036854775808"}', "bad_value", "'incident'"),
     (b'{"type":"ack","incident":"12345678901234567890"}', "bad_value", "'incident'"),
+    (b'{"type":"coming","incident":""}', "bad_value", "'incident'"),
+    (b'{"type":"coming","incident":"#17"}', "bad_value", "'incident'"),
+    (b'{"type":"coming","incident":"17 "}', "bad_value", "'incident'"),
+    (b'{"type":"coming","incident":-1}', "bad_value", "'incident'"),
+    (b'{"type":"coming","incident":"9223372036854775808"}', "bad_value", "'incident'"),
+    (b'{"type":"coming","incident":9223372036854775808}', "bad_value", "'incident'"),
 ]
 
 

@@ -22,6 +22,8 @@ from alertd.core.events import (
     Alarm,
     CallReport,
     CallStatus,
+    CheckIn,
+    Coming,
     DeliveryReport,
     DeviceStatus,
     Evaluation,
@@ -43,17 +45,20 @@ from alertd.core.events import (
     Via,
 )
 from alertd.core.incidents import (
+    SILENT_ROLES,
     STOP_STEP,
     TransitionError,
     apply_action,
     call_to,
+    escalating,
     fire_due_steps,
     join_alarm,
     open_incident,
     open_maintenance,
+    responding,
 )
 from alertd.core.messages import Texts, text_to
-from alertd.core.model import Kind, Policy, Role, Roster
+from alertd.core.model import Kind, Person, Policy, Role, Roster
 from alertd.core.ports import Commands
 from alertd.core.profile import DeviceProfile
 from alertd.core.records import (
@@ -82,6 +87,7 @@ _ROUTINE_NEWS = frozenset({SupervisionKind.TEST, SupervisionKind.OPEN_CLOSE, Sup
 EVALUATION_WINDOW_S = 3 * 86400.0
 FOLLOW_UP_STEP = STOP_STEP + 1  # the follow-up text's step: after every escalation step and the stop
 CONFIRM_STEP = STOP_STEP + 2  # the text confirming a missed call's acknowledgement: one per person and incident
+ACK_NOTICE_STEP = STOP_STEP + 3  # "陈国庆已确认 #17" to everyone already alerted: once per person and incident
 SATISFACTION_ZH = {Satisfaction.SATISFIED: "满意", Satisfaction.FAIR: "基本满意", Satisfaction.DISSATISFIED: "不满意"}
 
 
@@ -191,6 +197,10 @@ class Desk:
                 return self._on_device(news_update(item, now), batch, item)
             case TerminalAck(device_id=device_id, incident_id=incident_id):
                 return self._on_button(device_id, incident_id, now, batch)
+            case Coming(device_id=device_id, incident_id=incident_id):
+                return self._on_coming(device_id, incident_id, now, batch)
+            case CheckIn(device_id=device_id):
+                return self._on_device(DeviceUpdate(device_id, now, online=True), batch)
             case Reply():
                 raise TypeError("a Reply is decided by decide_reply(), with its parsed command")
             case OperatorCommand():
@@ -307,7 +317,10 @@ class Desk:
         target = targeting.for_reply(self.active.values(), groups, command, received)
         if target is None:
             return Result(Verdict.NO_INCIDENT)
-        return self._act(target, command.action, person.name, Via.SMS, now, batch, command.outcome)
+        result = self._act(target, command.action, person.name, Via.SMS, now, batch, command.outcome)
+        if command.action == Action.ON_SCENE:  # "2" (到): one more coming, whoever acknowledged first
+            self._person_coming(target.id, person.id, now, batch)
+        return result
 
     def _on_call_report(self, report: CallReport, now: float, seen: Seen, batch: Batch) -> Result:
         """A call's outcome: a key acts for the person called; no key (busy, no answer, a machine, hung up)
@@ -331,7 +344,10 @@ class Desk:
             batch.timeline.append(TimelineEntry(placed.incident_id, now, "call", name, f"pressed {report.digits}"))
             if incident is None:
                 return Result(Verdict.NOT_OPEN, placed.incident_id)
-            return self._act(incident, _KEYS[report.digits], name, Via.VOICE, now, batch)
+            result = self._act(incident, _KEYS[report.digits], name, Via.VOICE, now, batch)
+            if report.digits == "2":
+                self._person_coming(incident.id, placed.recipient, now, batch)
+            return result
         detail = outcome
         if report.status not in _UNANSWERED and not report.machine:
             # Answered: Twilio's keys are still to come; the modem's ring did its job (a person woke up).
@@ -453,10 +469,74 @@ class Desk:
         _LOGGER.info("Incident %d %s by %s via %s", incident.id, updated.state, actor, via)
         first_ack = incident.acknowledged_at is None and updated.acknowledged_at is not None
         self._apply(updated, effects, batch)
+        if first_ack and incident.maintenance is None:
+            self._tell_acknowledged(incident, actor, now, batch)
         if updated.state == State.RESOLVED:
             self._follow_up(updated, now, batch)
         took = updated.acknowledged_at - updated.opened_at if first_ack and updated.acknowledged_at else None
         return Result(Verdict.ACTED, incident.id, updated.state.value, took)
+
+    def _tell_acknowledged(self, incident: Incident, actor: str, now: float, batch: Batch) -> None:
+        """Everyone texted about it so far hears who acknowledged it (one short text each, per policy)."""
+        roster = self._rosters.get(incident.id, self.roster)
+        policy = self._policy(incident)
+        if not policy.ack_notice or incident.group_id not in roster.groups:
+            return
+        fired = policy.steps if incident.next_step is None else policy.steps[: incident.next_step]
+        told: dict[str, Person] = {}
+        for step in fired:
+            for role in (*step.sms, *step.call):
+                if incident.silent and role not in SILENT_ROLES:
+                    continue
+                for person in roster.people_for(incident.group_id, role):
+                    if person.name != actor:  # the one who acknowledged knows
+                        told.setdefault(person.id, person)
+        for person in told.values():
+            text = self.texts.acknowledged(incident, actor, person.language)
+            batch.notifications.append(text_to(person, text, incident.id, ACK_NOTICE_STEP, Purpose.NOTICE))
+
+    def _on_coming(self, device_id: str, incident_id: int | None, now: float, batch: Batch) -> Result:
+        """A neighbour's "I'm coming": that household counts toward the quorum, and a ringing alarm is
+        acknowledged by it (its terminals stop)."""
+        household = self.roster.household_of_device(device_id)
+        if household is None:
+            return Result(Verdict.UNKNOWN_DEVICE)
+        target = targeting.for_coming(self.active.values(), household.group_id, device_id, incident_id)
+        if target is None or target.household_id == household.id:
+            return Result(Verdict.NO_INCIDENT)  # nothing of its group's, or the caller's own alarm
+        result = OK
+        if target.state == State.OPEN:
+            result = self._act(target, Action.ACKNOWLEDGE, household.label, Via.TERMINAL, now, batch)
+        self._coming(target.id, household.id, household.label, now, batch)
+        coming = self.active.get(target.id, target)
+        if result.verdict == Verdict.ACTED:
+            return result
+        return Result(Verdict.RESPONDING, target.id, f"{len(coming.responders)} coming")
+
+    def _person_coming(self, incident_id: int, person_id: str, now: float, batch: Batch) -> None:
+        """A person who said "到": their household in the alarm's group counts; someone from outside it
+        (a patrol member) counts as themselves."""
+        incident = self.active.get(incident_id)
+        person = self.roster.people.get(person_id)
+        if incident is None or person is None:
+            return
+        home = next(
+            (h for h in self.roster.households.values() if person_id in h.people and h.group_id == incident.group_id),
+            None,
+        )
+        if home is not None:
+            self._coming(incident_id, home.id, home.label, now, batch)
+        else:
+            self._coming(incident_id, person.id, person.name, now, batch)
+
+    def _coming(self, incident_id: int, who: str, label: str, now: float, batch: Batch) -> None:
+        incident = self.active.get(incident_id)
+        if incident is None:
+            return
+        roster = self._rosters.get(incident_id, self.roster)
+        updated, effects = responding(incident, who, label, roster, self.texts, now)
+        if updated is not incident:
+            self._apply(updated, effects, batch)
 
     # --- time passing --------------------------------------------------------------------------------
 
@@ -527,7 +607,7 @@ class Desk:
         while self._deadlines:
             at, incident_id = self._deadlines[0]
             incident = self.active.get(incident_id)
-            if incident is not None and incident.next_step_at == at and incident.state == State.OPEN:
+            if incident is not None and incident.next_step_at == at and escalating(incident):
                 return at
             heapq.heappop(self._deadlines)  # stale: acknowledged, closed or rescheduled
         return None

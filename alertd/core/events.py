@@ -115,6 +115,22 @@ class TerminalAck:
 
 
 @dataclass(frozen=True, slots=True)
+class Coming:
+    """A neighbour's "I'm coming" (我来了) button on a ringing terminal: that household is responding."""
+
+    device_id: str
+    incident_id: int | None  # None: the newest incident ringing this terminal
+
+
+@dataclass(frozen=True, slots=True)
+class CheckIn:
+    """A household's daily sign of life: its terminal's 平安键, or activity its devices' profiles count
+    as a sign of life (water flowing, a door opened, a plug switched)."""
+
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class SensorState:
     """A Zigbee2MQTT device's whole state, as published; the engine finds the transitions in it."""
 
@@ -242,6 +258,8 @@ Input = (
     | Restore
     | Supervision
     | TerminalAck
+    | Coming
+    | CheckIn
     | SensorState
     | Heartbeat
     | TestReport

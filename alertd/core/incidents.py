@@ -15,6 +15,7 @@ from alertd.core.records import (
     Incident,
     Notification,
     Purpose,
+    Responder,
     State,
     TimelineEntry,
 )
@@ -24,6 +25,7 @@ from alertd.core.supervision import Condition
 __all__ = [
     "ACTION_TARGET",
     "ACTIVE_STATES",
+    "QUORUM_STEP",
     "SILENT_ROLES",
     "STATE_ORDER",
     "STOP_STEP",
@@ -38,11 +40,13 @@ __all__ = [
     "TransitionError",
     "apply_action",
     "call_to",
+    "escalating",
     "fire_due_steps",
     "join_alarm",
     "metrics_times",
     "open_incident",
     "open_maintenance",
+    "responding",
 ]
 
 
@@ -51,6 +55,7 @@ SILENT_ROLES = frozenset({Role.LEADER, Role.PATROL})
 
 # Stop commands are planned once per incident; a reserved step number keeps their outbox keys unique.
 STOP_STEP = 1000
+QUORUM_STEP = STOP_STEP + 4  # the leader's one text about the quorum (reached or missed)
 
 
 class TransitionError(ValueError):
@@ -130,7 +135,7 @@ def fire_due_steps(
     policy = roster.policies.get(incident.policy) or roster.policy_for(incident.kind)
     household = roster.households.get(incident.household_id)
     while (
-        incident.state == State.OPEN
+        escalating(incident)
         and incident.next_step is not None
         and incident.next_step_at is not None
         and incident.next_step_at <= now
@@ -140,7 +145,16 @@ def fire_due_steps(
         step = policy.steps[index]
         rung = list(incident.rung)
         notes: list[Notification] = []
-        if step.ring and not incident.silent:
+        if incident.quorum_pending and incident.quorum_state == "":
+            # The quorum's deadline is the next step: too few are coming; the leader is told once.
+            incident = replace(incident, quorum_state="missed")
+            effects.notifications.extend(_quorum_news(incident, roster, texts))
+            effects.timeline.append(
+                TimelineEntry(incident.id, now, "quorum missed", "", f"{len(incident.responders)}/{incident.quorum}")
+            )
+        if step.quorum > 0:
+            incident = replace(incident, quorum=step.quorum, quorum_state="")
+        if step.ring and not incident.silent and incident.state == State.OPEN:
             for device in roster.group_devices(household.id):
                 if device.household_id == household.id and commands.is_terminal(device):
                     continue  # the caller's own terminal is where the alarm came from; its siren may sound
@@ -181,6 +195,45 @@ def fire_due_steps(
             detail += f"; called {'、'.join(p.name for p in called.values())}"
         effects.timeline.append(TimelineEntry(incident.id, now, f"step {index}", "", detail))
     return incident, effects
+
+
+def escalating(incident: Incident) -> bool:
+    """Its steps still fire: nobody acknowledged it yet, or a quorum it asked for is not reached."""
+    return incident.state == State.OPEN or (incident.active and incident.quorum_pending)
+
+
+def _quorum_news(incident: Incident, roster: Roster, texts: Texts) -> list[Notification]:
+    """The group's leader, told once whether the quorum was reached or missed."""
+    total = max(0, len(roster.groups[incident.group_id].households) - 1) if incident.group_id in roster.groups else 0
+    return (
+        [
+            text_to(leader, texts.quorum(incident, total, leader.language), incident.id, QUORUM_STEP, Purpose.NOTICE)
+            for leader in roster.people_for(incident.group_id, Role.LEADER)
+        ]
+        if incident.group_id in roster.groups
+        else []
+    )
+
+
+def responding(
+    incident: Incident, who: str, label: str, roster: Roster, texts: Texts, now: float
+) -> tuple[Incident, Effects]:
+    """Someone is coming: counted once each. Reaching the quorum tells the leader and, once acknowledged,
+    stops the escalation the quorum kept going."""
+    effects = Effects()
+    if any(r.who == who for r in incident.responders):
+        return incident, effects
+    updated = replace(incident, responders=(*incident.responders, Responder(who, label, now)))
+    effects.timeline.append(TimelineEntry(incident.id, now, "coming", label, f"{len(updated.responders)} coming"))
+    if updated.quorum > 0 and updated.quorum_state != "reached" and len(updated.responders) >= updated.quorum:
+        updated = replace(updated, quorum_state="reached")
+        effects.notifications.extend(_quorum_news(updated, roster, texts))
+        effects.timeline.append(
+            TimelineEntry(incident.id, now, "quorum reached", "", f"{len(updated.responders)}/{updated.quorum}")
+        )
+        if updated.state != State.OPEN:
+            updated = replace(updated, next_step=None, next_step_at=None)
+    return updated, effects
 
 
 def _people(roster: Roster, group_id: str, roles: tuple[Role, ...], silent: bool) -> dict[str, Person]:
@@ -239,7 +292,10 @@ def apply_action(
         default = Outcome.REAL if target == State.RESOLVED else Outcome.FALSE_ALARM
         updated = replace(updated, resolved_at=now, outcome=outcome or default)
     detail = f"outcome {updated.outcome}" if target in (State.RESOLVED, State.CANCELLED) else ""
-    updated = replace(updated, state=target, next_step=None, next_step_at=None)
+    if target in (State.RESOLVED, State.CANCELLED) or not incident.quorum_pending:
+        updated = replace(updated, state=target, next_step=None, next_step_at=None)
+    else:  # a quorum is still to come: the first acknowledgement stops the ringing, not the count
+        updated = replace(updated, state=target)
     effects.timeline.append(TimelineEntry(incident.id, now, target.value, who, detail))
     if incident.state == State.OPEN:
         # The first acknowledgement silences every terminal we rang.

@@ -127,6 +127,32 @@ class Texts:
         kind = KIND_ZH[incident.kind]
         return Text(f"紧急情况：{group.village}{group.name}{household.label}，{kind}。报警编号{incident.code}。")
 
+    def quorum(self, incident: Incident, total: int, language: str | None = None) -> Text:
+        """To the leader: enough households are coming (the names that fit), or too few at the deadline."""
+        count, need = len(incident.responders), incident.quorum
+        names = [r.label for r in incident.responders]
+        english = (language or self.language).lower().startswith("en")
+        reached = incident.quorum_state == "reached"
+        params = (("code", incident.code), ("count", str(count)), ("total", str(total)), ("need", str(need)))
+        if english:
+            if reached:
+                body = f"[Joint defence] #{incident.code}: {count}/{total} households coming: {', '.join(names)}"
+                return Text(_fit(body, GSM7_SEGMENT), "quorum_reached", params)
+            body = f"[Joint defence] #{incident.code}: only {count}/{total} coming, {need} needed. Send people."
+            return Text(body, "quorum_missed", params)
+        if reached:
+            body = f"【联防】#{incident.code} 已有{count}/{total}户响应：{'、'.join(names)}"
+            return Text(_fit(body, UCS2_SEGMENT), "quorum_reached", params)
+        body = f"【联防】#{incident.code} 仅{count}/{total}户响应（需{need}户），请组织人员前往"
+        return Text(body, "quorum_missed", params)
+
+    def acknowledged(self, incident: Incident, actor: str, language: str | None = None) -> Text:
+        """To everyone already alerted: who acknowledged, so that nobody assumes someone else went."""
+        params = (("who", actor), ("code", incident.code))
+        if (language or self.language).lower().startswith("en"):
+            return Text(f"[Joint defence] {actor} acknowledged #{incident.code}", "ack_notice", params)
+        return Text(f"【联防】{actor}已确认 #{incident.code}", "ack_notice", params)
+
     def confirm(self, incident: Incident, language: str | None = None) -> Text:
         """To someone whose missed call acknowledged an alarm: it counted (one short segment)."""
         if (language or self.language).lower().startswith("en"):
@@ -251,3 +277,8 @@ def text_to(
         incident_id, step, Channel.SMS, purpose, person.id, person.phone, text.body, scope,
         template=text.template, params=text.params,
     )  # fmt: skip
+
+
+def _fit(text: str, limit: int) -> str:
+    """Cut a list that runs past one segment, marked with an ellipsis (the console has the whole list)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -106,6 +106,9 @@ class Step:
     ring: bool = False
     sms: tuple[Role, ...] = ()
     call: tuple[Role, ...] = ()  # alert calls (a spoken alert with a keypress acknowledgement)
+    # Households that must say they are coming before an acknowledgement may stop escalation; the leader is
+    # told when it is reached, or missed when the next step is due. 0: the first acknowledgement stops it.
+    quorum: int = 0
 
 
 # An alert call that ends without a key (busy, no answer, a machine) is placed again this often, this far
@@ -120,6 +123,9 @@ class Policy:
     steps: tuple[Step, ...]
     call_retries: int = CALL_RETRIES
     call_retry_s: float = CALL_RETRY_S
+    # When someone acknowledges, everyone already texted is told who ("陈国庆已确认 #17"), so that nobody
+    # assumes someone else went.
+    ack_notice: bool = True
 
 
 DEFAULT_POLICY = Policy(

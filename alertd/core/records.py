@@ -59,15 +59,34 @@ class Incident:
     maintenance: Condition | None = None  # maintenance incidents: the condition (offline, silent, battery_low, ...)
     satisfaction: Satisfaction | None = None  # 评单: the household's rating, once resolved
     evaluated_by: str | None = None
+    responders: tuple[Responder, ...] = ()  # who said they are coming ("I'm coming" button, reply 2), in order
+    quorum: int = 0  # responders a policy step asked for before escalation may stop; 0: none
+    quorum_state: str = ""  # "" pending (or none asked), "reached", "missed" (the leader was told which)
+    drill: bool = False  # 演练: a real alarm in every way, kept out of the real statistics
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
     @property
+    def quorum_pending(self) -> bool:
+        """A quorum was asked for and not reached yet: escalation goes on after the first acknowledgement."""
+        return self.quorum > 0 and len(self.responders) < self.quorum and self.quorum_state != "reached"
+
+    @property
     def code(self) -> str:
         """Short code residents type in SMS replies."""
         return str(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Responder:
+    """One who is coming to an alarm: a household (its "I'm coming" button, or a member's reply 2), or a
+    person from outside the group (a patrol member's reply 2)."""
+
+    who: str  # household id or person id
+    label: str  # what the leader and the console see: "7号户 李家", "护边员甲"
+    at: float
 
 
 @dataclass(frozen=True, slots=True)

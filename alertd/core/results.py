@@ -24,6 +24,7 @@ class Verdict(StrEnum):
     NOT_OPEN = "not_open"  # an operator named an incident that is not open
     REFUSED = "refused"  # the action does not apply in the incident's state (detail: why)
     EVALUATED = "evaluated"  # the household's rating of a resolved incident is recorded
+    RESPONDING = "responding"  # one more household (or person) is coming (detail: how many now)
     INTERNAL_ERROR = "internal_error"
 
 
@@ -49,6 +50,8 @@ class Result:
                 return f"{self.verdict} {self.incident_id}"
             case Verdict.ACTED:
                 return f"{self.detail} {self.incident_id}"
+            case Verdict.RESPONDING:
+                return f"{self.detail} to {self.incident_id}"
             case Verdict.EVALUATED:
                 return f"incident {self.incident_id} rated {self.detail}"
             case Verdict.NOT_OPEN:

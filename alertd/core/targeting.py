@@ -41,6 +41,19 @@ def for_button(
     return max(ringing or [i for i in in_group if i.state == State.OPEN], key=lambda i: i.id, default=None)
 
 
+def for_coming(
+    incidents: Iterable[Incident], group_id: str, device_id: str, incident_id: int | None
+) -> Incident | None:
+    """The alarm an "I'm coming" button means: the one it names, else the newest active alarm that rang this
+    terminal, else the newest active alarm in its group. Acknowledged ones too: people keep coming after the
+    first acknowledgement, and the quorum counts them."""
+    in_group = [i for i in incidents if i.group_id == group_id and i.maintenance is None and i.active]
+    if incident_id is not None:
+        return next((i for i in in_group if i.id == incident_id), None)
+    rang_here = [i for i in in_group if device_id in i.rung]
+    return max(rang_here or in_group, key=lambda i: i.id, default=None)
+
+
 def for_reply(
     incidents: Iterable[Incident], groups: set[str] | None, command: ReplyCommand, received: float
 ) -> Incident | None:

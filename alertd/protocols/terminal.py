@@ -3,6 +3,7 @@
 Topics (prefix configurable, default ``alertd/v1``):
 
 * ``{prefix}/dev/{device_id}/event``  device -> daemon, QoS 1, JSON object with a ``type``
+  (``alarm`` ``ack`` ``heartbeat`` ``test``; revision 2 adds ``coming`` and ``checkin``)
 * ``{prefix}/dev/{device_id}/status`` device -> daemon, retained, ``online`` / ``offline`` (Last Will)
 * ``{prefix}/dev/{device_id}/cmd``    daemon -> device, QoS 1, JSON ``ring`` / ``stop``
 
@@ -19,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-from alertd.core.events import Alarm, Heartbeat, TerminalAck, TestReport
+from alertd.core.events import Alarm, CheckIn, Coming, Heartbeat, TerminalAck, TestReport
 from alertd.core.model import Kind
 from alertd.protocols.common import CodecError, quote
 
@@ -64,7 +65,7 @@ Reason = Literal[
 REASONS: Final[frozenset[str]] = frozenset(get_args(Reason))
 
 Leaf = Literal["event", "status"]
-DeviceEvent = Alarm | TerminalAck | Heartbeat | TestReport
+DeviceEvent = Alarm | TerminalAck | Coming | CheckIn | Heartbeat | TestReport
 
 
 class ProtocolError(CodecError[Reason]):
@@ -191,6 +192,11 @@ def _incident_id(name: str, value: object) -> int:
     return number
 
 
+def _optional_incident(data: dict[str, object]) -> int | None:
+    value = data.get("incident")  # absent or null: the newest incident ringing this terminal
+    return None if value is None else _incident_id("incident", value)
+
+
 def _kind(data: dict[str, object]) -> Kind:
     name = _str(data, "kind")
     try:
@@ -209,8 +215,11 @@ def parse_event(device_id: str, payload: bytes) -> DeviceEvent:
         case "alarm":
             return Alarm(device_id, _kind(data), _optional_int(data, "seq", 0, _MAX_INT))
         case "ack":
-            value = data.get("incident")  # absent or null: the newest incident ringing this terminal
-            return TerminalAck(device_id, None if value is None else _incident_id("incident", value))
+            return TerminalAck(device_id, _optional_incident(data))
+        case "coming":  # v1 revision 2
+            return Coming(device_id, _optional_incident(data))
+        case "checkin":  # v1 revision 2
+            return CheckIn(device_id)
         case "heartbeat":
             return Heartbeat(device_id, _optional_int(data, "battery", 0, 100))
         case "test":
@@ -248,6 +257,10 @@ def encode_event(event: DeviceEvent) -> bytes:
             body = {"type": "alarm", "kind": kind.value, "seq": seq}
         case TerminalAck(incident_id=incident_id):
             body = {"type": "ack", "incident": None if incident_id is None else str(incident_id)}
+        case Coming(incident_id=incident_id):
+            body = {"type": "coming", "incident": None if incident_id is None else str(incident_id)}
+        case CheckIn():
+            body = {"type": "checkin"}
         case Heartbeat(battery=battery):
             body = {"type": "heartbeat", "battery": battery}
         case TestReport():
