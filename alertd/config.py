@@ -44,9 +44,11 @@ from alertd.core.model import (
     Prefers,
     Role,
     Roster,
+    ScheduledDrill,
     Step,
 )
 from alertd.core.profile import DeviceProfile
+from alertd.core.schedule import parse_schedule
 from alertd.errors import ConfigError
 from alertd.phones import mask, normalize
 from alertd.problems import reason as _reason
@@ -553,6 +555,13 @@ class _PolicyIn(_Entry):
     ack_notice: bool = True
 
 
+class _DrillIn(_Entry):
+    id: Id
+    household: str
+    kind: str = "fire"
+    schedule: str
+
+
 class _RosterIn(_Entry):
     duty: list[str] = []
     people: list[dict[str, Any]] = []
@@ -561,6 +570,7 @@ class _RosterIn(_Entry):
     patrols: list[dict[str, Any]] = []
     policies: dict[str, dict[str, Any]] = {}
     kinds: dict[str, str] = {}
+    drills: list[dict[str, Any]] = []
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -690,6 +700,8 @@ def _build_roster(data: dict[str, Any], label: str) -> tuple[Roster | None, list
         if r.ref(f"kinds.{kind}", "policy", policy_name, {"default", *top.policies}, "policy"):
             kind_policy[Kind(kind)] = policy_name
 
+    drills = _read_drills(r, top.drills)
+
     if r.problems:
         return None, r.problems
     roster = Roster(
@@ -707,8 +719,32 @@ def _build_roster(data: dict[str, Any], label: str) -> tuple[Roster | None, list
         duty=tuple(top.duty),
         policies=policies,
         kind_policy=kind_policy,
+        drills=drills,
     )
     return roster, []
+
+
+def _read_drills(r: _Reader, raws: list[dict[str, Any]]) -> dict[str, ScheduledDrill]:
+    drills: dict[str, ScheduledDrill] = {}
+    for index, raw in enumerate(raws, 1):
+        where = f"drills[{index}]"
+        drill = r.validate(_DrillIn, raw, where)
+        if drill is None:
+            continue
+        where = f"drills[{drill.id}]"
+        if drill.id in drills:
+            r.problem(where, "id used twice")
+        known = r.ref(where, "household", drill.household, r.ids["households"], "household")
+        if drill.kind not in _KINDS:
+            r.problem(where, f"kind {_show(drill.kind)}: unknown kind (one of {', '.join(Kind)})")
+        try:
+            schedule = parse_schedule(drill.schedule)
+        except ValueError as err:
+            r.problem(where, str(err))
+            continue
+        if known and drill.kind in _KINDS:
+            drills[drill.id] = ScheduledDrill(drill.id, drill.household, Kind(drill.kind), schedule)
+    return drills
 
 
 def _check_phones(r: _Reader, people: Mapping[str, tuple[str, _PersonIn]]) -> dict[str, str]:

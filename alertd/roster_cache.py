@@ -40,14 +40,28 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from alertd.core.model import Device, Group, Household, Kind, PatrolTeam, Person, Policy, Prefers, Role, Roster, Step
+from alertd.core.model import (
+    Device,
+    Group,
+    Household,
+    Kind,
+    PatrolTeam,
+    Person,
+    Policy,
+    Prefers,
+    Role,
+    Roster,
+    ScheduledDrill,
+    Step,
+)
 from alertd.core.profile import DeviceProfile
+from alertd.core.schedule import parse_schedule
 
 __all__ = ["FORMAT", "cache_key", "code_fingerprint", "decode", "encode", "no_gc", "path_for", "read", "write"]
 
 _LOGGER = logging.getLogger(__name__)
 
-FORMAT = 3  # bump when the layout of the file changes
+FORMAT = 4  # bump when the layout of the file changes
 _PACKAGE = Path(__file__).resolve().parent
 # The modules whose code decides what a roster file validates into: reading and checking (config), phone
 # numbers (phones), device profiles (profiles, core/profile), the built values and the default policy
@@ -183,6 +197,7 @@ def encode(roster: Roster) -> bytes:
             for p in roster.policies.values()
         ],
         "kind_policy": [[kind.value, name] for kind, name in roster.kind_policy.items()],
+        "drills": [[d.id, d.household_id, d.kind.value, str(d.schedule)] for d in roster.drills.values()],
     }
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -305,6 +320,10 @@ def decode(body: bytes) -> Roster:
         duty=refs(person_ids)(data["duty"]),
         policies=policies,
         kind_policy=kind_policy,
+        drills={
+            str(i): ScheduledDrill(str(i), str(h), Kind(k), parse_schedule(str(spec)))
+            for i, h, k, spec in data["drills"]
+        },
     )
 
 

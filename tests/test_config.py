@@ -475,3 +475,19 @@ def test_quorum_and_ack_notice(tmp_path: Path) -> None:
     last = ROSTER + '[policies.default]\nsteps = [{ after = 0, sms = ["leader"], quorum = 2 }]\n'
     [problem] = problems_of(write(tmp_path, last))
     assert "policies.default.steps[1]: quorum 2: the last step has no deadline for it" in problem
+
+
+def test_scheduled_drills_are_read_and_every_bad_one_reported(tmp_path: Path) -> None:
+    good = ROSTER + '[[drills]]\nid = "d1"\nhousehold = "h0102"\nschedule = "monthly first sunday 10:00"\n'
+    [drill] = load_config(write(tmp_path, good), {}).roster.drills.values()
+    assert (drill.household_id, drill.kind, str(drill.schedule)) == ("h0102", Kind.FIRE, "monthly first sunday 10:00")
+    bad = ROSTER + (
+        '[[drills]]\nid = "d1"\nhousehold = "h9999"\nschedule = "daily 10:00"\n'
+        '[[drills]]\nid = "d2"\nhousehold = "h0102"\nkind = "flood"\nschedule = "daily 10:00"\n'
+        '[[drills]]\nid = "d3"\nhousehold = "h0102"\nschedule = "monthly fifth sunday 10:00"\n'
+    )
+    problems = "\n".join(problems_of(write(tmp_path, bad)))
+    assert 'drills[d1]: household "h9999": unknown household' in problems
+    assert 'drills[d2]: kind "flood": unknown kind' in problems
+    assert "drills[d3]: " in problems
+    assert "fifth" in problems

@@ -19,7 +19,10 @@ def test_demo_runs_end_to_end() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.count("rings: 2号户 王家 求救") == 9
     assert out.count("stops ringing") == 9
-    assert out.count("SMS → +86") == 3, "the leader and two patrol members, printed by the console channel"
+    alerts = [line for line in out.splitlines() if line.startswith("SMS → +86") and "2号户 王家 求救" in line]
+    assert len(alerts) == 3, "the leader and two patrol members, printed by the console channel"
+    notices = [line for line in out.splitlines() if line.startswith("SMS → +86") and "已确认" in line]
+    assert len(notices) == 2, "the two patrol members hear that the leader acknowledged"
     assert "time to acknowledge" in out
     assert out.rstrip().endswith("demo passed")
 

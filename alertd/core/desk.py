@@ -23,9 +23,11 @@ from alertd.core.events import (
     CallReport,
     CallStatus,
     CheckIn,
+    CheckInPause,
     Coming,
     DeliveryReport,
     DeviceStatus,
+    Drill,
     Evaluation,
     Heartbeat,
     Input,
@@ -150,6 +152,9 @@ class Desk:
     _deadlines: list[tuple[float, int]] = field(default_factory=list)  # heap (next_step_at, id), lazily pruned
     _rosters: dict[int, Roster] = field(default_factory=dict)  # incidents escalating with a pre-reload roster
     awaiting: dict[int, Incident] = field(default_factory=dict)  # resolved alarms asked for their 评单
+    # Scheduled drills: when each is next due (None: not computed since the roster changed). A drill missed
+    # while alertd was down is not caught up: a drill at the wrong hour only confuses people.
+    _drills_due: dict[str, float] | None = None
 
     # --- state ---------------------------------------------------------------------------------------
 
@@ -168,8 +173,10 @@ class Desk:
         self.upkeep.resume(devices, self.active.values(), now)
 
     def next_wakeup(self) -> float:
-        """The next escalation step, review or digest, whichever comes first."""
-        return min(self._next_deadline() or math.inf, self.upkeep.next_due)
+        """The next escalation step, review, digest or drill, whichever comes first."""
+        # Not computed yet: the next tick does (the supervision review ticks at least every interval_s).
+        drills = min(self._drills_due.values(), default=math.inf) if self._drills_due is not None else math.inf
+        return min(self._next_deadline() or math.inf, self.upkeep.next_due, drills)
 
     def replace_roster(self, roster: Roster, commands: Commands, profiles: Mapping[str, DeviceProfile]) -> None:
         """SIGHUP: new roster for new inputs. An open incident the new roster cannot escalate as before (its
@@ -184,6 +191,7 @@ class Desk:
         for incident_id in [i for i in self._rosters if i not in affected]:
             del self._rosters[incident_id]  # the new roster serves it again (e.g. the household is back)
         self.roster, self.commands, self.profiles = roster, commands, profiles
+        self._drills_due = None  # computed at the next tick, from then on
 
     # --- decisions -----------------------------------------------------------------------------------
 
@@ -201,6 +209,10 @@ class Desk:
                 return self._on_coming(device_id, incident_id, now, batch)
             case CheckIn(device_id=device_id):
                 return self._on_device(DeviceUpdate(device_id, now, online=True), batch)
+            case Drill():
+                return self._on_drill(item, now, batch)
+            case CheckInPause():
+                return self._on_pause(item, now, batch)
             case Reply():
                 raise TypeError("a Reply is decided by decide_reply(), with its parsed command")
             case OperatorCommand():
@@ -240,7 +252,7 @@ class Desk:
                 _LOGGER.info("Duplicate alarm %s seq %d ignored", alarm.device_id, alarm.seq)
                 return Result(Verdict.DUPLICATE)
             batch.seen.append(key)
-        current = self._newest_active(household.id)
+        current = self._newest_active(household.id, drill=False)  # a real alarm never joins a drill
         if current is not None and now - current.last_alarm_at <= self.join_window_s:
             incident, effects = join_alarm(current, alarm.kind, now, alarm.source, household.label)
             self._apply(incident, effects, batch)
@@ -254,9 +266,27 @@ class Desk:
         self._fire(incident.id, now, batch)
         return Result(Verdict.OPENED, incident.id)
 
-    def _newest_active(self, household_id: str) -> Incident | None:
-        ids = self._by_household.get(household_id)
+    def _newest_active(self, household_id: str, drill: bool | None = None) -> Incident | None:
+        """The household's newest open alarm (None for drill: drills or not alike)."""
+        ids = [i for i in self._by_household.get(household_id, ()) if drill is None or self.active[i].drill == drill]
         return self.active[max(ids)] if ids else None
+
+    def _on_drill(self, drill: Drill, now: float, batch: Batch) -> Result:
+        """演练: a real alarm in every way, opened on purpose; never joined with anything."""
+        household = self.roster.households.get(drill.household_id)
+        if household is None:
+            return Result(Verdict.REFUSED, detail=f"no household {drill.household_id}")
+        incident, effects = open_incident(
+            self.next_id, household, drill.kind, self.roster, now, f"drill by {drill.by} ({drill.via})", drill=True
+        )
+        self.next_id += 1
+        _LOGGER.info("Drill %d opened: %s at %s by %s", incident.id, drill.kind, household.id, drill.by)
+        self._apply(incident, effects, batch)
+        self._fire(incident.id, now, batch)
+        return Result(Verdict.OPENED, incident.id)
+
+    def _on_pause(self, pause: CheckInPause, now: float, batch: Batch) -> Result:
+        return Result(Verdict.REFUSED, detail="check-ins are not kept yet")
 
     def _on_restore(self, device_id: str, detail: str, now: float, batch: Batch) -> Result:
         household = self.roster.household_of_device(device_id)
@@ -291,7 +321,7 @@ class Desk:
         if target is None:
             _LOGGER.info("Acknowledge button on %s: no open incident to acknowledge", device_id)
             return Result(Verdict.NO_INCIDENT)
-        return self._act(target, Action.ACKNOWLEDGE, household.label, Via.TERMINAL, now, batch)
+        return self._act(target, Action.ACKNOWLEDGE, household.label, Via.TERMINAL, now, batch, by=household.people)
 
     def decide_reply(
         self, reply: Reply, command: ReplyCommand | Rating | None, now: float, seen: Seen, batch: Batch
@@ -317,7 +347,7 @@ class Desk:
         target = targeting.for_reply(self.active.values(), groups, command, received)
         if target is None:
             return Result(Verdict.NO_INCIDENT)
-        result = self._act(target, command.action, person.name, Via.SMS, now, batch, command.outcome)
+        result = self._act(target, command.action, person.name, Via.SMS, now, batch, command.outcome, by=(person.id,))
         if command.action == Action.ON_SCENE:  # "2" (到): one more coming, whoever acknowledged first
             self._person_coming(target.id, person.id, now, batch)
         return result
@@ -344,7 +374,7 @@ class Desk:
             batch.timeline.append(TimelineEntry(placed.incident_id, now, "call", name, f"pressed {report.digits}"))
             if incident is None:
                 return Result(Verdict.NOT_OPEN, placed.incident_id)
-            result = self._act(incident, _KEYS[report.digits], name, Via.VOICE, now, batch)
+            result = self._act(incident, _KEYS[report.digits], name, Via.VOICE, now, batch, by=(placed.recipient,))
             if report.digits == "2":
                 self._person_coming(incident.id, placed.recipient, now, batch)
             return result
@@ -381,7 +411,7 @@ class Desk:
         target = targeting.for_reply(self.active.values(), groups, _Acknowledge(), received)
         if target is None or target.maintenance is not None:
             return Result(Verdict.NO_INCIDENT)
-        result = self._act(target, Action.ACKNOWLEDGE, person.name, Via.MISSED_CALL, now, batch)
+        result = self._act(target, Action.ACKNOWLEDGE, person.name, Via.MISSED_CALL, now, batch, by=(person.id,))
         if result.accepted or target.state != State.OPEN:
             # Acknowledged, now or by someone before: either way the caller learns it counted.
             text = self.texts.confirm(target, person.language)
@@ -461,6 +491,8 @@ class Desk:
         now: float,
         batch: Batch,
         outcome: Outcome | None = None,
+        *,
+        by: Iterable[str] = (),  # the people who acted (not told that they did)
     ) -> Result:
         try:
             updated, effects = apply_action(incident, action, actor, via, now, outcome, commands=self.commands)
@@ -470,13 +502,15 @@ class Desk:
         first_ack = incident.acknowledged_at is None and updated.acknowledged_at is not None
         self._apply(updated, effects, batch)
         if first_ack and incident.maintenance is None:
-            self._tell_acknowledged(incident, actor, now, batch)
+            self._tell_acknowledged(incident, actor, frozenset(by), now, batch)
         if updated.state == State.RESOLVED:
             self._follow_up(updated, now, batch)
         took = updated.acknowledged_at - updated.opened_at if first_ack and updated.acknowledged_at else None
         return Result(Verdict.ACTED, incident.id, updated.state.value, took)
 
-    def _tell_acknowledged(self, incident: Incident, actor: str, now: float, batch: Batch) -> None:
+    def _tell_acknowledged(
+        self, incident: Incident, actor: str, acted: frozenset[str], now: float, batch: Batch
+    ) -> None:
         """Everyone texted about it so far hears who acknowledged it (one short text each, per policy)."""
         roster = self._rosters.get(incident.id, self.roster)
         policy = self._policy(incident)
@@ -489,7 +523,7 @@ class Desk:
                 if incident.silent and role not in SILENT_ROLES:
                     continue
                 for person in roster.people_for(incident.group_id, role):
-                    if person.name != actor:  # the one who acknowledged knows
+                    if person.id not in acted and person.name != actor:  # who acknowledged knows it
                         told.setdefault(person.id, person)
         for person in told.values():
             text = self.texts.acknowledged(incident, actor, person.language)
@@ -506,7 +540,9 @@ class Desk:
             return Result(Verdict.NO_INCIDENT)  # nothing of its group's, or the caller's own alarm
         result = OK
         if target.state == State.OPEN:
-            result = self._act(target, Action.ACKNOWLEDGE, household.label, Via.TERMINAL, now, batch)
+            result = self._act(
+                target, Action.ACKNOWLEDGE, household.label, Via.TERMINAL, now, batch, by=household.people
+            )
         self._coming(target.id, household.id, household.label, now, batch)
         coming = self.active.get(target.id, target)
         if result.verdict == Verdict.ACTED:
@@ -549,11 +585,24 @@ class Desk:
             self._fire(incident_id, now, batch)
         if (review := self.upkeep.review_due(now, self.roster, self.profiles)) is not None:
             self._review(review.to_open, review.to_close, now, batch)
+        self._scheduled_drills(now, batch)
         if (day := self.upkeep.digest_due(now)) is not None:
             planned = plan(day.day, self.roster, self.profiles, self.upkeep.reported, self.texts, now)
             batch.notifications.extend(planned)
             batch.meta[LAST_DAY_KEY] = day.day
             _LOGGER.info("Daily readiness digest for %s planned to %d group leaders", day.day, len(planned))
+
+    def _scheduled_drills(self, now: float, batch: Batch) -> None:
+        zone = self.texts.time_zone
+        if self._drills_due is None:
+            self._drills_due = {d.id: d.schedule.next_after(now, zone) for d in self.roster.drills.values()}
+            return
+        for drill_id, due in list(self._drills_due.items()):
+            if due > now:
+                continue
+            drill = self.roster.drills[drill_id]
+            self._on_drill(Drill(drill.household_id, drill.kind, f"schedule {drill_id}", Via.SYSTEM), now, batch)
+            self._drills_due[drill_id] = drill.schedule.next_after(now, zone)
 
     def _review(self, to_open: Iterable[tuple[str, Condition]], to_close: Iterable[int], now: float, b: Batch) -> None:
         for device_id, condition in to_open:

@@ -200,6 +200,27 @@ class Evaluation:
 
 
 @dataclass(frozen=True, slots=True)
+class Drill:
+    """演练: a real alarm at a household, raised on purpose and tagged as a drill. Everything happens as for
+    a real one (rings, texts saying 演练, escalation, responses timed); the statistics keep it apart."""
+
+    household_id: str
+    kind: Kind
+    by: str  # who raised it ("alertd: schedule <name>" for a scheduled one)
+    via: Via = Via.OPERATOR
+
+
+@dataclass(frozen=True, slots=True)
+class CheckInPause:
+    """A household's daily check-in paused while the person is away (until a moment), or resumed (None)."""
+
+    household_id: str
+    until: float | None
+    by: str
+    via: Via = Via.OPERATOR
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: fire escalation steps that are due."""
 
@@ -267,6 +288,8 @@ Input = (
     | Reply
     | OperatorCommand
     | Evaluation
+    | Drill
+    | CheckInPause
     | Tick
     | DeliveryReport
     | CallReport

@@ -63,7 +63,14 @@ class TransitionError(ValueError):
 
 
 def open_incident(
-    incident_id: int, household: Household, kind: Kind, roster: Roster, now: float, source: str, silent: bool = False
+    incident_id: int,
+    household: Household,
+    kind: Kind,
+    roster: Roster,
+    now: float,
+    source: str,
+    silent: bool = False,
+    drill: bool = False,
 ) -> tuple[Incident, Effects]:
     incident = Incident(
         id=incident_id,
@@ -77,8 +84,9 @@ def open_incident(
         next_step=0,
         next_step_at=now,
         silent=silent,
+        drill=drill,
     )
-    detail = f"{kind} via {source}" + (" (silent)" if silent else "")
+    detail = f"{kind} via {source}" + (" (silent)" if silent else "") + (" (drill)" if drill else "")
     effects = Effects(timeline=[TimelineEntry(incident_id, now, "opened", household.label, detail)])
     return incident, effects
 
@@ -158,7 +166,9 @@ def fire_due_steps(
             for device in roster.group_devices(household.id):
                 if device.household_id == household.id and commands.is_terminal(device):
                     continue  # the caller's own terminal is where the alarm came from; its siren may sound
-                command = commands.ring(device, incident.id, incident.kind, household)
+                # A drill rings as the real thing would, its caller shown as 演练 on every terminal.
+                caller = replace(household, label=f"演练 {household.label}") if incident.drill else household
+                command = commands.ring(device, incident.id, incident.kind, caller)
                 if command is None:
                     continue
                 topic, payload = command
@@ -290,6 +300,7 @@ def apply_action(
         updated = replace(updated, on_scene_at=now)
     if target in (State.RESOLVED, State.CANCELLED):
         default = Outcome.REAL if target == State.RESOLVED else Outcome.FALSE_ALARM
+        default = Outcome.DRILL if incident.drill else default
         updated = replace(updated, resolved_at=now, outcome=outcome or default)
     detail = f"outcome {updated.outcome}" if target in (State.RESOLVED, State.CANCELLED) else ""
     if target in (State.RESOLVED, State.CANCELLED) or not incident.quorum_pending:

@@ -86,7 +86,8 @@ class Texts:
         when = self.clock(incident.opened_at)
         if (language or self.language).lower().startswith("en"):
             kind = KIND_EN[incident.kind]
-            tag = "[Alert]" if step == 0 else f"[Alert, no answer {step}]"
+            what = "Drill" if incident.drill else "Alert"
+            tag = f"[{what}]" if step == 0 else f"[{what}, no answer {step}]"
             variants = [
                 f"{tag} {kind}: {household.label}, {household.address}, {group.village} {group.name} {when}. "
                 f"Reply 1 ack, 2 on scene, 3 resolved #{incident.code}",
@@ -96,7 +97,8 @@ class Texts:
             limit = GSM7_SEGMENT
         else:
             kind = KIND_ZH[incident.kind]
-            tag = "【联防】" if step == 0 else f"【联防升级{step}】"
+            what = "联防演练" if incident.drill else "联防"  # every text of a drill says 演练
+            tag = f"【{what}】" if step == 0 else f"【{what}升级{step}】"
             where = household.address or f"{group.village}{group.name}"
             variants = [
                 f"{tag}{household.label} {kind}！{where} {when} 回1收到 2到场 3解除 #{incident.code}",
@@ -114,18 +116,23 @@ class Texts:
             ("time", when),
             ("code", incident.code),
         )
+        template = "drill" if incident.drill else "alert"
         if step == 0:
-            return Text(body, "alert", params)
-        return Text(body, "alert_escalated", (*params, ("step", str(step))))
+            return Text(body, template, params)
+        return Text(body, f"{template}_escalated", (*params, ("step", str(step))))
 
     def spoken_alert(self, incident: Incident, household: Household, group: Group, language: str | None = None) -> Text:
         """What an alert call says (twice, then the keys): who and what, in words a listener takes in at once;
         no symbols, the incident's number spoken."""
         if (language or self.language).lower().startswith("en"):
             kind = KIND_EN[incident.kind].lower()
-            return Text(f"Emergency: {group.village} {group.name}, {household.label}, {kind}. Alarm {incident.code}.")
+            drill = "This is a drill. " if incident.drill else ""
+            return Text(
+                f"{drill}Emergency: {group.village} {group.name}, {household.label}, {kind}. Alarm {incident.code}."
+            )
         kind = KIND_ZH[incident.kind]
-        return Text(f"紧急情况：{group.village}{group.name}{household.label}，{kind}。报警编号{incident.code}。")
+        drill = "演练。" if incident.drill else ""
+        return Text(f"{drill}紧急情况：{group.village}{group.name}{household.label}，{kind}。报警编号{incident.code}。")
 
     def quorum(self, incident: Incident, total: int, language: str | None = None) -> Text:
         """To the leader: enough households are coming (the names that fit), or too few at the deadline."""
@@ -136,30 +143,29 @@ class Texts:
         params = (("code", incident.code), ("count", str(count)), ("total", str(total)), ("need", str(need)))
         if english:
             if reached:
-                body = f"[Joint defence] #{incident.code}: {count}/{total} households coming: {', '.join(names)}"
+                body = f"{_en_tag(incident)} #{incident.code}: {count}/{total} households coming: {', '.join(names)}"
                 return Text(_fit(body, GSM7_SEGMENT), "quorum_reached", params)
-            body = f"[Joint defence] #{incident.code}: only {count}/{total} coming, {need} needed. Send people."
+            body = f"{_en_tag(incident)} #{incident.code}: only {count}/{total} coming, {need} needed. Send people."
             return Text(body, "quorum_missed", params)
         if reached:
-            body = f"【联防】#{incident.code} 已有{count}/{total}户响应：{'、'.join(names)}"
+            body = f"{_zh_tag(incident)}#{incident.code} 已有{count}/{total}户响应：{'、'.join(names)}"
             return Text(_fit(body, UCS2_SEGMENT), "quorum_reached", params)
-        body = f"【联防】#{incident.code} 仅{count}/{total}户响应（需{need}户），请组织人员前往"
+        body = f"{_zh_tag(incident)}#{incident.code} 仅{count}/{total}户响应（需{need}户），请组织人员前往"
         return Text(body, "quorum_missed", params)
 
     def acknowledged(self, incident: Incident, actor: str, language: str | None = None) -> Text:
         """To everyone already alerted: who acknowledged, so that nobody assumes someone else went."""
         params = (("who", actor), ("code", incident.code))
         if (language or self.language).lower().startswith("en"):
-            return Text(f"[Joint defence] {actor} acknowledged #{incident.code}", "ack_notice", params)
-        return Text(f"【联防】{actor}已确认 #{incident.code}", "ack_notice", params)
+            return Text(f"{_en_tag(incident)} {actor} acknowledged #{incident.code}", "ack_notice", params)
+        return Text(f"{_zh_tag(incident)}{actor}已确认 #{incident.code}", "ack_notice", params)
 
     def confirm(self, incident: Incident, language: str | None = None) -> Text:
         """To someone whose missed call acknowledged an alarm: it counted (one short segment)."""
+        params = (("code", incident.code),)
         if (language or self.language).lower().startswith("en"):
-            return Text(
-                f"[Joint defence] Acknowledged #{incident.code}. Thank you.", "confirm", (("code", incident.code),)
-            )
-        return Text(f"【联防】已确认 #{incident.code}，谢谢", "confirm", (("code", incident.code),))
+            return Text(f"{_en_tag(incident)} Acknowledged #{incident.code}. Thank you.", "confirm", params)
+        return Text(f"{_zh_tag(incident)}已确认 #{incident.code}，谢谢", "confirm", params)
 
     def maintenance(
         self,
@@ -277,6 +283,14 @@ def text_to(
         incident_id, step, Channel.SMS, purpose, person.id, person.phone, text.body, scope,
         template=text.template, params=text.params,
     )  # fmt: skip
+
+
+def _zh_tag(incident: Incident) -> str:
+    return "【联防演练】" if incident.drill else "【联防】"
+
+
+def _en_tag(incident: Incident) -> str:
+    return "[Drill]" if incident.drill else "[Joint defence]"
 
 
 def _fit(text: str, limit: int) -> str:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
+from alertd.core.schedule import Schedule
+
 
 class Kind(StrEnum):
     PANIC = "panic"
@@ -139,6 +141,16 @@ DEFAULT_POLICY = Policy(
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduledDrill:
+    """演练 on a schedule, e.g. the first Sunday of each month at 10:00 at one household."""
+
+    id: str
+    household_id: str
+    kind: Kind
+    schedule: Schedule
+
+
+@dataclass(frozen=True, slots=True)
 class Roster:
     """Everyone and everything alertd knows, with the lookups the engine needs precomputed."""
 
@@ -150,6 +162,7 @@ class Roster:
     duty: tuple[str, ...] = ()
     policies: Mapping[str, Policy] = field(default_factory=lambda: {"default": DEFAULT_POLICY})
     kind_policy: Mapping[Kind, str] = field(default_factory=dict)  # missing kinds use "default"
+    drills: Mapping[str, ScheduledDrill] = field(default_factory=dict)
     _by_phone: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
     _patrols_by_group: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _by_account: dict[tuple[str, int | None], str] = field(default_factory=dict, init=False, repr=False, compare=False)

@@ -89,7 +89,9 @@ def figures(
 def _row(
     key: str, label: str, incidents: list[Incident], texts: Mapping[int, tuple[int, int]], ready: list[bool]
 ) -> Figures:
-    alarms = [i for i in incidents if i.maintenance is None]
+    # Drills are reported on their own (drill_figures): their times are not the village's response times.
+    drills = [i for i in incidents if i.drill]
+    alarms = [i for i in incidents if i.maintenance is None and not i.drill]
     outcomes = Counter(i.outcome for i in alarms if i.state in (State.RESOLVED, State.CANCELLED))
     acks = [i.acknowledged_at - i.opened_at for i in alarms if i.acknowledged_at is not None]
     scenes = [i.on_scene_at - i.opened_at for i in alarms if i.on_scene_at is not None]
@@ -102,9 +104,9 @@ def _row(
         kinds=dict(Counter(i.kind for i in alarms)),
         real=outcomes[Outcome.REAL],
         false_alarms=outcomes[Outcome.FALSE_ALARM],
-        drills=outcomes[Outcome.DRILL],
+        drills=len(drills) + outcomes[Outcome.DRILL],
         still_open=sum(i.active for i in alarms),
-        maintenance=len(incidents) - len(alarms),
+        maintenance=len(incidents) - len(alarms) - len(drills),
         ack_p50_s=percentile(acks, 50),
         ack_p90_s=percentile(acks, 90),
         scene_p50_s=percentile(scenes, 50),
@@ -114,4 +116,48 @@ def _row(
         devices=len(ready),
         devices_ready=sum(ready),
         ratings=dict(Counter(i.satisfaction for i in alarms if i.satisfaction is not None)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DrillFigures:
+    """演练, reported on their own: who answered, and how fast, per group."""
+
+    key: str
+    label: str
+    drills: int = 0
+    answered: int = 0  # acknowledged by someone
+    ack_p50_s: float | None = None
+    ack_p90_s: float | None = None
+    coming_mean: float | None = None  # households (and others) who said they were coming, per drill
+    coming_p50_s: float | None = None  # from the drill's start to each one coming
+
+
+def drill_figures(
+    incidents: Iterable[Incident], roster: Roster, groups: Iterable[str] | None = None
+) -> list[DrillFigures]:
+    """One row per group (roster order, within `groups`) that held drills, and a total last."""
+    wanted = set(roster.groups) if groups is None else set(groups) & set(roster.groups)
+    drills = [i for i in incidents if i.drill and i.group_id in wanted]
+    rows = [
+        _drill_row(g, roster.groups[g].name, [i for i in drills if i.group_id == g])
+        for g in roster.groups
+        if g in wanted and any(i.group_id == g for i in drills)
+    ]
+    rows.append(_drill_row("total", "合计", drills))
+    return rows
+
+
+def _drill_row(key: str, label: str, drills: list[Incident]) -> DrillFigures:
+    acks = [i.acknowledged_at - i.opened_at for i in drills if i.acknowledged_at is not None]
+    coming = [r.at - i.opened_at for i in drills for r in i.responders]
+    return DrillFigures(
+        key=key,
+        label=label,
+        drills=len(drills),
+        answered=len(acks),
+        ack_p50_s=percentile(acks, 50),
+        ack_p90_s=percentile(acks, 90),
+        coming_mean=sum(len(i.responders) for i in drills) / len(drills) if drills else None,
+        coming_p50_s=percentile(coming, 50),
     )
