@@ -16,16 +16,17 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from alertd.config import Config, load_config
 from alertd.core import reload
 from alertd.core.access import Role
 from alertd.core.events import Outcome
-from alertd.core.model import Device, Roster
+from alertd.core.model import Device, Kind, Roster
 from alertd.daemon import Daemon
 from alertd.errors import ConfigError, StoreError, StoreUnavailable
 from alertd.profiles import load_profiles
@@ -86,13 +87,30 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = with_config(name, help_text)
         p.add_argument("id", type=int)
-        p.add_argument(
-            "--by", required=True, help="who is acting (a name); alertd adds the OS user that runs this command"
-        )
+        _by(p)
         if name == "resolve":
             p.add_argument("--outcome", choices=[o.value for o in Outcome], default=Outcome.REAL.value)
+    p = with_config("drill", "raise a drill (演练): a real alarm at a household, tagged as a drill")
+    p.add_argument("--household", required=True, help="the household's id in the roster, e.g. h0102")
+    p.add_argument("--kind", choices=[k.value for k in Kind], default=Kind.FIRE.value, help="default: fire")
+    _by(p)
+    p = with_config("pause", "pause a household's daily check-in (平安键) while the person is away, or resume it")
+    p.add_argument("household", help="the household's id in the roster, e.g. h0102")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument(
+        "--until",
+        help="YYYY-MM-DD (to the end of that day) or YYYY-MM-DDTHH:MM, in the daemon's time zone ([daemon] time_zone)",
+    )
+    when.add_argument("--resume", action="store_true", help="expect the daily check-in again from now on")
+    _by(p)
     _users_parser(with_config("users", "the duty-room console's accounts (alertd users add/list/disable/passwd)"))
     return parser
+
+
+def _by(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--by", required=True, help="who is acting (a name); alertd adds the OS user that runs this command"
+    )
 
 
 def _users_parser(users: argparse.ArgumentParser) -> None:
@@ -204,7 +222,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return asyncio.run(_devices(args, load_config(args.config, secrets=False)))
         case "incidents" | "show":
             return asyncio.run(_report(args, load_config(args.config, secrets=False)))
-        case "ack" | "on-scene" | "resolve" | "cancel":
+        case "ack" | "on-scene" | "resolve" | "cancel" | "drill" | "pause":
             return _act(args, load_config(args.config, secrets=False))
         case "users":
             from alertd import users
@@ -351,19 +369,66 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 def _act(args: argparse.Namespace, config: Config) -> int:
     """Operator actions go through the running daemon's engine (the single writer), over its Unix socket."""
-    path = config.settings.http.socket
-    action = args.command.replace("-", "_")
-    body: dict[str, str] = {"by": args.by}
-    if getattr(args, "outcome", None):
-        body["outcome"] = args.outcome
+    done = None  # what was done, in words, when the daemon says it was
+    match args.command:
+        case "drill":
+            url = "/api/drills"
+            body: dict[str, object] = {"household": args.household, "kind": args.kind, "by": args.by}
+        case "pause":
+            zone = config.settings.daemon.zone
+            if args.resume:
+                until, done = None, f"daily check-in of {args.household} resumed"
+            else:
+                try:
+                    until, when = _until(args.until, zone)
+                except ValueError as err:
+                    print(f"alertd: --until {args.until}: {err}", file=sys.stderr)
+                    return EXIT_FAILED
+                if until <= time.time():
+                    print(f"alertd: --until {args.until}: already passed ({zone.key})", file=sys.stderr)
+                    return EXIT_FAILED
+                done = f"daily check-in of {args.household} paused {when}"
+            url = f"/api/checkins/{quote(args.household, safe='')}/pause"
+            body = {"until": until, "by": args.by}
+        case _:
+            url = f"/api/incidents/{args.id}/{args.command.replace('-', '_')}"
+            body = {"by": args.by}
+            if getattr(args, "outcome", None):
+                body["outcome"] = args.outcome
+    reply = _operator_request(config.settings.http.socket, url, body)
+    if reply is None:
+        return EXIT_FAILED
+    result = reply.get("result", reply)
+    if reply.get("ok") and "actor" in reply:
+        if args.command == "drill":
+            done = f"drill ({args.kind} at {args.household}): {result}"
+        print(f"{done or result} (recorded as {reply['actor']})")
+    else:
+        print(result)
+    return EXIT_OK if reply.get("ok") else EXIT_FAILED
+
+
+def _until(text: str, zone: ZoneInfo) -> tuple[float, str]:
+    """--until as a moment and in words: a local date (the pause lasts to the end of that day) or a local
+    date and time, both in the daemon's time zone (never this machine's)."""
+    try:
+        if len(text) == len("YYYY-MM-DD"):
+            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=zone)
+            end = day + timedelta(days=1)  # wall-clock arithmetic: the next midnight there, whatever the DST
+            return end.timestamp(), f"to the end of {day:%Y-%m-%d} (until {end:%Y-%m-%d %H:%M} {zone.key})"
+        moment = datetime.strptime(text, "%Y-%m-%dT%H:%M").replace(tzinfo=zone)
+    except (ValueError, OverflowError):
+        raise ValueError("give a date, YYYY-MM-DD, or a date and time, YYYY-MM-DDTHH:MM") from None
+    return moment.timestamp(), f"until {moment:%Y-%m-%d %H:%M} {zone.key}"
+
+
+def _operator_request(path: Path, url: str, body: Mapping[str, object]) -> dict[str, object] | None:
+    """POST `body` to `url` on the daemon's operator socket `path`: its answer ({"ok", "result", "actor",
+    ...}; a refusal as {"ok": False, "result": "refused (STATUS): why"}), or None when the daemon cannot be
+    reached (said on standard error)."""
     connection = _UnixHTTPConnection(path, API_TIMEOUT_S)
     try:
-        connection.request(
-            "POST",
-            f"/api/incidents/{args.id}/{action}",
-            body=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
+        connection.request("POST", url, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         status, raw = response.status, response.read()
     except PermissionError as err:
@@ -372,19 +437,16 @@ def _act(args: argparse.Namespace, config: Config) -> int:
             "(operator actions need root or membership in the socket's group, [http] socket_group)",
             file=sys.stderr,
         )
-        return EXIT_FAILED
+        return None
     except OSError as err:
         print(f"alertd: cannot reach the daemon at {path}: {err} (is it running?)", file=sys.stderr)
-        return EXIT_FAILED
+        return None
     finally:
         connection.close()
     if status in (200, 409):
-        reply = json.loads(raw)
-    else:
-        reply = {"ok": False, "result": f"refused ({status}): {raw.decode(errors='replace').strip()}"}
-    result = reply.get("result", reply)
-    print(f"{result} (recorded as {reply['actor']})" if reply.get("ok") and "actor" in reply else result)
-    return EXIT_OK if reply.get("ok") else EXIT_FAILED
+        reply: dict[str, object] = json.loads(raw)
+        return reply
+    return {"ok": False, "result": f"refused ({status}): {raw.decode(errors='replace').strip()}"}
 
 
 if __name__ == "__main__":

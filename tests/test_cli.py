@@ -216,7 +216,8 @@ async def test_incident_lifecycle_through_the_cli(tmp_path: Path, twilio: Twilio
     assert record["time_to_acknowledge"] >= 0
     assert [t["event"] for t in record["timeline"]] == ["opened", "step 0", "acknowledged", "resolved"]
     sms = [n for n in record["notifications"] if n["channel"] == "sms"]
-    assert len(sms) == 3
+    # The alert to the leader and the patrol, then to each of them who acknowledged (the duty room, 张三).
+    assert [n["purpose"] for n in sms] == ["alert"] * 3 + ["notice"] * 3
     assert all(n["status"] == "sent" and n["carrier"] == "twilio" for n in sms)
     rings = [n for n in record["notifications"] if n["channel"] == "terminal" and n["purpose"] == "ring"]
     stops = [n for n in record["notifications"] if n["channel"] == "terminal" and n["purpose"] == "stop"]

@@ -15,13 +15,15 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from alertd.core.events import Action, DeliveryReport, Input, OperatorCommand, Outcome, Reply
+from alertd.core.events import Action, CheckInPause, DeliveryReport, Drill, Input, OperatorCommand, Outcome, Reply
+from alertd.core.model import Kind
 from alertd.core.ports import Health
-from alertd.core.results import Result
+from alertd.core.results import Result, Verdict
 from alertd.metrics import Metrics
 from alertd.phones import mask, normalize
 from alertd.store import Store
@@ -51,7 +53,8 @@ def make_app(deps: WebDeps) -> web.Application:
     app.router.add_post("/twilio/sms", inbound_sms)
     app.router.add_post("/twilio/status", status_callback)
     # TCP cannot say which local user is calling, and a browser on this machine can reach it (CSRF).
-    app.router.add_route("*", "/api/incidents/{tail:.*}", operator_elsewhere)
+    for path in ("/api/incidents/{tail:.*}", "/api/drills", "/api/checkins/{tail:.*}"):
+        app.router.add_route("*", path, operator_elsewhere)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
@@ -108,6 +111,16 @@ async def status_callback(request: web.Request) -> web.Response:
 _ACTIONS = {"ack": Action.ACKNOWLEDGE, "on_scene": Action.ON_SCENE, "resolve": Action.RESOLVE, "cancel": Action.CANCEL}
 _OUTCOMES = {o.value: o for o in Outcome}
 _OUTCOME_CHOICES = ", ".join(list(_OUTCOMES)[:-1]) + " or " + list(_OUTCOMES)[-1]  # "real, false_alarm or drill"
+_KINDS = {k.value: k for k in Kind}
+_KIND_CHOICES = ", ".join(list(_KINDS)[:-1]) + " or " + list(_KINDS)[-1]
+DEFAULT_DRILL_KIND = Kind.FIRE
+# What a drill must come to: an incident opened (or an open one at the household joined). Anything else,
+# an unknown household included, is a drill that did not happen.
+_DRILL_DONE = frozenset({Verdict.OPENED, Verdict.JOINED})
+# What a pause or a resume must come to; an unknown household or anything else means it was not recorded.
+_PAUSE_DONE = frozenset({Verdict.RECORDED, Verdict.ACTED})
+MAX_HOUSEHOLD = 64  # a household id as given (the engine decides whether it exists)
+MAX_UNTIL = 253402300800.0  # 10000-01-01 UTC: beyond it, no date can show the moment
 # Headers a proxy adds: operator actions come straight from a local process, never through a proxy.
 _PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 MAX_NAME = 64  # the name an operator gives (--by); the OS user is added to it, never taken from it
@@ -173,6 +186,8 @@ def make_operator_app(deps: WebDeps, access: OperatorAccess) -> web.Application:
     app[DEPS] = deps
     app[ACCESS] = access
     app.router.add_post("/api/incidents/{id:\\d+}/{action}", operator_action)
+    app.router.add_post("/api/drills", operator_drill)
+    app.router.add_post("/api/checkins/{household}/pause", operator_pause)
     app.on_cleanup.append(_remove_socket)
     return app
 
@@ -186,7 +201,18 @@ def peer_of(request: web.Request) -> Peer | None:
     return Peer(pid, uid, gid)
 
 
-async def operator_action(request: web.Request) -> web.Response:
+@dataclass(frozen=True, slots=True)
+class _Operator:
+    """An operator request that passed the guards: its JSON object and who acts."""
+
+    deps: WebDeps
+    body: Mapping[str, object]
+    actor: str  # the name given, then the OS user the kernel names: "张三 (os:root)"
+
+
+async def _operator(request: web.Request) -> _Operator:
+    """The guards every operator request passes (or an HTTP error says why not): no proxy, no web page,
+    JSON, over the Unix socket from a process that may act, with a valid name of who acts ("by")."""
     deps, access = request.app[DEPS], request.app[ACCESS]
     # Belt and braces behind the socket's mode: a proxy or a browser in front of the socket would make
     # every request look like the proxy's user, so anything that looks like either is refused.
@@ -206,27 +232,76 @@ async def operator_action(request: web.Request) -> web.Response:
             peer.user, peer.pid, access.group,
         )  # fmt: skip
         raise web.HTTPForbidden(text=f"only root, alertd's user and group {access.group} may act")
-    action = _ACTIONS.get(request.match_info["action"])
-    if action is None:
-        raise web.HTTPNotFound(text=f"unknown action; use one of {', '.join(_ACTIONS)}")
     try:
         body = await request.json()
     except ValueError as err:
         raise web.HTTPBadRequest(text="body must be JSON") from err
-    by = str(body.get("by") or "").strip() if isinstance(body, dict) else ""
+    if not isinstance(body, dict):
+        body = {}
+    by = str(body.get("by") or "").strip()
     if problem := _name_problem(by):
         raise web.HTTPBadRequest(text=f'"by" (who is acting): {problem}')
-    given = body.get("outcome")
+    # The name is what the operator says; the OS user is what the kernel says. Both go in the record.
+    return _Operator(deps, body, f"{by} (os:{peer.user})")
+
+
+def _answer(result: Result, actor: str, ok: bool) -> web.Response:
+    return web.json_response(
+        {"ok": ok, "result": str(result), "verdict": result.verdict.value, "actor": actor},
+        status=200 if ok else 409,
+    )
+
+
+async def operator_action(request: web.Request) -> web.Response:
+    operator = await _operator(request)
+    action = _ACTIONS.get(request.match_info["action"])
+    if action is None:
+        raise web.HTTPNotFound(text=f"unknown action; use one of {', '.join(_ACTIONS)}")
+    given = operator.body.get("outcome")
     outcome = _OUTCOMES.get(given) if isinstance(given, str) else None
     if given is not None and outcome is None:
         raise web.HTTPBadRequest(text=f'"outcome" must be {_OUTCOME_CHOICES}')
-    # The name is what the operator says; the OS user is what the kernel says. Both go in the record.
-    actor = f"{by} (os:{peer.user})"
-    result = await deps.call(OperatorCommand(int(request.match_info["id"]), action, actor, outcome))
-    return web.json_response(
-        {"ok": result.accepted, "result": str(result), "verdict": result.verdict.value, "actor": actor},
-        status=200 if result.accepted else 409,
-    )
+    result = await operator.deps.call(OperatorCommand(int(request.match_info["id"]), action, operator.actor, outcome))
+    return _answer(result, operator.actor, result.accepted)
+
+
+async def operator_drill(request: web.Request) -> web.Response:
+    """演练: {"household": "h0102", "kind": "fire", "by": "张三"} opens a real alarm there, tagged as a drill."""
+    operator = await _operator(request)
+    household = _household(operator.body.get("household"), '"household"')
+    given = operator.body.get("kind")
+    kind = DEFAULT_DRILL_KIND if given is None else _KINDS.get(given) if isinstance(given, str) else None
+    if kind is None:
+        raise web.HTTPBadRequest(text=f'"kind" must be {_KIND_CHOICES}')
+    result = await operator.deps.call(Drill(household, kind, operator.actor))
+    return _answer(result, operator.actor, result.accepted and result.verdict in _DRILL_DONE)
+
+
+async def operator_pause(request: web.Request) -> web.Response:
+    """{"until": <epoch seconds>, "by": "张三"} pauses the household's daily check-in until then;
+    {"until": null, ...} resumes it."""
+    operator = await _operator(request)
+    household = _household(request.match_info["household"], "the household")
+    if "until" not in operator.body:  # never a resume by omission
+        raise web.HTTPBadRequest(text='"until" is required: when the pause ends (epoch seconds), or null to resume')
+    until = operator.body["until"]
+    if until is not None and not _is_moment(until):
+        raise web.HTTPBadRequest(text='"until" must be a moment (epoch seconds, after 1970), or null to resume')
+    moment = None if until is None else float(until)
+    result = await operator.deps.call(CheckInPause(household, moment, operator.actor))
+    return _answer(result, operator.actor, result.accepted and result.verdict in _PAUSE_DONE)
+
+
+def _is_moment(given: object) -> TypeGuard[int | float]:
+    # Not a bool (JSON's true is no time); NaN and the infinities (which Python's JSON reads) fail the range.
+    return isinstance(given, int | float) and not isinstance(given, bool) and 0 < given < MAX_UNTIL
+
+
+def _household(given: object, what: str) -> str:
+    """A household id as given: a non-empty string of at most MAX_HOUSEHOLD characters (or 400)."""
+    if not isinstance(given, str) or not 0 < len(given) <= MAX_HOUSEHOLD:
+        raise web.HTTPBadRequest(text=f"{what} must be a household id (1 to {MAX_HOUSEHOLD} characters)")
+    return given
 
 
 def _name_problem(name: str) -> str | None:
