@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import time as dt_time
@@ -522,6 +523,14 @@ class _HouseholdIn(_Entry):
     address: str = ""
     people: list[str] = []
     devices: list[_DeviceIn] = []
+    check_in: str | None = None  # "10:00"
+
+    @field_validator("check_in")
+    @classmethod
+    def _hh_mm(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value):
+            raise ValueError("must be a time of day as HH:MM, e.g. 10:00")
+        return value
 
 
 class _GroupIn(_Entry):
@@ -707,7 +716,9 @@ def _build_roster(data: dict[str, Any], label: str) -> tuple[Roster | None, list
     roster = Roster(
         people={i: Person(i, p.name, phones[i], p.language, Prefers(p.prefers)) for i, (_, p) in people.items()},
         households={
-            i: Household(i, h.label, h.group, h.address, tuple(h.people), tuple(d.id for d in h.devices))
+            i: Household(
+                i, h.label, h.group, h.address, tuple(h.people), tuple(d.id for d in h.devices), _minutes(h.check_in)
+            )
             for i, (_, h) in households.items()
         },
         groups={
@@ -722,6 +733,10 @@ def _build_roster(data: dict[str, Any], label: str) -> tuple[Roster | None, list
         drills=drills,
     )
     return roster, []
+
+
+def _minutes(hh_mm: str | None) -> int | None:
+    return None if hh_mm is None else int(hh_mm[:2]) * 60 + int(hh_mm[3:])
 
 
 def _read_drills(r: _Reader, raws: list[dict[str, Any]]) -> dict[str, ScheduledDrill]:

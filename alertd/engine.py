@@ -16,7 +16,17 @@ from dataclasses import replace
 from typing import Protocol
 
 from alertd.commands import CommandBook
-from alertd.core.desk import EVALUATION_WINDOW_S, Desk, PlacedCall, Seen, handled_key
+from alertd.core.desk import (
+    EVALUATION_WINDOW_S,
+    JUDGED_KEY,
+    PAUSE_KEY,
+    SIGN_KEY,
+    CheckIns,
+    Desk,
+    PlacedCall,
+    Seen,
+    handled_key,
+)
 from alertd.core.digest import LAST_DAY_KEY
 from alertd.core.events import Alarm, CallReport, Evaluation, Input, MissedCall, Reply, SensorState, Tick
 from alertd.core.incidents import Channel
@@ -134,7 +144,12 @@ class Engine:
         reported = {r.id: r.reported() for r in records.values()}
         incidents = await self.store.load_active_incidents()
         awaiting = await self.store.awaiting_evaluation(now - EVALUATION_WINDOW_S)
-        self.desk.resume(incidents, reported, await self.store.max_incident_id() + 1, now, awaiting)
+        check_ins = CheckIns(
+            {h: float(v) for h, v in (await self.store.metas(SIGN_KEY)).items()},
+            {h: float(v) for h, v in (await self.store.metas(PAUSE_KEY)).items() if v},
+            await self.store.metas(JUDGED_KEY),
+        )
+        self.desk.resume(incidents, reported, await self.store.max_incident_id() + 1, now, awaiting, check_ins)
         self.desk.upkeep.schedule_digest(
             now,
             in_use_since=await self.store.in_use_since(now),  # None on a new store's first start

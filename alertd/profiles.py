@@ -22,7 +22,7 @@ import tomli
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from alertd.core.model import Kind, Roster
-from alertd.core.profile import AlarmRule, Command, DeviceProfile, Transport, Value
+from alertd.core.profile import ActivityRule, AlarmRule, Command, DeviceProfile, Transport, Value
 from alertd.errors import ConfigError
 from alertd.problems import reason as _reason
 from alertd.problems import show as _show
@@ -130,6 +130,11 @@ class _AlarmIn(_In):
     momentary: bool = False
 
 
+class _ActivityIn(_In):
+    field: FieldName
+    value: Annotated[Value, BeforeValidator(_scalar)]
+
+
 class _ProfileIn(_In):
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
@@ -142,6 +147,7 @@ class _ProfileIn(_In):
     alarms: list[_AlarmIn] = []
     ring: _CommandIn | None = None
     stop: _CommandIn | None = None
+    activity: list[_ActivityIn] = []
 
 
 def _cross_checks(profile: _ProfileIn) -> list[str]:
@@ -155,6 +161,8 @@ def _cross_checks(profile: _ProfileIn) -> list[str]:
         carried = "the alertd protocol" if profile.transport == Transport.ALERTD else "the Contact ID event code"
         if profile.alarms:
             problems.append(f"[[alarms]]: transport {_show(profile.transport.value)} carries the kind in {carried}")
+        if profile.activity:
+            problems.append(f"[[activity]]: transport {_show(profile.transport.value)} has no state reports to read")
         if profile.ring is not None or profile.stop is not None:
             how = "rings through its own protocol" if profile.transport == Transport.ALERTD else "is one-way"
             problems.append(f"[ring]/[stop]: transport {_show(profile.transport.value)} {how}")
@@ -178,6 +186,7 @@ def _build(profile: _ProfileIn) -> DeviceProfile:
         name=profile.name,
         transport=profile.transport,
         alarms=tuple(AlarmRule(a.field, a.value, a.kind, a.momentary) for a in profile.alarms),
+        activity=tuple(ActivityRule(a.field, a.value) for a in profile.activity),
         checkin_s=profile.checkin_s,
         battery_field=profile.battery_field,
         battery_low=profile.battery_low,

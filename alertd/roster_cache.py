@@ -61,7 +61,7 @@ __all__ = ["FORMAT", "cache_key", "code_fingerprint", "decode", "encode", "no_gc
 
 _LOGGER = logging.getLogger(__name__)
 
-FORMAT = 4  # bump when the layout of the file changes
+FORMAT = 5  # bump when the layout of the file changes
 _PACKAGE = Path(__file__).resolve().parent
 # The modules whose code decides what a roster file validates into: reading and checking (config), phone
 # numbers (phones), device profiles (profiles, core/profile), the built values and the default policy
@@ -160,6 +160,7 @@ def encode(roster: Roster) -> bytes:
             "address": [h.address for h in households],
             "people": [[person[p] for p in h.people] for h in households],
             "devices": [[device[d] for d in h.devices] for h in households],
+            "check_in": [h.check_in for h in households],
         },
         "groups": {
             "id": list(roster.groups),
@@ -232,10 +233,11 @@ def decode(body: bytes) -> Roster:
     person_ids, names, phones, languages, prefers = _columns(
         data["people"], {"id": _STR, "name": _STR, "phone": _STR, "language": _OPT_STR, "prefers": _STR}
     )
-    household_ids, labels, group_refs, addresses, member_refs, device_refs = _columns(
+    household_ids, labels, group_refs, addresses, member_refs, device_refs, check_ins = _columns(
         data["households"],
-        {"id": _STR, "label": _STR, "group": _INT, "address": _STR, "people": _LIST, "devices": _LIST},
-    )
+        {"id": _STR, "label": _STR, "group": _INT, "address": _STR, "people": _LIST, "devices": _LIST,
+         "check_in": _OPT_INT},
+    )  # fmt: skip
     group_ids, group_names, villages, household_refs, leaders, deputies, grid_workers = _columns(
         data["groups"],
         {"id": _STR, "name": _STR, "village": _STR, "households": _LIST, "leader": _INT, "deputy": _OPT_INT,
@@ -265,7 +267,7 @@ def decode(body: bytes) -> Roster:
         zip(
             household_ids,
             map(Household, household_ids, labels, map(group_ids.__getitem__, group_refs), addresses,
-                map(refs(person_ids), member_refs), map(refs(device_ids), device_refs)),
+                map(refs(person_ids), member_refs), map(refs(device_ids), device_refs), check_ins),
             strict=True,
         )
     )  # fmt: skip

@@ -151,7 +151,7 @@ class DeviceRecord:
 _INCIDENT_COLUMNS = (
     "id, household_id, group_id, kind, policy, state, opened_at, last_alarm_at, next_step, next_step_at, "
     "acknowledged_at, acknowledged_by, on_scene_at, resolved_at, outcome, rung, silent, device_id, maintenance, "
-    "satisfaction, evaluated_by, responders, quorum, quorum_state, drill"
+    "satisfaction, evaluated_by, responders, quorum, quorum_state, drill, welfare"
 )
 _INCIDENT_MARKS = ", ".join("?" for _ in _INCIDENT_COLUMNS.split(","))
 _ACTIVE = "state IN ('open', 'acknowledged', 'on_scene')"
@@ -181,7 +181,7 @@ def _incident_params(i: Incident) -> tuple[Any, ...]:
         i.outcome.value if i.outcome else None, json.dumps(list(i.rung)), int(i.silent), i.device_id,
         i.maintenance.value if i.maintenance else None, i.satisfaction.value if i.satisfaction else None,
         i.evaluated_by, json.dumps([[r.who, r.label, r.at] for r in i.responders], ensure_ascii=False), i.quorum,
-        i.quorum_state, int(i.drill),
+        i.quorum_state, int(i.drill), int(i.welfare),
     )  # fmt: skip
 
 
@@ -194,7 +194,7 @@ def _incident_from_row(r: Sequence[Any]) -> Incident:
         device_id=r[17], maintenance=Condition(r[18]) if r[18] else None,
         satisfaction=Satisfaction(r[19]) if r[19] else None, evaluated_by=r[20],
         responders=tuple(Responder(str(w), str(label), float(at)) for w, label, at in json.loads(r[21])),
-        quorum=r[22], quorum_state=r[23], drill=bool(r[24]),
+        quorum=r[22], quorum_state=r[23], drill=bool(r[24]), welfare=bool(r[25]),
     )  # fmt: skip
 
 
@@ -505,6 +505,13 @@ class Store:
     async def meta(self, key: str) -> str | None:
         row = await self._db.fetchone("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else str(row[0])
+
+    async def metas(self, prefix: str) -> dict[str, str]:
+        """Every meta value whose key starts with prefix, by the rest of the key."""
+        rows = await self._db.fetchall(
+            "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff")
+        )
+        return {str(r[0])[len(prefix) :]: str(r[1]) for r in rows}
 
     async def set_meta(self, key: str, value: str) -> None:
         await self._write(

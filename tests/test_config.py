@@ -491,3 +491,11 @@ def test_scheduled_drills_are_read_and_every_bad_one_reported(tmp_path: Path) ->
     assert 'drills[d2]: kind "flood": unknown kind' in problems
     assert "drills[d3]: " in problems
     assert "fifth" in problems
+
+
+def test_daily_check_in_time(tmp_path: Path) -> None:
+    roster = ROSTER.replace('label = "5号户 陈家"', 'label = "5号户 陈家"\ncheck_in = "09:30"')
+    assert load_config(write(tmp_path, roster), {}).roster.households["h0105"].check_in == 9 * 60 + 30
+    bad = ROSTER.replace('label = "5号户 陈家"', 'label = "5号户 陈家"\ncheck_in = "9:30 am"')
+    problem = problems_of(write(tmp_path, bad))[0]
+    assert 'households[1] (id "h0105"): check_in "9:30 am": must be a time of day as HH:MM, e.g. 10:00' in problem

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from alertd.core.events import Alarm, Heartbeat, Restore, Supervision, SupervisionKind
+from alertd.core.events import Alarm, CheckIn, Heartbeat, Restore, Supervision, SupervisionKind
 from alertd.core.model import Kind
-from alertd.core.profile import AlarmRule, Command, DeviceProfile, Transport
+from alertd.core.profile import ActivityRule, AlarmRule, Command, DeviceProfile, Transport
 from alertd.errors import AlertdError
 from alertd.protocols.zigbee2mqtt import (
     MAX_PAYLOAD,
@@ -575,3 +576,14 @@ def test_render_rejects(command: Command, kwargs: dict[str, object]) -> None:
 
 def test_reasons_are_labels() -> None:
     assert {"too_large", "not_json", "not_object", "bad_type", "bad_topic", "bad_command"} <= REASONS
+
+
+def test_activity_a_profile_declares_is_a_sign_of_life_when_live_only() -> None:
+    # 平安键 by activity: a door opened means someone is at home.
+    door = replace(DOOR, activity=(ActivityRule("contact", False),))
+    _, events = run(door, [b'{"contact":true}', b'{"contact":false}', b'{"battery":80}'])
+    assert [[e for e in batch if isinstance(e, CheckIn)] for batch in events] == [[], [CheckIn(DEV)], []]
+    _, retained = interpret(DEV, door, None, b'{"contact":false}', retained=True)
+    assert not [e for e in retained if isinstance(e, CheckIn)], "a retained state is no sign of anyone now"
+    _, plain = run(DOOR, [b'{"contact":false}'])
+    assert not [e for e in plain[0] if isinstance(e, CheckIn)], "only profiles that say so"

@@ -9,6 +9,7 @@ commits and acknowledges.
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 import logging
 import math
@@ -57,6 +58,7 @@ from alertd.core.incidents import (
     join_alarm,
     open_incident,
     open_maintenance,
+    open_welfare,
     responding,
 )
 from alertd.core.messages import Texts, text_to
@@ -115,6 +117,18 @@ class PlacedCall:
     placed: int  # which call this was to that person for that step: 1 the first, 2 the first retry...
 
 
+SIGN_KEY, PAUSE_KEY, JUDGED_KEY = "sign:", "pause:", "judged:"  # the store's meta keys, per household
+
+
+@dataclass(frozen=True, slots=True)
+class CheckIns:
+    """What the store holds of the daily check-ins (its meta rows), for a desk resuming."""
+
+    signs: Mapping[str, float] = field(default_factory=dict)
+    paused: Mapping[str, float] = field(default_factory=dict)
+    judged: Mapping[str, str] = field(default_factory=dict)
+
+
 def handled_key(item: CallReport | MissedCall) -> str | None:
     """What a call report or a missed call is remembered by, so that a retried one is handled once (None:
     a missed call the modem gave no id, handled each time)."""
@@ -155,6 +169,12 @@ class Desk:
     # Scheduled drills: when each is next due (None: not computed since the roster changed). A drill missed
     # while alertd was down is not caught up: a drill at the wrong hour only confuses people.
     _drills_due: dict[str, float] | None = None
+    # 平安键: each watched household's last sign of life, pause, and the local day its check-in was judged
+    # (kept in the store's meta as sign:/pause:/judged:<household>), and when the next check-in falls due.
+    _signs: dict[str, float] = field(default_factory=dict)
+    _paused: dict[str, float] = field(default_factory=dict)
+    _judged: dict[str, str] = field(default_factory=dict)
+    _check_in_due: float | None = None  # None: computed at the next tick
 
     # --- state ---------------------------------------------------------------------------------------
 
@@ -165,9 +185,16 @@ class Desk:
         next_id: int,
         now: float,
         awaiting: Iterable[Incident] = (),
+        check_ins: CheckIns | None = None,
     ) -> None:
         self.next_id = next_id
         self.awaiting = {i.id: i for i in awaiting}
+        if check_ins is not None:
+            self._signs, self._paused, self._judged = (
+                dict(check_ins.signs),
+                dict(check_ins.paused),
+                dict(check_ins.judged),
+            )
         for incident in incidents:
             self._track(incident)
         self.upkeep.resume(devices, self.active.values(), now)
@@ -176,7 +203,8 @@ class Desk:
         """The next escalation step, review, digest or drill, whichever comes first."""
         # Not computed yet: the next tick does (the supervision review ticks at least every interval_s).
         drills = min(self._drills_due.values(), default=math.inf) if self._drills_due is not None else math.inf
-        return min(self._next_deadline() or math.inf, self.upkeep.next_due, drills)
+        check_in = self._check_in_due if self._check_in_due is not None else math.inf
+        return min(self._next_deadline() or math.inf, self.upkeep.next_due, drills, check_in)
 
     def replace_roster(self, roster: Roster, commands: Commands, profiles: Mapping[str, DeviceProfile]) -> None:
         """SIGHUP: new roster for new inputs. An open incident the new roster cannot escalate as before (its
@@ -192,6 +220,7 @@ class Desk:
             del self._rosters[incident_id]  # the new roster serves it again (e.g. the household is back)
         self.roster, self.commands, self.profiles = roster, commands, profiles
         self._drills_due = None  # computed at the next tick, from then on
+        self._check_in_due = None
 
     # --- decisions -----------------------------------------------------------------------------------
 
@@ -208,7 +237,7 @@ class Desk:
             case Coming(device_id=device_id, incident_id=incident_id):
                 return self._on_coming(device_id, incident_id, now, batch)
             case CheckIn(device_id=device_id):
-                return self._on_device(DeviceUpdate(device_id, now, online=True), batch)
+                return self._on_check_in(device_id, now, batch)
             case Drill():
                 return self._on_drill(item, now, batch)
             case CheckInPause():
@@ -285,8 +314,72 @@ class Desk:
         self._fire(incident.id, now, batch)
         return Result(Verdict.OPENED, incident.id)
 
+    # --- 平安键: daily check-ins of people living alone ------------------------------------------------
+
+    def _on_check_in(self, device_id: str, now: float, batch: Batch) -> Result:
+        """A sign of life (the 平安键, or activity a device's profile counts): today is fine, and a welfare
+        incident open for the household closes."""
+        household = self.roster.household_of_device(device_id)
+        if household is None:
+            return Result(Verdict.UNKNOWN_DEVICE)
+        self._signs[household.id] = now
+        batch.meta[f"{SIGN_KEY}{household.id}"] = repr(now)
+        batch.devices.append(DeviceUpdate(device_id, now, online=True))
+        result = OK
+        for incident in [i for i in self.active.values() if i.welfare and i.household_id == household.id]:
+            result = self._act(incident, Action.RESOLVE, f"{household.label}: checked in", Via.SYSTEM, now, batch)
+        return result
+
     def _on_pause(self, pause: CheckInPause, now: float, batch: Batch) -> Result:
-        return Result(Verdict.REFUSED, detail="check-ins are not kept yet")
+        household = self.roster.households.get(pause.household_id)
+        if household is None:
+            return Result(Verdict.REFUSED, detail=f"no household {pause.household_id}")
+        if household.check_in is None:
+            return Result(Verdict.REFUSED, detail=f"household {pause.household_id} has no daily check-in")
+        if pause.until is None:
+            self._paused.pop(household.id, None)
+        else:
+            self._paused[household.id] = pause.until
+        batch.meta[f"{PAUSE_KEY}{household.id}"] = "" if pause.until is None else repr(pause.until)
+        _LOGGER.info("Check-in of %s %s by %s", household.id, "resumed" if pause.until is None else "paused", pause.by)
+        return OK
+
+    def _check_ins(self, now: float, batch: Batch) -> None:
+        """Each watched household whose check-in time passed today is judged once: no sign of life since
+        local midnight, not paused, opens a welfare incident for its leader and grid worker."""
+        zone = self.texts.time_zone
+        local = dt.datetime.fromtimestamp(now, dt.UTC).astimezone(zone)
+        today = local.date()
+        midnight = dt.datetime.combine(today, dt.time(0), zone).timestamp()
+        upcoming = math.inf
+        for household in self.roster.households.values():
+            if household.check_in is None:
+                continue
+            if household.id not in self._signs:
+                # Watched from now on: a household added (or alertd installed) after today's time is not
+                # reported for a day it was not watched.
+                self._signs[household.id] = now
+                batch.meta[f"{SIGN_KEY}{household.id}"] = repr(now)
+            hour, minute = divmod(household.check_in, 60)
+            due = dt.datetime.combine(today, dt.time(hour, minute), zone).timestamp()
+            if self._judged.get(household.id) == today.isoformat() or now < due:
+                tomorrow = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(hour, minute), zone)
+                upcoming = min(upcoming, due if now < due else tomorrow.timestamp())
+                continue
+            self._judged[household.id] = today.isoformat()
+            batch.meta[f"{JUDGED_KEY}{household.id}"] = today.isoformat()
+            tomorrow = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(hour, minute), zone)
+            upcoming = min(upcoming, tomorrow.timestamp())
+            quiet = self._signs[household.id] < midnight and self._paused.get(household.id, -math.inf) <= due
+            if quiet and not any(i.welfare and i.household_id == household.id for i in self.active.values()):
+                incident, effects = open_welfare(
+                    self.next_id, household, self.roster, self.texts, f"{hour:02d}:{minute:02d}", now
+                )
+                self.next_id += 1
+                _LOGGER.warning("Welfare incident %d: no check-in from %s by %02d:%02d", incident.id, household.id,
+                                hour, minute)  # fmt: skip
+                self._apply(incident, effects, batch)
+        self._check_in_due = upcoming
 
     def _on_restore(self, device_id: str, detail: str, now: float, batch: Batch) -> Result:
         household = self.roster.household_of_device(device_id)
@@ -409,7 +502,7 @@ class Desk:
         received = now if call.received_at is None else min(now, call.received_at + REPLY_CLOCK_SKEW_S)
         groups = targeting.groups_of(self.roster, person.id)
         target = targeting.for_reply(self.active.values(), groups, _Acknowledge(), received)
-        if target is None or target.maintenance is not None:
+        if target is None or not target.is_alarm:
             return Result(Verdict.NO_INCIDENT)
         result = self._act(target, Action.ACKNOWLEDGE, person.name, Via.MISSED_CALL, now, batch, by=(person.id,))
         if result.accepted or target.state != State.OPEN:
@@ -471,7 +564,7 @@ class Desk:
         """评单: a resolved real alarm's household is asked how the response went. Not after a silent alarm
         (whoever forced the silent panic may read the household's phone), a drill or a false alarm."""
         household = self.roster.households.get(incident.household_id)
-        if household is None or incident.silent or incident.maintenance is not None:
+        if household is None or incident.silent or not incident.is_alarm:
             return
         if incident.outcome != Outcome.REAL:
             return
@@ -501,7 +594,7 @@ class Desk:
         _LOGGER.info("Incident %d %s by %s via %s", incident.id, updated.state, actor, via)
         first_ack = incident.acknowledged_at is None and updated.acknowledged_at is not None
         self._apply(updated, effects, batch)
-        if first_ack and incident.maintenance is None:
+        if first_ack and incident.is_alarm:
             self._tell_acknowledged(incident, actor, frozenset(by), now, batch)
         if updated.state == State.RESOLVED:
             self._follow_up(updated, now, batch)
@@ -586,6 +679,8 @@ class Desk:
         if (review := self.upkeep.review_due(now, self.roster, self.profiles)) is not None:
             self._review(review.to_open, review.to_close, now, batch)
         self._scheduled_drills(now, batch)
+        if self._check_in_due is None or now >= self._check_in_due:
+            self._check_ins(now, batch)
         if (day := self.upkeep.digest_due(now)) is not None:
             planned = plan(day.day, self.roster, self.profiles, self.upkeep.reported, self.texts, now)
             batch.notifications.extend(planned)
@@ -647,7 +742,7 @@ class Desk:
 
     def _track(self, incident: Incident) -> None:
         self.active[incident.id] = incident
-        if incident.maintenance is None:  # alarms join alarms, never a maintenance incident
+        if incident.is_alarm:  # alarms join alarms, never a maintenance or welfare incident
             self._by_household.setdefault(incident.household_id, set()).add(incident.id)
         if incident.next_step_at is not None:
             heapq.heappush(self._deadlines, (incident.next_step_at, incident.id))

@@ -46,6 +46,7 @@ __all__ = [
     "metrics_times",
     "open_incident",
     "open_maintenance",
+    "open_welfare",
     "responding",
 ]
 
@@ -124,6 +125,32 @@ def open_maintenance(
     for person in people.values():
         text = texts.maintenance(incident, household, device, condition, person.language)
         effects.notifications.append(text_to(person, text, incident_id, 0, Purpose.NOTICE))
+    return incident, effects
+
+
+def open_welfare(
+    incident_id: int, household: Household, roster: Roster, texts: Texts, due: str, now: float
+) -> tuple[Incident, Effects]:
+    """平安键: no sign of life from a household by its check-in time. The leader and the grid worker are told;
+    nothing rings, nothing escalates. It closes at the next check-in, or by a person."""
+    incident = Incident(
+        id=incident_id,
+        household_id=household.id,
+        group_id=household.group_id,
+        kind=Kind.MEDICAL,  # what a silent home most likely means: someone who fell, or fell ill
+        policy="welfare",
+        state=State.OPEN,
+        opened_at=now,
+        last_alarm_at=now,
+        next_step=None,
+        next_step_at=None,
+        welfare=True,
+    )
+    effects = Effects(timeline=[TimelineEntry(incident_id, now, "no check-in", household.label, f"by {due}")])
+    people = {p.id: p for role in (Role.LEADER, Role.GRID_WORKER) for p in roster.people_for(household.group_id, role)}
+    for person in people.values():
+        text = texts.welfare(incident, household, due, person.language)
+        effects.notifications.append(text_to(person, text, incident_id, 0, Purpose.ALERT))
     return incident, effects
 
 

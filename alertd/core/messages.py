@@ -160,6 +160,16 @@ class Texts:
             return Text(f"{_en_tag(incident)} {actor} acknowledged #{incident.code}", "ack_notice", params)
         return Text(f"{_zh_tag(incident)}{actor}已确认 #{incident.code}", "ack_notice", params)
 
+    def welfare(self, incident: Incident, household: Household, due: str, language: str | None = None) -> Text:
+        """To the leader and the grid worker: someone living alone has not checked in today by their time."""
+        params = (("household", household.label), ("time", due), ("code", incident.code))
+        if (language or self.language).lower().startswith("en"):
+            body = f"[Welfare] {household.label}: no check-in by {due} today. Please visit #{incident.code}"
+            return Text(body, "welfare", params)
+        return Text(
+            f"【联防关爱】{household.label} 今天{due}前未报平安，请尽快上门看看 #{incident.code}", "welfare", params
+        )
+
     def confirm(self, incident: Incident, language: str | None = None) -> Text:
         """To someone whose missed call acknowledged an alarm: it counted (one short segment)."""
         params = (("code", incident.code),)

@@ -81,6 +81,9 @@ class Household:
     address: str = ""
     people: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
+    # 平安键: minutes after local midnight by which the household shows a sign of life each day (someone
+    # living alone); None: not watched.
+    check_in: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,15 @@ class AlarmRule:
 
 
 @dataclass(frozen=True, slots=True)
+class ActivityRule:
+    """A live report with field = value is a sign of life from the household (平安键 by activity): water
+    running through a meter, a door opened, a plug switched on."""
+
+    field: str
+    value: Value
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """A command to publish: topic and payload templates with {base}, {name} (and {incident}, {kind})."""
 
@@ -56,6 +65,7 @@ class DeviceProfile:
     tamper_field: str | None = None
     ring: Command | None = None
     stop: Command | None = None
+    activity: tuple[ActivityRule, ...] = ()  # reports that are a sign of someone at home
 
     @property
     def ringable(self) -> bool:

@@ -63,6 +63,12 @@ class Incident:
     quorum: int = 0  # responders a policy step asked for before escalation may stop; 0: none
     quorum_state: str = ""  # "" pending (or none asked), "reached", "missed" (the leader was told which)
     drill: bool = False  # 演练: a real alarm in every way, kept out of the real statistics
+    welfare: bool = False  # 平安键: no sign of life from a household by its check-in time; never rings
+
+    @property
+    def is_alarm(self) -> bool:
+        """An alarm from a household (or a drill): not a device's maintenance nor a missed check-in."""
+        return self.maintenance is None and not self.welfare
 
     @property
     def active(self) -> bool:

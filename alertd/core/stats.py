@@ -25,6 +25,7 @@ class Figures:
     drills: int = 0
     still_open: int = 0
     maintenance: int = 0
+    welfare: int = 0  # 平安键: days a household living alone showed no sign of life in time
     ack_p50_s: float | None = None
     ack_p90_s: float | None = None
     scene_p50_s: float | None = None
@@ -91,7 +92,7 @@ def _row(
 ) -> Figures:
     # Drills are reported on their own (drill_figures): their times are not the village's response times.
     drills = [i for i in incidents if i.drill]
-    alarms = [i for i in incidents if i.maintenance is None and not i.drill]
+    alarms = [i for i in incidents if i.is_alarm and not i.drill]
     outcomes = Counter(i.outcome for i in alarms if i.state in (State.RESOLVED, State.CANCELLED))
     acks = [i.acknowledged_at - i.opened_at for i in alarms if i.acknowledged_at is not None]
     scenes = [i.on_scene_at - i.opened_at for i in alarms if i.on_scene_at is not None]
@@ -106,7 +107,8 @@ def _row(
         false_alarms=outcomes[Outcome.FALSE_ALARM],
         drills=len(drills) + outcomes[Outcome.DRILL],
         still_open=sum(i.active for i in alarms),
-        maintenance=len(incidents) - len(alarms) - len(drills),
+        maintenance=sum(i.maintenance is not None for i in incidents),
+        welfare=sum(i.welfare for i in incidents),
         ack_p50_s=percentile(acks, 50),
         ack_p90_s=percentile(acks, 90),
         scene_p50_s=percentile(scenes, 50),

@@ -34,7 +34,7 @@ def for_button(
 ) -> Incident | None:
     """The alarm an acknowledge button means: the one it names, else the newest open one it is ringing for,
     else the newest open one in its group. Never a maintenance incident."""
-    in_group = [i for i in incidents if i.group_id == group_id and i.maintenance is None]
+    in_group = [i for i in incidents if i.group_id == group_id and i.is_alarm]
     if incident_id is not None:
         return next((i for i in in_group if i.id == incident_id), None)
     ringing = [i for i in in_group if device_id in i.rung and i.state == State.OPEN]
@@ -47,7 +47,7 @@ def for_coming(
     """The alarm an "I'm coming" button means: the one it names, else the newest active alarm that rang this
     terminal, else the newest active alarm in its group. Acknowledged ones too: people keep coming after the
     first acknowledgement, and the quorum counts them."""
-    in_group = [i for i in incidents if i.group_id == group_id and i.maintenance is None and i.active]
+    in_group = [i for i in incidents if i.group_id == group_id and i.is_alarm and i.active]
     if incident_id is not None:
         return next((i for i in in_group if i.id == incident_id), None)
     rang_here = [i for i in in_group if device_id in i.rung]
@@ -64,7 +64,7 @@ def for_reply(
     if command.code is not None:
         return next((i for i in relevant if i.code == command.code), None)
     movable = [i for i in relevant if STATE_ORDER[i.state] < STATE_ORDER[ACTION_TARGET[command.action]]]
-    alarms = [i for i in movable if i.maintenance is None]
+    alarms = [i for i in movable if i.is_alarm]
     return max(alarms or movable or relevant, key=lambda i: i.id, default=None)
 
 

@@ -32,8 +32,8 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-from alertd.core.events import Alarm, Heartbeat, Restore, Supervision, SupervisionKind
-from alertd.core.profile import AlarmRule, Command, DeviceProfile, Value
+from alertd.core.events import Alarm, CheckIn, Heartbeat, Restore, Supervision, SupervisionKind
+from alertd.core.profile import ActivityRule, AlarmRule, Command, DeviceProfile, Value
 from alertd.protocols.common import CodecError, quote
 
 __all__ = [
@@ -69,7 +69,7 @@ Reason = Literal[
 REASONS: Final[frozenset[str]] = frozenset(get_args(Reason))
 
 TopicKind = Literal["state", "availability"]
-Event = Alarm | Restore | Supervision | Heartbeat
+Event = Alarm | Restore | Supervision | Heartbeat | CheckIn
 
 # {base}, {name}, {incident}, {kind}; any other {identifier} in a command template is a typo.
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -191,7 +191,7 @@ def _same_type(value: object, expected: Value) -> bool:
     return isinstance(value, int | float)
 
 
-def _rule_value(data: dict[str, object], rule: AlarmRule) -> object:
+def _rule_value(data: dict[str, object], rule: AlarmRule | ActivityRule) -> object:
     """The rule's field, or None when absent or null ("no change"); a wrong type is ``bad_type``."""
     value = data.get(rule.field)
     if value is not None and not _same_type(value, rule.value):
@@ -296,6 +296,9 @@ def interpret(
     alarms: list[Event] = []
     restores: list[Event] = []
     active = set(before.alarms)
+    # A live report of activity (a door opened, water running) is a sign of life from the household.
+    if not retained and any(_rule_value(data, rule) == rule.value for rule in profile.activity):
+        alarms.append(CheckIn(device_id))
     for rule in profile.alarms:
         value = _rule_value(data, rule)
         if value is None:
