@@ -26,6 +26,7 @@ from alertd.config import Config
 from alertd.core.messages import Texts
 from alertd.core.ports import Health, Sender
 from alertd.core.records import Channel
+from alertd.core.storm import Storm
 from alertd.engine import Engine
 from alertd.failpoints import Failpoints
 from alertd.inbox import Inbox
@@ -150,6 +151,7 @@ async def assemble(
             digest_catch_up_s=settings.supervision.digest_catch_up_s,
             reserve=reserve,
             inbox=inbox,
+            storm=Storm(settings.storm.threshold, settings.storm.window_s),
             commands=CommandBook(
                 topics=Topics(settings.mqtt.prefix), zigbee_base=zigbee.base, profiles=config.profiles
             ),

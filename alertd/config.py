@@ -67,6 +67,7 @@ __all__ = [
     "Settings",
     "SmsSettings",
     "StoreSettings",
+    "StormSettings",
     "TwilioSettings",
     "VoiceSettings",
     "load_config",
@@ -341,6 +342,14 @@ class SupervisionSettings(_Section):
         return dt_time.fromisoformat(self.digest_at) if self.digest_at else None
 
 
+class StormSettings(_Section):
+    """Storm control: many alarms at once (a flood, lightning on a feeder). Rings and each group leader's
+    first text are never held; every other alert text is merged into one summary per window per person."""
+
+    threshold: int = Field(default=5, ge=0)  # alarms within window_s that make a storm; 0: never
+    window_s: float = Field(default=60.0, ge=10, le=3600)  # the rate's window, and each summary's
+
+
 class IncidentSettings(_Section):
     join_window_s: float = Field(default=600, ge=0)
     dedup_window_s: float = Field(default=3600, ge=0)
@@ -419,6 +428,7 @@ class Settings(_Section):
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     sms: SmsSettings = Field(default_factory=SmsSettings)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
+    storm: StormSettings = Field(default_factory=StormSettings)
     aliyun: AliyunSettings = Field(default_factory=AliyunSettings)
     modem: ModemSettings = Field(default_factory=ModemSettings)
     zigbee2mqtt: ZigbeeSettings = Field(default_factory=ZigbeeSettings)

@@ -36,6 +36,7 @@ from alertd.core.ports import Done
 from alertd.core.profile import DeviceProfile
 from alertd.core.records import Batch
 from alertd.core.results import OK, Result, Verdict
+from alertd.core.storm import Storm
 from alertd.core.upkeep import Upkeep
 from alertd.durable import DurableCommit
 from alertd.errors import StoreFull
@@ -95,11 +96,14 @@ class Engine:
         digest_catch_up_s: float = 7200.0,
         reserve: Reserve | None = None,
         inbox: Inbox | None = None,
+        storm: Storm | None = None,
     ) -> None:
         self.store = store
         self.commands = replace(commands or CommandBook(), devices=roster.devices)
         upkeep = Upkeep(grace_s, supervision_interval_s, digest_at, texts.time_zone)
-        self.desk = Desk(roster, texts, self.commands, self.commands.profiles, join_window_s, upkeep)
+        self.desk = Desk(
+            roster, texts, self.commands, self.commands.profiles, join_window_s, upkeep, storm=storm or Storm()
+        )
         self.metrics = metrics
         self.dedup_window_s = dedup_window_s
         self.digest_catch_up_s = digest_catch_up_s
@@ -181,6 +185,7 @@ class Engine:
         seen = await self._seen([e.input for e in envelopes], now)
         results = [self._decide(envelope.input, now, seen, batch) for envelope in envelopes]
         self.desk.tick(now, batch)
+        self.desk.screen(now, batch)
         await self.durable.relay_reserve(batch)
         claimed: dict[Channel, list[OutboxRow]] = {}
         if batch:

@@ -56,6 +56,7 @@ class Status(StrEnum):
     SENT = "sent"
     FAILED = "failed"  # the carrier refused it for good (invalid number...)
     DEAD = "dead"  # gave up after max attempts
+    MERGED = "merged"  # an alert text in a storm: never sent, carried by its recipient's summary
 
 
 _STATUSES = {s.value: s for s in Status}
@@ -723,18 +724,7 @@ def _commit(db: sqlite3.Connection, batch: Batch) -> None:
             [(t.incident_id, t.at, t.event, t.actor, t.detail) for t in batch.timeline],
         )
     if batch.notifications:
-        # The unique key makes a replanned notification a no-op rather than a second message.
-        db.executemany(
-            "INSERT OR IGNORE INTO notifications (key, incident_id, step, channel, purpose, recipient, "
-            "address, body, created_at, next_attempt_at, updated_at, template, params) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (n.key, n.incident_id, n.step, n.channel.value, n.purpose.value, n.recipient, n.address,
-                 n.body, batch.now, batch.now if n.not_before is None else n.not_before, batch.now, n.template,
-                 json.dumps(dict(n.params), ensure_ascii=False) if n.params else "{}")
-                for n in batch.notifications
-            ],
-        )  # fmt: skip
+        _insert_notifications(db, batch)
     if batch.seen:
         db.executemany(
             "INSERT OR REPLACE INTO seen_alarms (device_id, seq, at) VALUES (?, ?, ?)",
@@ -812,6 +802,34 @@ def _record_delivery(db: sqlite3.Connection, report: DeliveryReport, now: float)
         return
     if _outranks(status, row[1]):
         db.execute("UPDATE notifications SET delivery = ?, updated_at = ? WHERE id = ?", (detail, now, row[0]))
+
+
+def _insert_notifications(db: sqlite3.Connection, batch: Batch) -> None:
+    # The unique key makes a replanned notification a no-op rather than a second message. A storm's summary
+    # is rewritten while it waits (each alert merged into it after the first), never once it is being sent.
+    # An alert merged in a storm is kept, marked, never sent: the summary named in its error carries it.
+    rows = [
+        (n.key, n.incident_id, n.step, n.channel.value, n.purpose.value, n.recipient, n.address, n.body,
+         batch.now, batch.now if n.not_before is None else n.not_before, batch.now, n.template,
+         json.dumps(dict(n.params), ensure_ascii=False) if n.params else "{}",
+         "merged" if n.merged_into else "pending", f"in summary {n.merged_into}" if n.merged_into else None)
+        for n in batch.notifications
+    ]  # fmt: skip
+    insert = (
+        "INSERT INTO notifications (key, incident_id, step, channel, purpose, recipient, address, body, created_at, "
+        "next_attempt_at, updated_at, template, params, status, error) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    plain = [row for row, n in zip(rows, batch.notifications, strict=True) if not n.rewrite]
+    rewritten = [row for row, n in zip(rows, batch.notifications, strict=True) if n.rewrite]
+    if plain:
+        db.executemany(insert.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1), plain)
+    if rewritten:
+        db.executemany(
+            insert + " ON CONFLICT(key) DO UPDATE SET body = excluded.body, params = excluded.params, "
+            "updated_at = excluded.updated_at WHERE status = 'pending'",
+            rewritten,
+        )
 
 
 def _outranks(status: str, recorded: str | None) -> bool:

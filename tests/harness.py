@@ -123,6 +123,7 @@ def write_village(
     aliyun: AliyunServer | None = None,
     call: tuple[str, ...] = (),  # roles called at step 0 (alert calls)
     quorum: int = 0,  # households step 0 asks to be coming
+    storm_threshold: int | None = None,  # [storm] threshold; None: the default (0: never merge texts)
     voice_prefer: tuple[str, ...] = ("twilio", "modem"),
 ) -> Village:
     """A roster of `groups` groups of 10 households (one terminal each), a 2-member patrol, a grid worker,
@@ -185,6 +186,8 @@ def write_village(
         + twilio_section
         + f"[voice]\nprefer = {_toml_list(voice_prefer)}\nring_s = 10\n"
     )
+    if storm_threshold is not None:
+        settings += f"[storm]\nthreshold = {storm_threshold}\n"
     if aliyun is not None:
         settings += (
             f'[aliyun]\naccess_key_id = "{ALIYUN_KEY_ID}"\naccess_key_secret = "{ALIYUN_SECRET}"\n'

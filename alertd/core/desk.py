@@ -77,6 +77,7 @@ from alertd.core.records import (
     TimelineEntry,
 )
 from alertd.core.results import OK, Result, Verdict
+from alertd.core.storm import Storm
 from alertd.core.supervision import Condition, Reported
 from alertd.core.targeting import ReplyCommand
 from alertd.core.upkeep import Upkeep, news_update
@@ -166,6 +167,7 @@ class Desk:
     _deadlines: list[tuple[float, int]] = field(default_factory=list)  # heap (next_step_at, id), lazily pruned
     _rosters: dict[int, Roster] = field(default_factory=dict)  # incidents escalating with a pre-reload roster
     awaiting: dict[int, Incident] = field(default_factory=dict)  # resolved alarms asked for their 评单
+    storm: Storm = field(default_factory=Storm)
     # Scheduled drills: when each is next due (None: not computed since the roster changed). A drill missed
     # while alertd was down is not caught up: a drill at the wrong hour only confuses people.
     _drills_due: dict[str, float] | None = None
@@ -204,7 +206,8 @@ class Desk:
         # Not computed yet: the next tick does (the supervision review ticks at least every interval_s).
         drills = min(self._drills_due.values(), default=math.inf) if self._drills_due is not None else math.inf
         check_in = self._check_in_due if self._check_in_due is not None else math.inf
-        return min(self._next_deadline() or math.inf, self.upkeep.next_due, drills, check_in)
+        storm = self.storm.next_wakeup() or math.inf
+        return min(self._next_deadline() or math.inf, self.upkeep.next_due, drills, check_in, storm)
 
     def replace_roster(self, roster: Roster, commands: Commands, profiles: Mapping[str, DeviceProfile]) -> None:
         """SIGHUP: new roster for new inputs. An open incident the new roster cannot escalate as before (its
@@ -290,6 +293,7 @@ class Desk:
             self.next_id, household, alarm.kind, self.roster, now, alarm.source, alarm.silent
         )
         self.next_id += 1
+        self.storm.opened(now)
         _LOGGER.info("Incident %d opened: %s at %s (%s)", incident.id, alarm.kind, household.id, alarm.device_id)
         self._apply(incident, effects, batch)
         self._fire(incident.id, now, batch)
@@ -309,6 +313,7 @@ class Desk:
             self.next_id, household, drill.kind, self.roster, now, f"drill by {drill.by} ({drill.via})", drill=True
         )
         self.next_id += 1
+        self.storm.opened(now)
         _LOGGER.info("Drill %d opened: %s at %s by %s", incident.id, drill.kind, household.id, drill.by)
         self._apply(incident, effects, batch)
         self._fire(incident.id, now, batch)
@@ -666,6 +671,18 @@ class Desk:
         updated, effects = responding(incident, who, label, roster, self.texts, now)
         if updated is not incident:
             self._apply(updated, effects, batch)
+
+    def screen(self, now: float, batch: Batch) -> None:
+        """Last, over everything the batch decided: in a storm, alert texts are merged into summaries."""
+        if not batch.notifications:
+            self.storm.raging(now)  # keeps its count of recent alarms current
+            return
+
+        def group_of(incident_id: int) -> str | None:
+            incident = batch.incidents.get(incident_id) or self.active.get(incident_id)
+            return incident.group_id if incident is not None else None
+
+        batch.notifications = self.storm.screen(batch.notifications, group_of, self.roster, self.texts, now)
 
     # --- time passing --------------------------------------------------------------------------------
 

@@ -170,6 +170,32 @@ class Texts:
             f"【联防关爱】{household.label} 今天{due}前未报平安，请尽快上门看看 #{incident.code}", "welfare", params
         )
 
+    def storm(
+        self, merged: Mapping[str, int], groups: Mapping[str, Group], window_s: float, language: str | None = None
+    ) -> Text:
+        """In a storm: one text per window instead of one per alarm, by group, most alarms first."""
+        total = sum(merged.values())
+        minutes = max(1, round(window_s / 60))
+        order = sorted(merged.items(), key=lambda item: (-item[1], item[0]))
+        params = (("minutes", str(minutes)), ("count", str(total)), ("groups", str(len(merged))))
+        if (language or self.language).lower().startswith("en"):
+            parts = ", ".join(f"{groups[g].name if g in groups else g} {n}" for g, n in order)
+            body = f"[Joint defence] {total} alarms in {minutes} min: {parts}. See the duty console."
+            return Text(_fit(body, GSM7_SEGMENT), "storm", params)
+        parts = "、".join(f"{groups[g].name if g in groups else g}{n}起" for g, n in order)
+        body = f"【联防】{minutes}分钟内{total}起报警：{parts}，详情见值班台"
+        if len(body) > UCS2_SEGMENT:  # the groups that fit, then how many more
+            head, tail = f"【联防】{minutes}分钟内{total}起报警：", "等，详情见值班台"
+            room = UCS2_SEGMENT - len(head) - len(tail)
+            shown = ""
+            for g, n in order:
+                item = f"{'、' if shown else ''}{groups[g].name if g in groups else g}{n}起"
+                if len(shown) + len(item) > room:
+                    break
+                shown += item
+            body = head + shown + tail
+        return Text(body, "storm", params)
+
     def confirm(self, incident: Incident, language: str | None = None) -> Text:
         """To someone whose missed call acknowledged an alarm: it counted (one short segment)."""
         params = (("code", incident.code),)

@@ -111,7 +111,9 @@ class Notification:
     template: str = ""
     params: tuple[tuple[str, str], ...] = ()
     attempt: int = 0  # a call placed again after one that got no key: 1, 2, ...
-    not_before: float | None = None  # not sent before then (a call's retry); None: at once
+    not_before: float | None = None  # not sent before then (a call's retry, a storm's summary); None: at once
+    merged_into: str | None = None  # in a storm: kept in the outbox, never sent, carried by this summary
+    rewrite: bool = False  # a storm's summary: rewritten with each alert merged into it while it waits
 
     @property
     def key(self) -> str:

@@ -1,0 +1,98 @@
+"""Storm control: when alarms come faster than a threshold, rings and each group leader's first text are
+never held; every other alert text is kept in the outbox, marked merged, and its recipient gets one
+summary per window. Through the engine and a real store (fake clock)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from alertd.core.events import Alarm, Tick
+from alertd.core.incidents import Channel, Purpose
+from alertd.core.messages import Texts
+from alertd.core.model import Kind
+from alertd.core.storm import Storm
+from alertd.engine import Engine
+from alertd.metrics import Metrics
+from alertd.store import OutboxRow, Status, Store
+from tests.test_core_incidents import LEADER, make_roster
+from tests.test_responders import T0, Clock, Rig
+
+
+@contextlib.asynccontextmanager
+async def storm_rig(path: Path, clock: Clock | None = None) -> AsyncIterator[Rig]:
+    store = await Store.open(path)
+    clock = clock or Clock()
+    engine = Engine(
+        store, make_roster(), Texts(ZoneInfo("Asia/Shanghai")), Metrics(), clock=clock,
+        storm=Storm(threshold=3, window_s=60),
+    )  # fmt: skip
+    task = asyncio.create_task(engine.run())
+    try:
+        yield Rig(store, clock, engine)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await store.close()
+
+
+async def texts(rig: Rig) -> list[OutboxRow]:
+    return [r for r in await rig.store.notifications() if r.channel == Channel.SMS]
+
+
+async def test_below_the_threshold_every_text_goes_out(tmp_path: Path) -> None:
+    async with storm_rig(tmp_path / "a.db") as rig:
+        for n, device in enumerate(("t01", "t02"), 1):
+            rig.clock.now = T0 + n
+            await rig.call(Alarm(device, Kind.FIRE, 1))
+        assert {r.status for r in await texts(rig)} == {Status.PENDING}
+        assert len(await texts(rig)) == 6
+
+
+async def test_in_a_storm_texts_are_merged_into_one_summary_per_window_and_rings_never(tmp_path: Path) -> None:
+    async with storm_rig(tmp_path / "a.db") as rig:
+        for n, device in enumerate(("t01", "t02", "t03", "t04"), 1):
+            rig.clock.now = T0 + n
+            await rig.call(Alarm(device, Kind.FIRE, 1))
+        rows = await rig.store.notifications()
+        rings = [r for r in rows if r.purpose == Purpose.RING]
+        assert len(rings) == 4 * 9
+        assert {r.status for r in rings} == {Status.PENDING}, "rings are never held"
+        alerts = [r for r in rows if r.channel == Channel.SMS and r.incident_id is not None]
+        sent = [(r.incident_id, r.recipient) for r in alerts if r.status == Status.PENDING]
+        # Alarms 1 and 2 came before the storm; alarm 3 made it: its leader's text is the storm's first to him.
+        assert sent == [(1, LEADER), (1, "pat1"), (1, "pat2"), (2, LEADER), (2, "pat1"), (2, "pat2"), (3, LEADER)]
+        merged = [r for r in alerts if r.status == Status.MERGED]
+        assert sorted((r.incident_id, r.recipient) for r in merged) == [
+            (3, "pat1"), (3, "pat2"), (4, LEADER), (4, "pat1"), (4, "pat2"),
+        ]  # fmt: skip
+        assert {r.error for r in merged} == {f"in summary storm:{int(T0 + 3)}"}
+        summaries = {r.recipient: r for r in rows if r.incident_id is None and r.template == "storm"}
+        assert set(summaries) == {LEADER, "pat1", "pat2"}
+        assert summaries["pat1"].body == "【联防】1分钟内2起报警：一组2起，详情见值班台"
+        assert summaries[LEADER].body == "【联防】1分钟内1起报警：一组1起，详情见值班台"
+        assert {r.next_attempt_at for r in summaries.values()} == {T0 + 3 + 60}, "sent at the window's end"
+        assert {r.status for r in summaries.values()} == {Status.PENDING}
+
+
+async def test_a_restart_keeps_the_summary_and_a_new_window_gets_a_new_one(tmp_path: Path) -> None:
+    clock = Clock()
+    async with storm_rig(tmp_path / "a.db", clock) as rig:
+        for n, device in enumerate(("t01", "t02", "t03", "t04"), 1):
+            rig.clock.now = T0 + n
+            await rig.call(Alarm(device, Kind.FIRE, 1))
+    async with storm_rig(tmp_path / "a.db", clock) as rig:  # what was merged is carried by the summary
+        summaries = [r for r in await rig.store.notifications() if r.template == "storm"]
+        assert len(summaries) == 3
+        assert all(r.status == Status.PENDING for r in summaries)
+        rig.clock.now = T0 + 120
+        await rig.call(Tick())
+        for n, device in enumerate(("t05", "t06", "t07", "t08"), 1):  # a second storm later
+            rig.clock.now = T0 + 120 + n
+            await rig.call(Alarm(device, Kind.GAS, 1))
+        storms = {r.key.split(":")[1] for r in await rig.store.notifications() if r.template == "storm"}
+        assert storms == {str(int(T0 + 3)), str(int(T0 + 123))}
