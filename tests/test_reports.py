@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from openpyxl import load_workbook  # type: ignore[import-untyped]
 
-from alertd.core.events import Outcome, Satisfaction
+from alertd.core.events import Drill, Outcome, Satisfaction
 from alertd.core.model import Kind
 from alertd.core.records import Incident, State
 from alertd.core.stats import figures, percentile
@@ -123,3 +123,27 @@ async def test_the_report_page_and_its_exports_keep_to_the_users_groups(village:
         assert page.count('<section class="a4"') == 1  # one village, one A4 page
         assert "河口村 联防月报" in page
         assert (await duty.get("/reports?month=2026-13"))[0] == 400
+
+
+async def test_drills_are_reported_on_their_own_and_not_as_alarms(village: Village) -> None:
+    async with running_daemon(village) as daemon, terminals(village) as sims, console(village) as duty:
+        await duty.login("老周")
+        parts = await daemon.started()
+        opened = await parts.engine.call(Drill("h1-2", Kind.FIRE, "老周"))
+        await sims.wait_until(lambda: len(sims.rung) >= 9)
+        assert opened.incident_id is not None
+        await sims.coming("t1-5", opened.incident_id)
+        await sims.wait_until(lambda: len(sims.stops(opened.incident_id)) == 9)
+        async with reading(village.store_path) as store:
+            record = await store.incident(opened.incident_id)
+        assert record is not None
+        assert record.drill
+        local = datetime.fromtimestamp(record.opened_at, UTC).astimezone(ZONE)
+        month = f"{local.year:04d}-{local.month:02d}"
+        status, page = await duty.get(f"/reports?month={month}")
+        rows = {r[0]: r for r in csv.reader(io.StringIO((await duty.get(f"/reports.csv?month={month}"))[1]))}
+    assert status == 200
+    drills = page[page.index('id="drills"') :]
+    assert "<td>1组</td><td>1</td><td>1</td>" in drills  # one drill, answered
+    alarms = next(iter(rows.values())).index("报警 alarms")
+    assert rows["合计"][alarms] == "0", "a drill is not an alarm in the figures"

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from alertd.core.events import Satisfaction
 from alertd.core.messages import KIND_ZH
-from alertd.core.stats import Figures, figures
+from alertd.core.stats import DrillFigures, Figures, drill_figures, figures
 from alertd.report import device_health
 from alertd.web.console import CONSOLE, SESSION
 
@@ -60,7 +60,9 @@ def month_bounds(month: str, zone: ZoneInfo) -> tuple[float, float]:
     return start.timestamp(), end.timestamp()
 
 
-async def _figures(request: web.Request, *, by_village: bool | None = None) -> tuple[str, bool, list[Figures]]:
+async def _figures(
+    request: web.Request, *, by_village: bool | None = None
+) -> tuple[str, bool, list[Figures], list[DrillFigures]]:
     deps, user = request.app[CONSOLE], request[SESSION].user
     now = datetime.fromtimestamp(deps.clock(), UTC).astimezone(deps.zone)
     month = request.query.get("month") or f"{now.year:04d}-{now.month:02d}"
@@ -75,7 +77,8 @@ async def _figures(request: web.Request, *, by_village: bool | None = None) -> t
     health = device_health(roster, await deps.store.devices(), deps.profiles(), deps.clock())
     ready = {device.id: h.healthy for device, h in health}
     scope = [g for g in roster.groups if user.sees(g)]
-    return month, village, figures(incidents, texts, ready, roster, by_village=village, groups=scope)
+    rows = figures(incidents, texts, ready, roster, by_village=village, groups=scope)
+    return month, village, rows, drill_figures(incidents, roster, groups=scope)
 
 
 def value(row: Figures, name: str) -> str:
@@ -129,9 +132,10 @@ def bar_chart(rows: Sequence[Figures], title: str) -> str:
 
 
 async def report_page(request: web.Request) -> web.StreamResponse:
-    month, village, rows = await _figures(request)
+    month, village, rows, drills = await _figures(request)
     context = {
         "session": request[SESSION], "month": month, "by_village": village, "rows": rows, "columns": COLUMNS,
+        "drills": drills, "seconds": _seconds,
         "value": value, "kinds": kinds, "ratings": ratings,
         "chart": bar_chart(rows, f"{month} 报警 alarms by {'village' if village else 'group'}"),
     }  # fmt: skip
@@ -144,7 +148,7 @@ def _table(rows: Sequence[Figures], village: bool) -> list[list[str]]:
 
 
 async def report_csv(request: web.Request) -> web.StreamResponse:
-    month, village, rows = await _figures(request)
+    month, village, rows, _ = await _figures(request)
     out = io.StringIO()
     csv.writer(out).writerows(_table(rows, village))
     # A BOM, so Excel on the duty PC reads the Chinese as UTF-8.
@@ -154,7 +158,7 @@ async def report_csv(request: web.Request) -> web.StreamResponse:
 async def report_xlsx(request: web.Request) -> web.StreamResponse:
     from openpyxl import Workbook  # type: ignore[import-untyped]  # noqa: PLC0415 (only this export needs it)
 
-    month, village, rows = await _figures(request)
+    month, village, rows, _ = await _figures(request)
     book = Workbook()
     sheet = book.active
     assert sheet is not None  # noqa: S101 (a new workbook has its sheet)
@@ -165,6 +169,10 @@ async def report_xlsx(request: web.Request) -> web.StreamResponse:
     book.save(data)
     kind = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     return _download(data.getvalue(), f"alertd-report-{month}.xlsx", kind)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} s"
 
 
 def _number(cell: str) -> str | float:
@@ -183,14 +191,14 @@ def _download(body: str | bytes, name: str, content_type: str) -> web.Response:
 
 async def report_print(request: web.Request) -> web.StreamResponse:
     """One A4 page per village: its groups' rows, its total, and its chart."""
-    month, _, rows = await _figures(request, by_village=False)
+    month, _, rows, _ = await _figures(request, by_village=False)
     deps = request.app[CONSOLE]
     roster = deps.roster()
     villages: dict[str, list[Figures]] = {}
     for row in rows:
         if row.key != "total":
             villages.setdefault(roster.groups[row.key].village, []).append(row)
-    _, _, totals = await _figures(request, by_village=True)
+    _, _, totals, _ = await _figures(request, by_village=True)
     by_name = {t.key: t for t in totals}
     pages = [
         {"village": name, "rows": [*groups, by_name[name]], "chart": bar_chart(groups, f"{name} {month}")}
