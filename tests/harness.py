@@ -187,7 +187,7 @@ def write_village(
         + f"[voice]\nprefer = {_toml_list(voice_prefer)}\nring_s = 10\n"
     )
     if storm_threshold is not None:
-        settings += f"[storm]\nthreshold = {storm_threshold}\n"
+        settings += f"[storm]\nthreshold = {storm_threshold}\nwindow_s = 10\n"  # the shortest window: fast tests
     if aliyun is not None:
         settings += (
             f'[aliyun]\naccess_key_id = "{ALIYUN_KEY_ID}"\naccess_key_secret = "{ALIYUN_SECRET}"\n'

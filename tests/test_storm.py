@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,6 +19,8 @@ from alertd.core.storm import Storm
 from alertd.engine import Engine
 from alertd.metrics import Metrics
 from alertd.store import OutboxRow, Status, Store
+from tests.fakes.twilio_server import TwilioServer
+from tests.harness import PATROL_PHONES, forget_session, leader_phone, running_daemon, terminals, write_village
 from tests.test_core_incidents import LEADER, make_roster
 from tests.test_responders import T0, Clock, Rig
 
@@ -96,3 +99,31 @@ async def test_a_restart_keeps_the_summary_and_a_new_window_gets_a_new_one(tmp_p
             await rig.call(Alarm(device, Kind.GAS, 1))
         storms = {r.key.split(":")[1] for r in await rig.store.notifications() if r.template == "storm"}
         assert storms == {str(int(T0 + 3)), str(int(T0 + 123))}
+
+
+async def test_a_storm_end_to_end_the_patrol_gets_a_summary_and_every_leader_their_alert(
+    tmp_path: Path, twilio: TwilioServer
+) -> None:
+    village = write_village(tmp_path, twilio=twilio, groups=5, storm_threshold=3)
+    try:
+        async with running_daemon(village), terminals(village) as sims:
+            for g in range(1, 6):
+                await sims.alarm(f"t{g}-2", "water", seq=1)
+            await sims.wait_until(lambda: len(sims.rings()) == 5 * 9)  # every ring, at once
+            async with asyncio.timeout(30):  # the 10 s window's summary
+                while len([m for m in twilio.messages if "起报警" in m.body]) < 2:
+                    await asyncio.sleep(0.1)
+    finally:
+        await forget_session(village)
+    for phone in PATROL_PHONES:
+        mine = [m.body for m in twilio.messages if m.to == phone]
+        # The alarms before the storm one by one (those decided in the batch that started it are merged
+        # too), then one summary that counts the rest: five alarms, each told once.
+        alerts = [b for b in mine if "回1收到" in b]
+        [summary] = [b for b in mine if "起报警" in b]
+        counted = re.search(r"(\d+)起报警", summary)
+        assert counted is not None
+        assert len(alerts) + int(counted.group(1)) == 5, mine
+        assert len(mine) <= 3, mine
+    for g in range(1, 6):
+        assert [m for m in twilio.messages if m.to == leader_phone(g) and "回1收到" in m.body], f"leader of group {g}"
