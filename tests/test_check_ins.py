@@ -4,12 +4,17 @@ Through the engine and a real store, with a fake clock (T0 is 16:00 in Asia/Shan
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from alertd.core.events import Action, CheckIn, CheckInPause, OperatorCommand, Tick
 from alertd.core.incidents import Channel, Outcome, Purpose, State
 from alertd.core.model import Roster
+from alertd.store import Store, reading
+from tests.fakes.twilio_server import TwilioServer
+from tests.harness import GRID_PHONE, forget_session, leader_phone, running_daemon, terminals, write_village
 from tests.test_core_incidents import GRID, LEADER, make_roster
 from tests.test_responders import T0, Clock, Rig, rig_for
 
@@ -95,3 +100,38 @@ async def test_the_grid_worker_can_close_it_and_a_restart_does_not_open_it_again
         assert len(await rig.store.incidents()) == 1, "today was judged already (kept in the store)"
         await tick(rig, NEXT_DUE + 86400)
         assert len(await rig.store.incidents()) == 2, "the next day is judged again"
+
+
+async def test_a_missed_check_in_end_to_end_and_the_terminal_button_closes_it(
+    tmp_path: Path, twilio: TwilioServer
+) -> None:
+    # Check-in by 00:00: today's time has always passed, at any hour the test runs. The household was last
+    # seen two days ago (as the store remembers it), so the first judgement finds no sign of life today.
+    village = write_village(tmp_path, twilio=twilio)
+    roster_file = tmp_path / "roster.toml"
+    text = roster_file.read_text(encoding="utf-8")
+    roster_file.write_text(text.replace('label = "4号户 1组"', 'label = "4号户 1组"\ncheck_in = "00:00"'), "utf-8")
+    store = await Store.open(village.store_path)
+    try:
+        await store.set_meta("sign:h1-4", repr(time.time() - 2 * 86400))
+    finally:
+        await store.close()
+    try:
+        async with running_daemon(village), terminals(village) as sims:
+            async with asyncio.timeout(10):
+                while not [m for m in twilio.messages if "未报平安" in m.body]:
+                    await asyncio.sleep(0.05)
+            assert sims.rings() == [], "a missed check-in never rings the neighbours"
+            await sims.checkin("t1-4")
+            async with asyncio.timeout(10):
+                while True:
+                    async with reading(village.store_path) as view:
+                        incident = await view.incident(1)
+                    if incident is not None and incident.state == State.RESOLVED:
+                        break
+                    await asyncio.sleep(0.05)
+    finally:
+        await forget_session(village)
+    told = {m.to for m in twilio.messages if "未报平安" in m.body}
+    assert told == {leader_phone(1), GRID_PHONE}
+    assert incident.welfare
