@@ -149,7 +149,7 @@ async def measure(scenario: str, work: Path, port: int, sizes: Sizes) -> dict[st
     async with TwilioServer(ACCOUNT_SID, AUTH_TOKEN, on_message=on_twilio) as twilio, TimedModem() as modem:
         if scenario != "floor":
             twilio.hang_all(HANG_S)
-        village = write_village(work, groups=n, twilio=twilio, modem=modem.path, broker_port=port)
+        village = write_village(work, groups=n, twilio=twilio, modem=modem.path, broker_port=port, storm_threshold=0)
         hedge = 0.0 if scenario == "unhedged" else SmsSettings().hedge_after_s  # the shipped default
         production_settings(village, hedge)
         result["hedge_after_s"] = hedge

@@ -127,3 +127,21 @@ async def test_a_storm_end_to_end_the_patrol_gets_a_summary_and_every_leader_the
         assert len(mine) <= 3, mine
     for g in range(1, 6):
         assert [m for m in twilio.messages if m.to == leader_phone(g) and "回1收到" in m.body], f"leader of group {g}"
+
+
+async def test_a_storms_alarms_are_summarised_when_they_escalate_after_the_rate_dropped(
+    tmp_path: Path,
+) -> None:
+    async with storm_rig(tmp_path / "a.db") as rig:
+        for n, device in enumerate(("t01", "t02", "t03", "t04"), 1):
+            rig.clock.now = T0 + n
+            await rig.call(Alarm(device, Kind.FIRE, 1))
+        rig.clock.now = T0 + 130  # step 1 (deputy, grid worker, patrol) of all four, long after the last alarm
+        await rig.call(Tick())
+        step_1 = [r for r in await rig.store.notifications() if r.step == 1 and r.channel == Channel.SMS]
+        # All four belong to the storm (1 and 2 helped make it: their first texts went one by one).
+        assert {r.status for r in step_1} == {Status.MERGED}
+        assert len(step_1) == 4 * 4  # deputy, grid worker, two patrol members
+        summaries = {r.recipient: r.body for r in await rig.store.notifications() if r.key.startswith("storm:")
+                     and r.key.split(":")[1] == str(int(T0 + 130))}  # fmt: skip
+        assert summaries["pat1"] == "【联防】1分钟内4起报警：一组4起，详情见值班台", "alarms counted, not texts"

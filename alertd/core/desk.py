@@ -293,7 +293,7 @@ class Desk:
             self.next_id, household, alarm.kind, self.roster, now, alarm.source, alarm.silent
         )
         self.next_id += 1
-        self.storm.opened(now)
+        self.storm.opened(now, incident.id)
         _LOGGER.info("Incident %d opened: %s at %s (%s)", incident.id, alarm.kind, household.id, alarm.device_id)
         self._apply(incident, effects, batch)
         self._fire(incident.id, now, batch)
@@ -313,7 +313,7 @@ class Desk:
             self.next_id, household, drill.kind, self.roster, now, f"drill by {drill.by} ({drill.via})", drill=True
         )
         self.next_id += 1
-        self.storm.opened(now)
+        self.storm.opened(now, incident.id)
         _LOGGER.info("Drill %d opened: %s at %s by %s", incident.id, drill.kind, household.id, drill.by)
         self._apply(incident, effects, batch)
         self._fire(incident.id, now, batch)

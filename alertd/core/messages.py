@@ -176,6 +176,7 @@ class Texts:
         """In a storm: one text per window instead of one per alarm, by group, most alarms first."""
         total = sum(merged.values())
         minutes = max(1, round(window_s / 60))
+        span_zh = f"{minutes}分钟内" if window_s >= 60 else f"{round(window_s)}秒内"
         order = sorted(merged.items(), key=lambda item: (-item[1], item[0]))
         params = (("minutes", str(minutes)), ("count", str(total)), ("groups", str(len(merged))))
         if (language or self.language).lower().startswith("en"):
@@ -183,9 +184,9 @@ class Texts:
             body = f"[Joint defence] {total} alarms in {minutes} min: {parts}. See the duty console."
             return Text(_fit(body, GSM7_SEGMENT), "storm", params)
         parts = "、".join(f"{groups[g].name if g in groups else g}{n}起" for g, n in order)
-        body = f"【联防】{minutes}分钟内{total}起报警：{parts}，详情见值班台"
+        body = f"【联防】{span_zh}{total}起报警：{parts}，详情见值班台"
         if len(body) > UCS2_SEGMENT:  # the groups that fit, then how many more
-            head, tail = f"【联防】{minutes}分钟内{total}起报警：", "等，详情见值班台"
+            head, tail = f"【联防】{span_zh}{total}起报警：", "等，详情见值班台"
             room = UCS2_SEGMENT - len(head) - len(tail)
             shown = ""
             for g, n in order:
