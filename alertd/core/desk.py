@@ -134,8 +134,12 @@ def handled_key(item: CallReport | MissedCall) -> str | None:
     """What a call report or a missed call is remembered by, so that a retried one is handled once (None:
     a missed call the modem gave no id, handled each time)."""
     if isinstance(item, CallReport):
-        return f"call:{item.token or f'{item.provider_id}:{item.status}:{item.digits}:{item.machine}'}"
+        return report_key(item)
     return f"missed:{item.call_id}" if item.call_id is not None else None
+
+
+def report_key(report: CallReport) -> str:
+    return f"call:{report.token or f'{report.provider_id}:{report.status}:{report.digits}:{report.machine}'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,8 +458,8 @@ class Desk:
         """A call's outcome: a key acts for the person called; no key (busy, no answer, a machine, hung up)
         places the call again while the incident is unanswered, as often as its policy says. Escalation
         goes on regardless. Every outcome is in the timeline."""
-        handled = handled_key(report)
-        if handled is None or handled in seen.inbound or handled in batch.inbound:
+        handled = report_key(report)
+        if handled in seen.inbound or handled in batch.inbound:
             return Result(Verdict.REPLAY)
         placed = seen.calls.get(report.notification_id)
         if placed is None or placed.incident_id is None:
