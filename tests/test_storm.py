@@ -145,3 +145,16 @@ async def test_a_storms_alarms_are_summarised_when_they_escalate_after_the_rate_
         summaries = {r.recipient: r.body for r in await rig.store.notifications() if r.key.startswith("storm:")
                      and r.key.split(":")[1] == str(int(T0 + 130))}  # fmt: skip
         assert summaries["pat1"] == "【联防】1分钟内4起报警：一组4起，详情见值班台", "alarms counted, not texts"
+
+
+async def test_a_window_that_ended_with_nothing_to_send_does_not_keep_waking_the_engine(tmp_path: Path) -> None:
+    # A storm's summary window ends at a tick with no texts: its end must not stay the next wakeup (the
+    # engine spun on it, a core busy, until the next text).
+    async with storm_rig(tmp_path / "a.db") as rig:
+        for n, device in enumerate(("t01", "t02", "t03"), 1):
+            rig.clock.now = T0 + n
+            await rig.call(Alarm(device, Kind.FIRE, 1))
+        assert rig.engine.desk.storm.next_wakeup() == T0 + 3 + 60  # the summaries' window
+        rig.clock.now = T0 + 70
+        await rig.call(Tick())
+        assert rig.engine.desk.next_wakeup() > rig.clock.now

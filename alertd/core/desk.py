@@ -677,10 +677,8 @@ class Desk:
             self._apply(updated, effects, batch)
 
     def screen(self, now: float, batch: Batch) -> None:
-        """Last, over everything the batch decided: in a storm, alert texts are merged into summaries."""
-        if not batch.notifications:
-            self.storm.raging(now)  # keeps its count of recent alarms current
-            return
+        """Last, over everything the batch decided: in a storm, alert texts are merged into summaries. Every
+        batch, texts or not: a summary window that ended is closed here (next_wakeup must not stay behind)."""
 
         def group_of(incident_id: int) -> str | None:
             incident = batch.incidents.get(incident_id) or self.active.get(incident_id)
