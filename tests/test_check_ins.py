@@ -13,10 +13,10 @@ from alertd.core.events import Action, CheckIn, CheckInPause, OperatorCommand, T
 from alertd.core.incidents import Channel, Outcome, Purpose, State
 from alertd.core.model import Roster
 from alertd.store import Store, reading
+from tests.engine_rig import T0, Clock, Rig, rig_for
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import GRID_PHONE, forget_session, leader_phone, running_daemon, terminals, write_village
 from tests.test_core_incidents import GRID, LEADER, make_roster
-from tests.test_responders import T0, Clock, Rig, rig_for
 
 ALONE = "h04"  # its terminal is t04
 NEXT_DUE = T0 + 18 * 3600  # 10:00 the next day

@@ -14,8 +14,9 @@ from alertd.core.incidents import Channel, Outcome, Purpose, State
 from alertd.core.model import Kind, Policy, Role, ScheduledDrill, Step
 from alertd.core.schedule import parse_schedule
 from alertd.core.stats import drill_figures, figures
+from tests.engine_rig import T0, Rig, rig_for
 from tests.test_core_incidents import LEADER, make_roster
-from tests.test_responders import T0, Rig, rig_for, roster_with
+from tests.test_responders import roster_with
 
 PLAIN = Policy("plain", (Step(0, ring=True, sms=(Role.LEADER, Role.PATROL)), Step(120, sms=(Role.DUTY,))))
 

@@ -4,26 +4,21 @@ who acknowledged. The core decides; driven through the engine and a real store w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from alertd.core.events import Alarm, CheckIn, Coming, Input, Reply, Tick
-from alertd.core.incidents import Channel, Incident, Purpose, State
-from alertd.core.messages import Texts
+from alertd.core.events import Alarm, CheckIn, Coming, Reply, Tick
+from alertd.core.incidents import Purpose, State
 from alertd.core.model import Kind, Policy, Role, Roster, Step
-from alertd.engine import Engine
-from alertd.metrics import Metrics
-from alertd.store import OutboxRow, Store
+from alertd.store import Store
+from tests.engine_rig import T0, Clock, Rig, rig_for
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import forget_session, leader_phone, running_daemon, terminals, write_village
 from tests.test_core_incidents import DUTY, LEADER, make_roster
 
-T0 = 1_800_000_000.0
 QUORUM = Policy(
     "quorum",
     (
@@ -33,50 +28,8 @@ QUORUM = Policy(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Rig:
-    store: Store
-    clock: Clock
-    engine: Engine
-
-    async def call(self, item: Input) -> str:
-        return str(await asyncio.wait_for(self.engine.call(item), 5))
-
-    async def incident(self, incident_id: int = 1) -> Incident:
-        incident = await self.store.incident(incident_id)
-        assert incident is not None
-        return incident
-
-    async def texts(self, step: int | None = None) -> list[OutboxRow]:
-        rows = await self.store.notifications(1)
-        return [r for r in rows if r.channel == Channel.SMS and (step is None or r.step == step)]
-
-
 def roster_with(policy: Policy) -> Roster:
     return replace(make_roster(), policies={"default": policy})
-
-
-@contextlib.asynccontextmanager
-async def rig_for(path: Path, roster: Roster, clock: Clock | None = None) -> AsyncIterator[Rig]:
-    store = await Store.open(path)
-    clock = clock or Clock()
-    engine = Engine(store, roster, Texts(ZoneInfo("Asia/Shanghai")), Metrics(), clock=clock)
-    task = asyncio.create_task(engine.run())
-    try:
-        yield Rig(store, clock, engine)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await store.close()
 
 
 @pytest.fixture

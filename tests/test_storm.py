@@ -7,40 +7,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from alertd.core.events import Alarm, Tick
 from alertd.core.incidents import Channel, Purpose
-from alertd.core.messages import Texts
 from alertd.core.model import Kind
 from alertd.core.storm import Storm
-from alertd.engine import Engine
-from alertd.metrics import Metrics
-from alertd.store import OutboxRow, Status, Store
+from alertd.store import OutboxRow, Status
+from tests.engine_rig import T0, Clock, Rig, rig_for
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import PATROL_PHONES, forget_session, leader_phone, running_daemon, terminals, write_village
 from tests.test_core_incidents import LEADER, make_roster
-from tests.test_responders import T0, Clock, Rig
 
 
-@contextlib.asynccontextmanager
-async def storm_rig(path: Path, clock: Clock | None = None) -> AsyncIterator[Rig]:
-    store = await Store.open(path)
-    clock = clock or Clock()
-    engine = Engine(
-        store, make_roster(), Texts(ZoneInfo("Asia/Shanghai")), Metrics(), clock=clock,
-        storm=Storm(threshold=3, window_s=60),
-    )  # fmt: skip
-    task = asyncio.create_task(engine.run())
-    try:
-        yield Rig(store, clock, engine)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await store.close()
+def storm_rig(path: Path, clock: Clock | None = None) -> contextlib.AbstractAsyncContextManager[Rig]:
+    return rig_for(path, make_roster(), clock, storm=Storm(threshold=3, window_s=60))
 
 
 async def texts(rig: Rig) -> list[OutboxRow]:

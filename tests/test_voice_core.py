@@ -3,25 +3,21 @@ who is called, what a key does, when a call is placed again, what a machine or a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from alertd.core.events import Action, Alarm, CallReport, CallStatus, Input, MissedCall, OperatorCommand
+from alertd.core.events import Action, Alarm, CallReport, CallStatus, MissedCall, OperatorCommand
 from alertd.core.incidents import Channel, Purpose, State
-from alertd.core.messages import Texts
 from alertd.core.model import Kind, Policy, Prefers, Role, Roster, Step
-from alertd.engine import Engine
-from alertd.metrics import Metrics
-from alertd.store import OutboxRow, Store
+from alertd.store import OutboxRow
+from tests.engine_rig import T0, rig_for
+from tests.engine_rig import Rig as BaseRig
 from tests.test_core_incidents import DUTY, LEADER, make_roster
 
-T0 = 1_800_000_000.0
 RESIDENT = "p03"  # lives in h03; prefers a call in some tests
 CALLING = Policy(
     "calling",
@@ -34,29 +30,13 @@ CALLING = Policy(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def roster_with(*, prefers_call: tuple[str, ...] = ()) -> Roster:
     base = make_roster()
     people = {pid: replace(p, prefers=Prefers.CALL) if pid in prefers_call else p for pid, p in base.people.items()}
     return replace(base, people=people, policies={"default": CALLING})
 
 
-@dataclass
-class Rig:
-    store: Store
-    clock: Clock
-    engine: Engine
-
-    async def call(self, item: Input) -> str:
-        return str(await asyncio.wait_for(self.engine.call(item), 5))
-
+class Rig(BaseRig):
     async def calls(self, incident_id: int = 1) -> list[OutboxRow]:
         return [r for r in await self.store.notifications(incident_id) if r.channel == Channel.VOICE]
 
@@ -65,23 +45,14 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig_for(tmp_path: Path, roster: Roster) -> AsyncIterator[Rig]:
-    store = await Store.open(tmp_path / "alertd.db")
-    clock = Clock()
-    engine = Engine(store, roster, Texts(ZoneInfo("Asia/Shanghai")), Metrics(), clock=clock)
-    task = asyncio.create_task(engine.run())
-    try:
-        yield Rig(store, clock, engine)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await store.close()
+async def voice_rig(tmp_path: Path, roster: Roster) -> AsyncIterator[Rig]:
+    async with rig_for(tmp_path / "alertd.db", roster) as base:
+        yield Rig(base.store, base.clock, base.engine)
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    async with rig_for(tmp_path, roster_with()) as made:
+    async with voice_rig(tmp_path, roster_with()) as made:
         yield made
 
 
@@ -98,7 +69,7 @@ async def test_a_step_calls_its_call_roles_and_says_who_and_what(rig: Rig) -> No
 
 
 async def test_whoever_prefers_a_call_is_called_wherever_they_are_texted(tmp_path: Path) -> None:
-    async with rig_for(tmp_path, roster_with(prefers_call=("pat1",))) as rig:
+    async with voice_rig(tmp_path, roster_with(prefers_call=("pat1",))) as rig:
         await rig.call(Alarm("t03", Kind.PANIC, 1))
         assert sorted(c.recipient for c in await rig.calls()) == [LEADER, "pat1"]
         assert [r.template for r in await rig.texts_to("pat1")] == ["alert"]  # and still texted
