@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from alertd.config import Config, load_config
+from alertd.config import Config, load_config, load_roster
 from alertd.core import reload
 from alertd.core.access import Role
 from alertd.core.events import Outcome
@@ -104,7 +104,26 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--resume", action="store_true", help="expect the daily check-in again from now on")
     _by(p)
     _users_parser(with_config("users", "the duty-room console's accounts (alertd users add/list/disable/passwd)"))
+    _roster_parser(sub.add_parser("roster", help="the roster and the spreadsheets village cadres keep (花名册)"))
     return parser
+
+
+def _roster_parser(roster: argparse.ArgumentParser) -> None:
+    what = roster.add_subparsers(dest="what", required=True)
+    p = what.add_parser("diff", help="what a reload would change: households, people, phones, leaders, devices...")
+    p.add_argument("old", type=Path, help="the roster the daemon runs with")
+    p.add_argument("new", type=Path, help="the edited roster")
+    p.add_argument("--language", default="zh", help="zh (default) or en")
+
+
+def _roster(args: argparse.Namespace) -> int:
+    """alertd roster diff: every problem of either file (exit 2), else the changes (exit 0)."""
+    from alertd.core.roster_diff import diff
+    from alertd.roster_diff_text import render
+
+    old, new = load_roster(args.old), load_roster(args.new)  # ConfigError: every problem, exit 2
+    print(render(diff(old, new), language=args.language))
+    return EXIT_OK
 
 
 def _by(parser: argparse.ArgumentParser) -> None:
@@ -187,6 +206,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             gc.freeze()
             asyncio.run(Daemon(config).run())
             return EXIT_OK
+        case "roster":
+            return _roster(args)
         case "demo":
             from alertd.demo import run_demo
 

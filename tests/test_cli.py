@@ -262,3 +262,20 @@ async def test_commands_that_send_nothing_need_no_twilio_secret(tmp_path: Path) 
     rc, _, err = await alertd("check", *cfg)  # what `run` will need
     assert rc == 2
     assert "twilio: account_sid, auth_token and from_number go together; missing auth_token" in err
+
+
+def test_roster_diff_shows_what_a_reload_would_change_and_refuses_a_broken_file(tmp_path: Path) -> None:
+    old = ROOT / "config" / "roster.toml"
+    new = tmp_path / "roster.toml"
+    text = old.read_text(encoding="utf-8").replace('name = "陈国庆"', 'name = "陈国强"')
+    new.write_text(text.replace('check_in = "10:00"', 'check_in = "09:00"'), encoding="utf-8")
+    done = alertd_sync("roster", "diff", str(old), str(new))
+    assert done.returncode == 0, done.stderr
+    assert "陈国庆 → 陈国强" in done.stdout
+    assert "10:00 → 09:00" in done.stdout
+    same = alertd_sync("roster", "diff", str(old), str(old))
+    assert same.stdout.strip() == "无变更"
+    new.write_text(text.replace('group = "g1"', 'group = "g9"', 1), encoding="utf-8")
+    broken = alertd_sync("roster", "diff", str(old), str(new))
+    assert broken.returncode == 2
+    assert 'group "g9": unknown group' in broken.stderr
