@@ -110,6 +110,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def _roster_parser(roster: argparse.ArgumentParser) -> None:
     what = roster.add_subparsers(dest="what", required=True)
+    p = what.add_parser("template", help="write the XLSX template: a sheet per kind, Chinese headers, examples")
+    p.add_argument("output", type=Path, help="e.g. 花名册模板.xlsx")
+    p = what.add_parser("export", help="write a roster as the template, filled in")
+    p.add_argument("roster", type=Path, help="roster.toml")
+    p.add_argument("-o", "--output", type=Path, required=True, help="e.g. 花名册.xlsx")
+    p = what.add_parser(
+        "import", help="read XLSX or CSV (UTF-8 or GBK): every problem at once (exit 2, nothing written), or the roster"
+    )
+    p.add_argument("sheets", type=Path, help="花名册.xlsx, a CSV, or a folder of CSVs (one per sheet)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the roster.toml to write")
+    p.add_argument("--base", type=Path, help="keep policies, kinds and drills from this roster (not in the sheets)")
+    p.add_argument("-c", "--config", type=Path, help="alertd.toml: check devices against its device profiles")
     p = what.add_parser("diff", help="what a reload would change: households, people, phones, leaders, devices...")
     p.add_argument("old", type=Path, help="the roster the daemon runs with")
     p.add_argument("new", type=Path, help="the edited roster")
@@ -117,12 +129,33 @@ def _roster_parser(roster: argparse.ArgumentParser) -> None:
 
 
 def _roster(args: argparse.Namespace) -> int:
-    """alertd roster diff: every problem of either file (exit 2), else the changes (exit 0)."""
-    from alertd.core.roster_diff import diff
-    from alertd.roster_diff_text import render
+    """alertd roster template / export / import / diff. Every problem at once, exit 2."""
+    if args.what == "diff":
+        from alertd.core.roster_diff import diff
+        from alertd.roster_diff_text import render
 
-    old, new = load_roster(args.old), load_roster(args.new)  # ConfigError: every problem, exit 2
-    print(render(diff(old, new), language=args.language))
+        old, new = load_roster(args.old), load_roster(args.new)  # ConfigError: every problem, exit 2
+        print(render(diff(old, new), language=args.language))
+        return EXIT_OK
+    from alertd import roster_sheets
+
+    if args.what == "template":
+        roster_sheets.write_template(args.output)
+        print(f"wrote {args.output}")
+        return EXIT_OK
+    if args.what == "export":
+        roster_sheets.export_roster(args.roster, args.output)
+        print(f"wrote {args.output}")
+        return EXIT_OK
+    profiles = None
+    if args.config is not None:
+        from alertd.profiles import load_profiles
+
+        profiles = load_profiles(load_config(args.config, secrets=False).settings.daemon.profiles)
+    problems = roster_sheets.import_sheets(args.sheets, args.output, base=args.base, profiles=profiles)
+    if problems:
+        raise ConfigError(problems)
+    print(f"wrote {args.output}; check it with: alertd roster diff <the current roster> {args.output}")
     return EXIT_OK
 
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from openpyxl import load_workbook  # type: ignore[import-untyped]
+
 from alertd.store import Store
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import (
@@ -279,3 +281,29 @@ def test_roster_diff_shows_what_a_reload_would_change_and_refuses_a_broken_file(
     broken = alertd_sync("roster", "diff", str(old), str(new))
     assert broken.returncode == 2
     assert 'group "g9": unknown group' in broken.stderr
+
+
+def test_roster_sheets_through_the_cli_template_export_import_and_problems(tmp_path: Path) -> None:
+    template = alertd_sync("roster", "template", str(tmp_path / "花名册模板.xlsx"))
+    assert template.returncode == 0, template.stderr
+    assert (tmp_path / "花名册模板.xlsx").stat().st_size > 0
+    sheets, roster = tmp_path / "花名册.xlsx", tmp_path / "roster.toml"
+    shipped = ROOT / "config" / "roster.toml"
+    assert alertd_sync("roster", "export", str(shipped), "-o", str(sheets)).returncode == 0
+    done = alertd_sync("roster", "import", str(sheets), "-o", str(roster), "--base", str(shipped))
+    assert done.returncode == 0, done.stderr
+    same = alertd_sync("roster", "diff", str(shipped), str(roster))
+    assert same.stdout.strip() == "无变更", same.stdout  # export then import is lossless
+
+    book = load_workbook(sheets)
+    people = book["人员"]
+    header = [str(c.value or "").strip() for c in people[1]]
+    phone = next(i for i, h in enumerate(header) if "电话" in h) + 1
+    people.cell(row=3, column=phone, value="1380001")
+    book.save(sheets)
+    roster.unlink()
+    bad = alertd_sync("roster", "import", str(sheets), "-o", str(roster))
+    assert bad.returncode == 2
+    assert "人员 第3行" in bad.stderr
+    assert '"1380001"' in bad.stderr
+    assert not roster.exists(), "nothing is written when there are problems"
