@@ -9,6 +9,12 @@ if ! compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null; then
     sudo=(); [[ ${EUID} -eq 0 ]] || sudo=(sudo)
     "${sudo[@]}" apt-get update -qq && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime
 fi
+# The PostgreSQL tests start a throwaway cluster of their own (tests/pg.py) with Debian's initdb/pg_ctl;
+# nothing needs to be running. ALERTD_TEST_POSTGRES_URL points them at an existing database instead.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    sudo=(); [[ ${EUID} -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+fi
 # Browser tests (tests/browser.py) drive Debian's headless Chromium through its chromedriver; selenium never downloads one.
 # A CJK font too, or the console's Chinese shows as boxes in the screenshots the tests save.
 if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]] || ! fc-list :lang=zh 2>/dev/null | grep -q .; then

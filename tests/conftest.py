@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from argon2 import PasswordHasher
 
 from alertd.accounts import Accounts
@@ -15,12 +17,22 @@ from alertd.store import Store
 from tests.console_client import PASSWORD
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import ACCOUNT_SID, AUTH_TOKEN, Village, forget_session, write_village
+from tests.pg import temporary_postgres
 
 
 @pytest.fixture
 async def twilio() -> AsyncIterator[TwilioServer]:
     async with TwilioServer(ACCOUNT_SID, AUTH_TOKEN) as server:
         yield server
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def postgres_url() -> AsyncIterator[str]:
+    """One throwaway PostgreSQL for the whole session, started by the first test that asks for it (tests/pg.py).
+    In the system temporary directory, not tmp_path: as root the cluster runs as `postgres`, which cannot reach
+    pytest's directories under /tmp/pytest-of-root (mode 0700)."""
+    async with temporary_postgres(Path(tempfile.gettempdir())) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
