@@ -53,7 +53,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,22 @@ def ring_household(payload: bytes | str) -> str | None:
         return str(data["from"]["household"]) if data.get("type") == "ring" else None
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def match_rings(
+    alarms: Mapping[str, Alarm], received: Sequence[tuple[float, str, bytes]], start: int
+) -> tuple[int, int]:
+    """Record the ring commands received[start:] on the alarms (by calling household; each terminal's first
+    arrival). Returns where to start next time and how many matched no alarm."""
+    end, stray = len(received), 0
+    for at, topic, payload in received[start:end]:
+        household = ring_household(payload)
+        alarm = alarms.get(household) if household is not None else None
+        if alarm is None:
+            stray += 1
+            continue
+        alarm.rings.setdefault(topic.split("/")[-2], at)
+    return end, stray
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,16 +448,8 @@ class Tracker:
         self.stray = 0
 
     def update(self) -> None:
-        received = self.receiver.received
-        end = len(received)
-        for at, topic, payload in received[self._ring_pos : end]:
-            household = ring_household(payload)
-            alarm = self.alarms.get(household) if household is not None else None
-            if alarm is None:
-                self.stray += 1
-                continue
-            alarm.rings.setdefault(topic.split("/")[-2], at)
-        self._ring_pos = end
+        self._ring_pos, stray = match_rings(self.alarms, self.receiver.received, self._ring_pos)
+        self.stray += stray
         messages = self.twilio.messages
         end = len(messages)
         for at, to, body in messages[self._sms_pos : end]:

@@ -76,8 +76,8 @@ from bench.bench_pipeline import (
     alarm_payload,
     cpu_s,
     fmt,
+    match_rings,
     pct,
-    ring_household,
     rss_mb,
     summary_ms,
 )
@@ -177,17 +177,9 @@ class Rings:
         self.stray = 0
 
     def update(self) -> int:
-        received = self.receiver.received
-        end = len(received)
-        for at, topic, payload in received[self._pos : end]:
-            household = ring_household(payload)
-            alarm = self.alarms.get(household) if household is not None else None
-            if alarm is None:
-                self.stray += 1
-                continue
-            alarm.rings.setdefault(topic.split("/")[-2], at)
-        self._pos = end
-        return end
+        self._pos, stray = match_rings(self.alarms, self.receiver.received, self._pos)
+        self.stray += stray
+        return self._pos
 
 
 async def publish_storm(target: AlertdTarget, publisher: PahoClient, alarms: list[Alarm], sizes: Sizes) -> None:
