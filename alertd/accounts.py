@@ -20,10 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from alertd.core.access import SCOPED, Role, User
+from alertd.database import Connection
 from alertd.errors import AlertdError
 from alertd.store import Store
 
@@ -131,16 +133,16 @@ class Accounts:
             raise AccountError(f"user {name}: a {role} sees every group; --groups is for grid and leader")
         hashed = await asyncio.to_thread(self.hasher.hash, password)
 
-        def add(db: sqlite3.Connection) -> int:
+        def add(db: Connection) -> int:
             try:
-                cursor = db.execute(
+                row = db.execute(
                     "INSERT INTO users (name, role, groups, password, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                     (name, role.value, json.dumps(covered), hashed, now, now),
-                )
-            except sqlite3.IntegrityError as err:
+                ).fetchone()
+            except (sqlite3.IntegrityError, psycopg.IntegrityError) as err:
                 raise AccountError(f"user {name} exists already") from err
-            return int(cursor.lastrowid or 0)
+            return int(row[0])
 
         return User(await self.store.transaction(add), name, role, frozenset(covered))
 
@@ -159,7 +161,7 @@ class Accounts:
     async def disable(self, name: str, now: float) -> None:
         user = await self.user(name)
 
-        def disable(db: sqlite3.Connection) -> None:
+        def disable(db: Connection) -> None:
             db.execute("UPDATE users SET disabled = 1, updated_at = ? WHERE id = ?", (now, user.id))
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user.id,))
             db.execute("DELETE FROM api_tokens WHERE user_id = ?", (user.id,))
@@ -172,7 +174,7 @@ class Accounts:
         user = await self.user(name)
         hashed = await asyncio.to_thread(self.hasher.hash, password)
 
-        def set_password(db: sqlite3.Connection) -> None:
+        def set_password(db: Connection) -> None:
             db.execute("UPDATE users SET password = ?, updated_at = ? WHERE id = ?", (hashed, now, user.id))
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user.id,))  # every other browser logs in again
 
@@ -212,7 +214,7 @@ class Accounts:
         rehash = self.hasher.check_needs_rehash(hashed)
         new_hash = await asyncio.to_thread(self.hasher.hash, password) if rehash else None
 
-        def open_session(db: sqlite3.Connection) -> None:
+        def open_session(db: Connection) -> None:
             db.execute(
                 "INSERT INTO sessions (token_hash, user_id, csrf, address, created_at, last_seen) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -252,7 +254,7 @@ class Accounts:
     async def logout(self, token: str, address: str, now: float) -> None:
         digest = _token_hash(token)
 
-        def logout(db: sqlite3.Connection) -> None:
+        def logout(db: Connection) -> None:
             row = db.execute(
                 "SELECT u.name FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?", (digest,)
             ).fetchone()
@@ -308,7 +310,7 @@ class Accounts:
         return [(float(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]
 
 
-def _audit(db: sqlite3.Connection, actor: str, address: str, action: str, detail: str, now: float) -> None:
+def _audit(db: Connection, actor: str, address: str, action: str, detail: str, now: float) -> None:
     db.execute(
         "INSERT INTO audit (at, actor, address, action, detail) VALUES (?, ?, ?, ?, ?)",
         (now, actor, address, action, detail),

@@ -287,11 +287,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 async def _open_incident_changes(config: Config) -> list[reload.Change]:
     """What this roster changes for the incidents open in the store now (none when there is no store yet)."""
-    path = config.settings.store.path
-    if not path.exists():
+    if not config.settings.store.url and not config.settings.store.path.exists():
         return []
     try:
-        async with reading(path) as store:
+        async with reading(config.settings.store) as store:
             incidents = await store.incidents(active_only=True)
     except (StoreError, StoreUnavailable) as err:
         print(f"warning: cannot read open incidents from the store: {err}", file=sys.stderr)
@@ -321,7 +320,7 @@ async def _report(args: argparse.Namespace, config: Config) -> int:
     from alertd.report import incident_dict, incidents_table, show
 
     zone = config.settings.daemon.zone
-    async with reading(config.settings.store.path) as store:  # a damaged store: one line, exit 2
+    async with reading(config.settings.store) as store:  # a damaged store: one line, exit 2
         if args.command == "incidents":
             incidents = await store.incidents(active_only=args.open, limit=args.limit)
             if args.json:
@@ -357,7 +356,7 @@ async def _devices(args: argparse.Namespace, config: Config) -> int:
     if args.group is not None and args.group not in roster.groups:
         print(f"alertd: no group {args.group} (groups: {', '.join(roster.groups)})", file=sys.stderr)
         return EXIT_FAILED
-    async with reading(config.settings.store.path) as store:
+    async with reading(config.settings.store) as store:
         records = await store.devices()
     rows = [
         (device, health)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import time as dt_time
@@ -203,6 +204,25 @@ class StoreSettings(_Section):
     # Disk space kept beside the store (alertd.reserve) and given up when the disk fills, so alarms are
     # still recorded and the duty room is told; 0 for none.
     reserve_mb: float = Field(default=16, ge=0)
+    # A shared PostgreSQL instead of the SQLite file (issue 15): two or more instances on one database, one
+    # of them active ([standby]). The password belongs in the environment (ALERTD_STORE__URL) or ~/.pgpass.
+    url: str | None = Field(default=None, repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (leave it out for the SQLite file at path)")
+        return value
+
+
+class StandbySettings(_Section):
+    """Active/standby on a shared PostgreSQL ([store] url): who this instance is, how soon a standby takes over."""
+
+    # This instance's name in the lease, /healthz and the incidents it opens; default: the host's name.
+    instance: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
+    # The longest an alarm waits for a standby once the active dies (the lease's length on the database).
+    takeover_s: float = Field(default=5.0, ge=1.0, le=300.0)
 
 
 class TwilioSettings(_Section):
@@ -422,6 +442,7 @@ class Settings(_Section):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    standby: StandbySettings = Field(default_factory=StandbySettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)

@@ -28,7 +28,7 @@ from alertd.daemon import Daemon
 from alertd.protocols.terminal import RingCommand, StopCommand, Topics, decode_command
 from alertd.report import show
 from alertd.scaffold import VILLAGE, write_examples
-from alertd.store import Store
+from alertd.store import open_store
 
 # The demo talks on its own prefix and client id, so it never disturbs a production daemon on the broker.
 DEMO_PREFIX = "alertd-demo/v1"
@@ -146,7 +146,7 @@ async def _run(config: Config, workdir: Path, out: TextIO) -> int:
 
 
 async def _show(config: Config, incident_id: int) -> str:
-    store = await Store.open(config.settings.store.path, readonly=True)
+    store = await open_store(config.settings.store, readonly=True)
     try:
         incident = await store.incident(incident_id)
         if incident is None:

@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from alertd.database import Row
+
 T = TypeVar("T")
-Row = tuple[Any, ...]
 
 
 class SqliteThread:
@@ -46,6 +47,16 @@ class SqliteThread:
         if connection is None:
             raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, connection)
+
+    async def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """fn inside BEGIN IMMEDIATE ... COMMIT (in_transaction), in one trip."""
+        return await self.run(lambda connection: in_transaction(connection, fn))
+
+    def out_of_room(self, err: BaseException) -> bool:
+        return isinstance(err, sqlite3.OperationalError) and err.sqlite_errorcode & 0xFF in (
+            sqlite3.SQLITE_FULL,
+            sqlite3.SQLITE_IOERR,
+        )
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return await self.run(lambda c: c.execute(sql, params).fetchall())

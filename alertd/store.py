@@ -23,15 +23,22 @@ from enum import StrEnum
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
 
 from alertd.core.events import Arming, DeliveryReport, Satisfaction
 from alertd.core.incidents import Channel, Incident, Outcome, Purpose, State, TimelineEntry
 from alertd.core.model import Kind
 from alertd.core.records import Batch, Responder
 from alertd.core.supervision import Condition, Reported
+from alertd.database import Connection, Database, Row
 from alertd.errors import AlertdError, StoreError, StoreFull, StoreUnavailable
-from alertd.sqlite_thread import Row, SqliteThread, in_transaction
+from alertd.postgres_thread import Fence, PostgresThread, safe_url
+from alertd.sqlite_thread import SqliteThread
+
+if TYPE_CHECKING:
+    from alertd.config import StoreSettings
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -155,6 +162,11 @@ _INCIDENT_COLUMNS = (
     "satisfaction, evaluated_by, responders, quorum, quorum_state, drill, welfare"
 )
 _INCIDENT_MARKS = ", ".join("?" for _ in _INCIDENT_COLUMNS.split(","))
+# Every column but the instance that opened it, which an incident keeps (alertd/schema/0017_instance.sql).
+_UPSERT_INCIDENT = (
+    f"INSERT INTO incidents ({_INCIDENT_COLUMNS}, instance) VALUES ({_INCIDENT_MARKS}, ?) ON CONFLICT (id) DO UPDATE "
+    "SET " + ", ".join(f"{c} = excluded.{c}" for c in (c.strip() for c in _INCIDENT_COLUMNS.split(",")) if c != "id")
+)
 _ACTIVE = "state IN ('open', 'acknowledged', 'on_scene')"
 _DEVICE_COLUMNS = (
     "id, online, battery, last_seen, last_test, battery_low, tampered, state, ac_loss, comm_trouble, "
@@ -168,6 +180,8 @@ _DUE = (
     f"SELECT {_OUTBOX_COLUMNS} FROM notifications WHERE channel = ? AND status = 'pending' AND next_attempt_at <= ? "
     "ORDER BY next_attempt_at, id LIMIT ?"
 )
+# A text delivered counts 1 (PostgreSQL sums no booleans; SQLite's `delivery = 'delivered'` is 0 or 1).
+_DELIVERED = "CASE WHEN delivery = 'delivered' THEN 1 ELSE 0 END"
 _DELIVERY_RANK = {
     "queued": 0, "accepted": 0, "sending": 1, "sent": 2, "undelivered": 3, "failed": 3, "delivered": 4,
     # a call's outcomes: answered, then how it ended; a key pressed is never overwritten
@@ -233,6 +247,16 @@ def _bool(value: int | None) -> bool | None:
     return None if value is None else bool(value)
 
 
+def _check_postgres(name: str, version: int, tables: set[str], *, readonly: bool) -> None:
+    """Refuses a database alertd cannot use: a newer schema, or a versioned one without alertd's tables."""
+    if version > len(MIGRATIONS):
+        raise StoreError(f"{name}: schema version {version} is newer than this alertd knows")
+    if version and (missing := [t for t in _OWN_TABLES if t not in tables]):
+        raise StoreError(f"{name}: schema version {version} but no {missing[0]} table: not an alertd store")
+    if readonly and version == 0:
+        raise StoreError(f"{name}: no alertd store in this database (has the daemon ever run on it?)")
+
+
 def _store_file_there(path: Path, *, readonly: bool) -> bool:
     """Whether a store file is at `path`; refuses one that cannot be a store before SQLite opens it."""
     try:
@@ -284,28 +308,30 @@ def _refusal(path: Path, err: sqlite3.DatabaseError, *, readonly: bool = False) 
 
 
 class Store:
-    def __init__(self, db: SqliteThread, path: Path) -> None:
-        self._db = db  # the engine's: synchronous=FULL, a committed alarm survives a power cut
-        self.path = path
+    def __init__(self, db: Database, path: Path, *, name: str = "", instance: str = "") -> None:
+        self._db = db  # the engine's: on SQLite synchronous=FULL, a committed alarm survives a power cut
+        self.path = path  # SQLite's file (on PostgreSQL: where this instance keeps its roster cache)
+        self.name = name or str(path)  # in messages: the file, or the database's address without a password
+        self.instance = instance  # this instance's name, recorded in the incidents it opens
         self._write_failure: str | None = None
-        # The outbox workers' connection (None when read-only): synchronous=NORMAL, one statement per
-        # transaction. A status move lost to a power cut can only repeat a message (reconciled or
-        # resent), never lose one. SQLite serialises the two connections' writes (busy_timeout); each
-        # connection has its own thread, so an engine commit's fsync does not hold up a claim's read.
-        self._outbox: SqliteThread | None = None
+        # The outbox workers' connection (None when read-only). On SQLite synchronous=NORMAL, one statement
+        # per transaction: a status move lost to a power cut can only repeat a message (reconciled or
+        # resent), never lose one. The database serialises the two connections' writes; each connection
+        # has its own thread, so an engine commit's fsync does not hold up a claim's read.
+        self._outbox: Database | None = None
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, outbox: bool = False) -> T:
+    async def _write(self, fn: Callable[[Connection], T], *, outbox: bool = False) -> T:
         """fn in one transaction, in one trip to the connection's thread. A full disk (or an I/O error)
         is StoreFull, remembered in `write_failure`; anything else is raised as it is."""
         db = self._outbox if outbox else self._db
         assert db is not None, "a read-only store writes nothing"  # noqa: S101
         try:
-            result = await db.run(lambda connection: in_transaction(connection, fn))
-        except sqlite3.OperationalError as err:
-            if err.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+            result = await db.transact(fn)
+        except Exception as err:
+            if not db.out_of_room(err):
                 raise
             self._write_failure = str(err)
-            raise StoreFull(f"{self.path}: {err}") from err
+            raise StoreFull(f"{self.name}: {err}") from err
         self._write_failure = None
         return result
 
@@ -347,14 +373,43 @@ class Store:
         return await cls._connect(path, readonly=readonly, new=False)
 
     @classmethod
-    async def _connect(cls, path: Path, *, readonly: bool, new: bool) -> Store:
-        store = cls(await SqliteThread.connect(path), path)
+    async def open_postgres(
+        cls, url: str, *, cache: Path, readonly: bool = False, instance: str = "", fence: Fence | None = None
+    ) -> Store:
+        """The store in the PostgreSQL at `url`, its schema brought up to date (made on first use).
+
+        `fence` begins every write transaction of an active instance (alertd.lease_table): a deposed
+        instance's commit or claim fails there. Raises StoreUnavailable when the database cannot be
+        reached, StoreError when it holds something alertd cannot use."""
+        name = safe_url(url)
+        role = f"alertd {instance}".strip()
         try:
-            await store._prepare(readonly=readonly, new=new)
+            db = await PostgresThread.connect(url, name=role, readonly=readonly, fence=fence)
+        except psycopg.OperationalError as err:
+            raise StoreUnavailable(f"{name}: cannot connect: {str(err).strip()}") from err
+        store = cls(db, cache, name=name, instance=instance)
+        try:
+            version = await db.version()
+            _check_postgres(name, version, await db.tables(), readonly=readonly)
+            if readonly:
+                return store
+            await db.migrate(MIGRATIONS, lambda n: _LOGGER.info("Migrating store %s to schema version %d", name, n))
+            store._outbox = await PostgresThread.connect(url, name=f"{role} outbox", fence=fence)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    @classmethod
+    async def _connect(cls, path: Path, *, readonly: bool, new: bool) -> Store:
+        db = await SqliteThread.connect(path)
+        store = cls(db, path)
+        try:
+            await store._prepare(db, readonly=readonly, new=new)
             if not readonly:
-                store._outbox = await SqliteThread.connect(path)
-                await store._outbox.execute("PRAGMA busy_timeout = 5000")
-                await store._outbox.execute("PRAGMA synchronous = NORMAL")
+                store._outbox = outbox = await SqliteThread.connect(path)
+                await outbox.execute("PRAGMA busy_timeout = 5000")
+                await outbox.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as err:
             await store.close()
             raise _refusal(path, err, readonly=readonly) from err
@@ -393,8 +448,8 @@ class Store:
             path,
         )
 
-    async def _prepare(self, *, readonly: bool, new: bool) -> None:
-        await self._db.execute("PRAGMA busy_timeout = 5000")
+    async def _prepare(self, db: SqliteThread, *, readonly: bool, new: bool) -> None:
+        await db.execute("PRAGMA busy_timeout = 5000")
         if readonly:
             await self._db.execute("PRAGMA query_only = ON")
             await self._check_ours(await self._version())
@@ -419,9 +474,7 @@ class Store:
                 number + 1,
             )
             # The file's SQL on lines of its own: a last line that is a comment must not swallow the COMMIT.
-            await self._db.executescript(
-                f"BEGIN;\n{MIGRATIONS[number]}\n;\nPRAGMA user_version = {number + 1}; COMMIT;"
-            )
+            await db.executescript(f"BEGIN;\n{MIGRATIONS[number]}\n;\nPRAGMA user_version = {number + 1}; COMMIT;")
 
     async def _version(self) -> int:
         row = await self._db.fetchone("PRAGMA user_version")
@@ -444,12 +497,12 @@ class Store:
             await self._outbox.close()
         await self._db.close()  # the last connection checkpoints the WAL into the file
 
-    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def transaction(self, fn: Callable[[Connection], T]) -> T:
         """fn in one write transaction on the main connection, for the store's other keepers (the console's
         accounts, alertd.accounts): a full disk is StoreFull, as for the engine's commits."""
         return await self._write(fn)
 
-    async def query(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def query(self, fn: Callable[[Connection], T]) -> T:
         """fn on the main connection, reading only."""
         return await self._db.run(fn)
 
@@ -467,8 +520,8 @@ class Store:
         among them) are claimed for `carrier` in the same transaction and returned, so the engine can hand
         them to their outbox worker at once, without another transaction and another trip first."""
 
-        def commit(db: sqlite3.Connection) -> dict[Channel, list[OutboxRow]]:
-            _commit(db, batch)
+        def commit(db: Connection) -> dict[Channel, list[OutboxRow]]:
+            _commit(db, batch, self.instance)
             channels = {n.channel for n in batch.notifications}
             return {
                 channel: [_outbox_from_row(r) for r in _claim_due(db, channel, batch.now, claim.limit, claim.carrier)]
@@ -510,7 +563,9 @@ class Store:
     async def metas(self, prefix: str) -> dict[str, str]:
         """Every meta value whose key starts with prefix, by the rest of the key."""
         rows = await self._db.fetchall(
-            "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff")
+            # substr, not a range: PostgreSQL's collation may not order "\uffff" after every key
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?",
+            (len(prefix), prefix),
         )
         return {str(r[0])[len(prefix) :]: str(r[1]) for r in rows}
 
@@ -533,9 +588,10 @@ class Store:
             return {}
         marks = ",".join("?" * len(ids))
 
-        def counts(db: sqlite3.Connection) -> dict[int, tuple[int, int, int]]:
+        def counts(db: Connection) -> dict[int, tuple[int, int, int]]:
             texts = db.execute(
-                "SELECT incident_id, count(DISTINCT recipient), sum(delivery = 'delivered') FROM notifications "
+                "SELECT incident_id, count(DISTINCT recipient), "
+                f"sum({_DELIVERED}) FROM notifications "
                 f"WHERE incident_id IN ({marks}) AND channel = 'sms' AND status = 'sent' GROUP BY incident_id",
                 ids,
             ).fetchall()
@@ -562,7 +618,7 @@ class Store:
     async def texts_between(self, start: float, end: float) -> dict[int, tuple[int, int]]:
         """Per incident opened in [start, end): texts the carrier took, and of those, delivered."""
         rows = await self._db.fetchall(
-            "SELECT n.incident_id, count(*), sum(n.delivery = 'delivered') FROM notifications n "
+            f"SELECT n.incident_id, count(*), sum({_DELIVERED}) FROM notifications n "
             "JOIN incidents i ON i.id = n.incident_id "
             "WHERE i.opened_at >= ? AND i.opened_at < ? AND n.channel = 'sms' AND n.status = 'sent' "
             "GROUP BY n.incident_id",
@@ -599,7 +655,7 @@ class Store:
     async def prune(self, before: float) -> None:
         """Forget deduplication and webhook tokens older than their windows."""
 
-        def prune(db: sqlite3.Connection) -> None:
+        def prune(db: Connection) -> None:
             db.execute("DELETE FROM seen_alarms WHERE at < ?", (before,))
             db.execute("DELETE FROM webhook_tokens WHERE at < ?", (before,))
             db.execute("DELETE FROM early_deliveries WHERE at < ?", (before,))
@@ -712,12 +768,9 @@ class Store:
         }
 
 
-def _commit(db: sqlite3.Connection, batch: Batch) -> None:
+def _commit(db: Connection, batch: Batch, instance: str) -> None:
     if batch.incidents:
-        db.executemany(
-            f"INSERT OR REPLACE INTO incidents ({_INCIDENT_COLUMNS}) VALUES ({_INCIDENT_MARKS})",
-            [_incident_params(i) for i in batch.incidents.values()],
-        )
+        db.executemany(_UPSERT_INCIDENT, [(*_incident_params(i), instance) for i in batch.incidents.values()])
     if batch.timeline:
         db.executemany(
             "INSERT INTO timeline (incident_id, at, event, actor, detail) VALUES (?, ?, ?, ?, ?)",
@@ -727,7 +780,8 @@ def _commit(db: sqlite3.Connection, batch: Batch) -> None:
         _insert_notifications(db, batch)
     if batch.seen:
         db.executemany(
-            "INSERT OR REPLACE INTO seen_alarms (device_id, seq, at) VALUES (?, ?, ?)",
+            "INSERT INTO seen_alarms (device_id, seq, at) VALUES (?, ?, ?) "
+            "ON CONFLICT (device_id, seq) DO UPDATE SET at = excluded.at",
             [(d, s, batch.now) for d, s in batch.seen],
         )
     for update in batch.devices:
@@ -767,7 +821,7 @@ def _commit(db: sqlite3.Connection, batch: Batch) -> None:
         _record_delivery(db, report, batch.now)
     if batch.inbound:
         db.executemany(
-            "INSERT OR IGNORE INTO inbound_messages (id, first_seen_at) VALUES (?, ?)",
+            "INSERT INTO inbound_messages (id, first_seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
             [(message_id, batch.now) for message_id in batch.inbound],
         )
     if batch.meta:
@@ -777,9 +831,11 @@ def _commit(db: sqlite3.Connection, batch: Batch) -> None:
         )
 
 
-def _record_delivery(db: sqlite3.Connection, report: DeliveryReport, now: float) -> None:
+def _record_delivery(db: Connection, report: DeliveryReport, now: float) -> None:
     if report.token is not None:
-        cursor = db.execute("INSERT OR IGNORE INTO webhook_tokens (token, at) VALUES (?, ?)", (report.token, now))
+        cursor = db.execute(
+            "INSERT INTO webhook_tokens (token, at) VALUES (?, ?) ON CONFLICT DO NOTHING", (report.token, now)
+        )
         if cursor.rowcount == 0:
             return  # a retried callback we already recorded
     provider_id, status, error = report.provider_id, report.status, report.error_code
@@ -796,7 +852,8 @@ def _record_delivery(db: sqlite3.Connection, report: DeliveryReport, now: float)
         if early is None or _outranks(status, early[0]):
             _LOGGER.info("Delivery report for a message not recorded yet %s (%s): kept for it", provider_id, status)
             db.execute(
-                "INSERT OR REPLACE INTO early_deliveries (provider_id, delivery, at) VALUES (?, ?, ?)",
+                "INSERT INTO early_deliveries (provider_id, delivery, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (provider_id) DO UPDATE SET delivery = excluded.delivery, at = excluded.at",
                 (provider_id, detail, now),
             )
         return
@@ -804,7 +861,7 @@ def _record_delivery(db: sqlite3.Connection, report: DeliveryReport, now: float)
         db.execute("UPDATE notifications SET delivery = ?, updated_at = ? WHERE id = ?", (detail, now, row[0]))
 
 
-def _insert_notifications(db: sqlite3.Connection, batch: Batch) -> None:
+def _insert_notifications(db: Connection, batch: Batch) -> None:
     # The unique key makes a replanned notification a no-op rather than a second message. A storm's summary
     # is rewritten while it waits (each alert merged into it after the first), never once it is being sent.
     # An alert merged in a storm is kept, marked, never sent: the summary named in its error carries it.
@@ -823,11 +880,11 @@ def _insert_notifications(db: sqlite3.Connection, batch: Batch) -> None:
     plain = [row for row, n in zip(rows, batch.notifications, strict=True) if not n.rewrite]
     rewritten = [row for row, n in zip(rows, batch.notifications, strict=True) if n.rewrite]
     if plain:
-        db.executemany(insert.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1), plain)
+        db.executemany(insert + " ON CONFLICT (key) DO NOTHING", plain)
     if rewritten:
         db.executemany(
-            insert + " ON CONFLICT(key) DO UPDATE SET body = excluded.body, params = excluded.params, "
-            "updated_at = excluded.updated_at WHERE status = 'pending'",
+            insert + " ON CONFLICT (key) DO UPDATE SET body = excluded.body, params = excluded.params, "
+            "updated_at = excluded.updated_at WHERE notifications.status = 'pending'",
             rewritten,
         )
 
@@ -839,7 +896,7 @@ def _outranks(status: str, recorded: str | None) -> bool:
     return _DELIVERY_RANK.get(now, 0) >= _DELIVERY_RANK.get(before, -1)
 
 
-def _record_results(db: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:
+def _record_results(db: Connection, params: list[tuple[Any, ...]]) -> None:
     db.executemany(
         "UPDATE notifications SET status = ?, carrier = coalesce(?, carrier), provider_id = coalesce(?, provider_id), "
         "error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
@@ -856,13 +913,13 @@ def _record_results(db: sqlite3.Connection, params: list[tuple[Any, ...]]) -> No
             )
 
 
-def _claim_due(db: sqlite3.Connection, channel: Channel, now: float, limit: int, carrier: str) -> list[Row]:
+def _claim_due(db: Connection, channel: Channel, now: float, limit: int, carrier: str) -> list[Row]:
     rows: list[Row] = db.execute(_DUE, (channel.value, now, limit)).fetchall()
     _claim(db, [r[0] for r in rows], carrier, now)
     return rows
 
 
-def _claim(db: sqlite3.Connection, ids: list[int], carrier: str, now: float) -> None:
+def _claim(db: Connection, ids: list[int], carrier: str, now: float) -> None:
     db.executemany(
         "UPDATE notifications SET status = 'sending', attempts = attempts + 1, carrier = ?, updated_at = ? "
         "WHERE id = ?",
@@ -888,14 +945,27 @@ class SendResult:
     next_attempt_at: float | None = None
 
 
+async def open_store(
+    settings: StoreSettings, *, readonly: bool = False, instance: str = "", fence: Fence | None = None
+) -> Store:
+    """The store the settings name: the shared PostgreSQL at [store] url, else the SQLite file at path."""
+    if settings.url:
+        return await Store.open_postgres(settings.url, cache=settings.path, readonly=readonly, instance=instance,
+                                         fence=fence)  # fmt: skip
+    return await Store.open(settings.path, readonly=readonly)
+
+
 @asynccontextmanager
-async def reading(path: Path) -> AsyncIterator[Store]:
-    """The store, read-only, for a command that reports. A damaged page met while reading is refused
-    like one met at open (a read-only open does not read every page): one StoreError naming the file."""
-    store = await Store.open(path, readonly=True)
+async def reading(where: StoreSettings | Path) -> AsyncIterator[Store]:
+    """The store, read-only, for a command that reports (`where`: the settings, or an SQLite file). A
+    damaged page met while reading is refused like one met at open (a read-only open does not read every
+    page): one StoreError naming the file."""
+    store = await (Store.open(where, readonly=True) if isinstance(where, Path) else open_store(where, readonly=True))
     try:
         yield store
     except sqlite3.DatabaseError as err:
-        raise _refusal(path, err, readonly=True) from err
+        raise _refusal(store.path, err, readonly=True) from err
+    except psycopg.OperationalError as err:
+        raise StoreUnavailable(f"{store.name}: {str(err).strip()}") from err
     finally:
         await store.close()

@@ -17,7 +17,7 @@ import time
 from alertd.config import Config
 from alertd.core.access import Role
 from alertd.errors import AlertdError
-from alertd.store import Store
+from alertd.store import open_store
 
 # The parser is built for every alertd command (alertd run too): argon2 and the rest of the accounts are
 # imported when `alertd users` runs.
@@ -44,7 +44,7 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         if unknown:
             raise AccountError(f"user {args.name}: no group {', '.join(unknown)} in {config.roster_path}")
     password = _password(args) if args.what in ("add", "passwd") else ""
-    store = await Store.open(config.settings.store.path)
+    store = await open_store(config.settings.store)
     try:
         accounts = Accounts(store)
         match args.what:

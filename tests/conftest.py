@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from alertd.store import Store
 from tests.console_client import PASSWORD
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import ACCOUNT_SID, AUTH_TOKEN, Village, forget_session, write_village
-from tests.pg import temporary_postgres
+from tests.pg import StoreAt, fresh_database, temporary_postgres
 
 
 @pytest.fixture
@@ -33,6 +33,18 @@ async def postgres_url() -> AsyncIterator[str]:
     pytest's directories under /tmp/pytest-of-root (mode 0700)."""
     async with temporary_postgres(Path(tempfile.gettempdir())) as url:
         yield url
+
+
+@pytest.fixture
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreAt]:
+    """Where the test's store lives: an SQLite file, or (parametrized "postgres") a fresh database on the
+    session's throwaway cluster. Synchronous: it asks for the session's cluster outside any event loop."""
+    path = tmp_path / "state" / "alertd.db"
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield StoreAt(path)
+        return
+    with fresh_database(request.getfixturevalue("postgres_url")) as url:
+        yield StoreAt(path, url)
 
 
 @pytest.fixture(autouse=True)

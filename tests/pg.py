@@ -13,11 +13,17 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import pytest
+from psycopg import sql
 
+from alertd.store import Store
 from tests.harness import free_port
 
 URL_ENV = "ALERTD_TEST_POSTGRES_URL"
@@ -123,3 +129,36 @@ async def temporary_postgres(workdir: Path) -> AsyncIterator[str]:
                            check=False)  # fmt: skip
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """The URL of a new, empty database beside the one `url` names, dropped on exit (with any connection
+    a test left open): each test's store starts empty, as a new SQLite file does. Synchronous, for
+    fixtures that run outside the test's event loop."""
+    name = f"alertd_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@dataclass(frozen=True)
+class StoreAt:
+    """Where a test's store lives: an SQLite file, or a fresh PostgreSQL database (url)."""
+
+    path: Path
+    url: str | None = None
+
+    async def open(self, *, readonly: bool = False, instance: str = "") -> Store:
+        if self.url is None:
+            return await Store.open(self.path, readonly=readonly)
+        return await Store.open_postgres(self.url, cache=self.path, readonly=readonly, instance=instance)
+
+
+# The same test on both stores (the SQLite file and the shared PostgreSQL keep the same guarantees):
+# @BOTH_STORES on a test whose store comes from store_at.
+BOTH_STORES = pytest.mark.parametrize("store_at", ["sqlite", "postgres"], indirect=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from alertd.core.model import Kind
 from alertd.engine import Engine
 from alertd.metrics import Metrics
 from alertd.store import Store
+from tests.pg import BOTH_STORES, StoreAt
 from tests.test_core_incidents import DUTY, LEADER, make_roster
 
 T0 = 1_800_000_000.0
@@ -27,6 +27,9 @@ LEADER_PHONE = "+8613800000005"
 PATROL_PHONE = "+8613900090021"
 DUTY_PHONE = "+8613900090001"
 STRANGER = "+8613700000000"
+
+# Every test here on the SQLite file and on PostgreSQL: the engine needs the same of both.
+pytestmark = BOTH_STORES
 
 
 class FakeClock:
@@ -73,9 +76,9 @@ async def running(engine: Engine) -> AsyncIterator[None]:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    path = tmp_path / "alertd.db"
-    store = await Store.open(path)
+async def rig(store_at: StoreAt) -> AsyncIterator[Rig]:
+    path = store_at.path
+    store = await store_at.open()
     clock = FakeClock(T0)
     engine = new_engine(store, clock)
     try:
@@ -92,8 +95,7 @@ async def test_alarm_from_unknown_device_stores_nothing(rig: Rig) -> None:
     assert await rig.alarm("no-such-device", 1) == "unknown_device"
     assert await rig.store.incidents() == []
     assert await rig.store.notifications() == []
-    with sqlite3.connect(rig.path) as db:
-        assert db.execute("SELECT count(*) FROM seen_alarms").fetchone() == (0,)
+    assert await rig.store.recent_alarms(since=0) == {}
 
 
 async def test_alarm_opens_incident_and_fires_step_zero(rig: Rig) -> None:
@@ -265,10 +267,9 @@ async def test_operator_commands(rig: Rig) -> None:
 # --- restart ---------------------------------------------------------------------------------------------
 
 
-async def test_restart_resumes_open_incidents_and_fires_overdue_steps(tmp_path: Path) -> None:
-    path = tmp_path / "alertd.db"
+async def test_restart_resumes_open_incidents_and_fires_overdue_steps(store_at: StoreAt) -> None:
     clock = FakeClock(T0)
-    store = await Store.open(path)
+    store = await store_at.open()
     try:
         first = new_engine(store, clock)
         async with running(first):
@@ -279,7 +280,7 @@ async def test_restart_resumes_open_incidents_and_fires_overdue_steps(tmp_path: 
         await store.close()
 
     clock.now = T0 + 400  # down for almost seven minutes
-    store = await Store.open(path)
+    store = await store_at.open()
     try:
         second = new_engine(store, clock)
         await second.load()

@@ -11,6 +11,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from alertd.core.events import DeliveryReport
@@ -26,6 +27,7 @@ from alertd.core.model import Kind
 from alertd.core.records import Batch
 from alertd.errors import StoreError
 from alertd.store import MIGRATIONS, SendResult, Status, Store, read_migrations
+from tests.pg import BOTH_STORES, StoreAt
 
 T0 = 1_800_000_000.0
 
@@ -57,8 +59,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(db_path)
+async def store(store_at: StoreAt) -> AsyncIterator[Store]:
+    opened = await store_at.open()
     yield opened
     await opened.close()
 
@@ -230,7 +232,8 @@ async def test_an_older_store_migrates_to_the_newest_and_keeps_its_rows(
 # --- the engine's batch ---------------------------------------------------------------------------------
 
 
-async def test_batch_commit_persists_everything(store: Store, db_path: Path) -> None:
+@BOTH_STORES
+async def test_batch_commit_persists_everything(store: Store, store_at: StoreAt) -> None:
     batch = Batch(
         T0,
         incidents={1: incident()},
@@ -240,7 +243,7 @@ async def test_batch_commit_persists_everything(store: Store, db_path: Path) -> 
     )
     await store.commit(batch)
     await store.close()
-    reopened = await Store.open(db_path)
+    reopened = await store_at.open()
     try:
         assert await reopened.incident(1) == incident()
         assert [i.id for i in await reopened.load_active_incidents()] == [1]
@@ -257,6 +260,7 @@ async def test_batch_commit_persists_everything(store: Store, db_path: Path) -> 
         await reopened.close()
 
 
+@BOTH_STORES
 async def test_same_notification_twice_is_one_row(store: Store) -> None:
     await store.commit(Batch(T0, incidents={1: incident()}, notifications=[sms()]))
     await store.commit(Batch(T0 + 5, notifications=[sms(), sms(recipient="pat1")]))
@@ -266,6 +270,7 @@ async def test_same_notification_twice_is_one_row(store: Store) -> None:
     assert rows[0].created_at == T0  # the first plan stands
 
 
+@BOTH_STORES
 async def test_failed_batch_commits_nothing(store: Store) -> None:
     await store.commit(Batch(T0, incidents={1: incident()}))
     # A timeline entry for an incident that does not exist violates the foreign key: the whole batch rolls back.
@@ -275,7 +280,7 @@ async def test_failed_batch_commits_nothing(store: Store) -> None:
         timeline=[TimelineEntry(2, T0 + 1, "opened"), TimelineEntry(99, T0 + 1, "ghost")],
         notifications=[sms(2)],
     )
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
         await store.commit(bad)
     assert await store.incident(2) is None
     assert await store.notifications(2) == []
@@ -285,6 +290,7 @@ async def test_failed_batch_commits_nothing(store: Store) -> None:
     assert await store.incident(2) is not None
 
 
+@BOTH_STORES
 async def test_incident_update_replaces_the_row_and_keeps_its_timeline(store: Store) -> None:
     await store.commit(Batch(T0, incidents={1: incident()}, timeline=[TimelineEntry(1, T0, "opened")]))
     acked = incident(state=State.ACKNOWLEDGED, acknowledged_at=T0 + 9, acknowledged_by="住户5", next_step=None,
@@ -297,6 +303,7 @@ async def test_incident_update_replaces_the_row_and_keeps_its_timeline(store: St
 # --- the outbox lifecycle ---------------------------------------------------------------------------------
 
 
+@BOTH_STORES
 async def test_claim_and_record_results(store: Store) -> None:
     planned = [sms(), sms(recipient="pat1"), sms(recipient="pat2"), ring()]
     await store.commit(Batch(T0, incidents={1: incident()}, notifications=planned))
@@ -352,6 +359,7 @@ async def test_claimed_rows_survive_a_crash_as_sending(db_path: Path) -> None:
         await reopened.close()
 
 
+@BOTH_STORES
 async def test_late_sent_never_overwrites_delivered(store: Store) -> None:
     row_id = await sent_row(store)
     await store.commit(Batch(T0 + 3, deliveries=[DeliveryReport("SM1", "delivered")]))
@@ -361,6 +369,7 @@ async def test_late_sent_never_overwrites_delivered(store: Store) -> None:
     assert row.delivery == "delivered"
 
 
+@BOTH_STORES
 async def test_a_delivery_report_ahead_of_the_recorded_send_is_kept_until_it(store: Store) -> None:
     # Twilio may call back before the worker has recorded the message's sid: the report must wait for it,
     # not be dropped as "unknown message" (tests/test_scenario.py saw it now and then).
@@ -376,6 +385,7 @@ async def test_a_delivery_report_ahead_of_the_recorded_send_is_kept_until_it(sto
     assert (await store.notifications(1))[0].delivery == "delivered"
 
 
+@BOTH_STORES
 async def test_delivery_moves_forward(store: Store) -> None:
     await sent_row(store)
     await store.commit(Batch(T0 + 3, deliveries=[DeliveryReport("SM1", "sent")]))
@@ -384,6 +394,7 @@ async def test_delivery_moves_forward(store: Store) -> None:
     assert (await store.notifications(1))[0].delivery == "delivered"
 
 
+@BOTH_STORES
 async def test_late_sent_never_overwrites_undelivered_with_error_code(store: Store) -> None:
     # Twilio reports undelivered/failed together with an error code; a retried earlier "sent" arrives after.
     await sent_row(store)
@@ -393,6 +404,7 @@ async def test_late_sent_never_overwrites_undelivered_with_error_code(store: Sto
     assert (await store.notifications(1))[0].delivery == "undelivered (30003)"
 
 
+@BOTH_STORES
 async def test_report_for_unknown_message_is_ignored(store: Store) -> None:
     await sent_row(store)
     await store.commit(Batch(T0 + 3, deliveries=[DeliveryReport("SM-unknown", "delivered")]))
