@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -135,12 +134,15 @@ class Accounts:
 
         def add(db: Connection) -> int:
             try:
+                # Asked first: PostgreSQL's unique-violation error is its driver's own (not imported here).
+                if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None:
+                    raise AccountError(f"user {name} exists already")
                 row = db.execute(
                     "INSERT INTO users (name, role, groups, password, created_at, updated_at) "
                     "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                     (name, role.value, json.dumps(covered), hashed, now, now),
                 ).fetchone()
-            except (sqlite3.IntegrityError, psycopg.IntegrityError) as err:
+            except sqlite3.IntegrityError as err:
                 raise AccountError(f"user {name} exists already") from err
             return int(row[0])
 

@@ -35,7 +35,7 @@ from alertd.metrics import Metrics
 from alertd.outbox import OutboxWorker
 from alertd.protocols.terminal import Topics
 from alertd.reserve import Reserve
-from alertd.store import Store
+from alertd.store import Store, open_store
 from alertd.web.app import WebDeps, make_app, make_operator_app, open_operator_socket
 from alertd.web.live import Live
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from alertd.channels.aliyun_sms import AliyunSender
     from alertd.ingress.aliyun_receipts import AliyunReceipts
     from alertd.ingress.contact_id import ContactIdReceiver
+    from alertd.lease_keeper import LeaseKeeper
     from alertd.modem.session import AtSession
 
 # The Twilio and serial stacks are imported only when configured: a third of start-up is imports.
@@ -98,18 +99,26 @@ async def assemble(
     clock: SteadyClock,
     failpoints: Failpoints | None = None,
     sms_stream: TextIO | None = None,
+    lease: LeaseKeeper | None = None,
 ) -> AsyncIterator[Parts]:
+    """`lease`: on a shared PostgreSQL, the lease this instance holds as the active one. Every commit and
+    claim is fenced by it, and nothing is sent once it lapses."""
     settings = config.settings
     failpoints = failpoints or Failpoints()
     async with contextlib.AsyncExitStack() as closing:
-        store = await Store.open(settings.store.path)
-        closing.push_async_callback(store.close)
-        reserve = Reserve(
-            settings.store.path.with_name(settings.store.path.name + ".reserve"),
-            int(settings.store.reserve_mb * 1024 * 1024),
+        store = await open_store(
+            settings.store, instance=settings.standby.instance, fence=lease.fence if lease is not None else None
         )
-        if not await reserve.lay() and reserve.size > 0:
-            _LOGGER.warning("No room for the disk reserve beside %s: a full disk will stop commits", store.path)
+        closing.push_async_callback(store.close)
+        reserve = None  # PostgreSQL keeps its own disk: the reserve is the SQLite file's
+        if not settings.store.url:
+            reserve = Reserve(
+                settings.store.path.with_name(settings.store.path.name + ".reserve"),
+                int(settings.store.reserve_mb * 1024 * 1024),
+            )
+            if not await reserve.lay() and reserve.size > 0:
+                _LOGGER.warning("No room for the disk reserve beside %s: a full disk will stop commits", store.path)
+        gate = lease.may_act if lease is not None else None
 
         inbox = Inbox()  # every adapter submits here; the engine drains it
         zigbee = settings.zigbee2mqtt
@@ -124,14 +133,14 @@ async def assemble(
         sms_sender, aliyun = await _sms_sender(config, modem_sms, metrics, sms_stream, closing)
         terminal = OutboxWorker(store, Channel.TERMINAL, TerminalSender(link), metrics,
                                 max_attempts=settings.sms.max_attempts, failpoints=failpoints,
-                                concurrency=TERMINAL_CONCURRENCY, clock=clock)  # fmt: skip
+                                concurrency=TERMINAL_CONCURRENCY, clock=clock, gate=gate)  # fmt: skip
         sms = OutboxWorker(store, Channel.SMS, sms_sender, metrics,
                            max_attempts=settings.sms.max_attempts, failpoints=failpoints,
-                           concurrency=SMS_CONCURRENCY, clock=clock)  # fmt: skip
+                           concurrency=SMS_CONCURRENCY, clock=clock, gate=gate)  # fmt: skip
         voice_sender = await _voice_sender(config, modem_voice, store, metrics, sms_stream, closing)
         voice = OutboxWorker(store, Channel.VOICE, voice_sender, metrics,
                              max_attempts=settings.voice.max_attempts, failpoints=failpoints,
-                             concurrency=VOICE_CONCURRENCY, clock=clock)  # fmt: skip
+                             concurrency=VOICE_CONCURRENCY, clock=clock, gate=gate)  # fmt: skip
 
         live = Live()  # committed incident changes, for the console's open boards
         engine = Engine(
@@ -175,7 +184,8 @@ async def assemble(
         if modem is not None:
             health["modem"] = modem.health
         health.update({f"receiver:{r.name}": r.line.health for r in receivers})
-        await _serve_http(config, engine, store, metrics, health, closing, live, clock)
+        role = lease.role if lease is not None else lambda: {"role": "active", "instance": settings.standby.instance}
+        await _serve_http(config, engine, store, metrics, health, closing, live, clock, role)
         yield Parts(store, engine, link, terminal, sms, voice, modem, tuple(receivers), health, receipts)
 
 
@@ -348,6 +358,7 @@ async def _serve_http(
     closing: contextlib.AsyncExitStack,
     live: Live,
     clock: SteadyClock,
+    role: Callable[[], Mapping[str, object]],
 ) -> None:
     """Webhooks, /healthz, /metrics and the console on TCP; operator actions on the Unix socket only."""
     http, twilio = config.settings.http, config.settings.twilio
@@ -358,6 +369,7 @@ async def _serve_http(
         health_checks=health,
         auth_token=twilio.auth_token if twilio.enabled else None,
         public_url=http.public_url,
+        role=role,
     )
     app = make_app(deps)
     if deps.auth_token is not None and http.public_url:

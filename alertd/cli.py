@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--open", action="store_true", help="only incidents not yet resolved")
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=200)
+    _two_node_parsers(with_config)
     p = with_config("devices", "every device's health: which can still raise an alarm, which can still ring")
     p.add_argument("--group", help="only this group's devices")
     p.add_argument("--json", action="store_true")
@@ -106,6 +107,16 @@ def _parser() -> argparse.ArgumentParser:
     _users_parser(with_config("users", "the duty-room console's accounts (alertd users add/list/disable/passwd)"))
     _roster_parser(sub.add_parser("roster", help="the roster and the spreadsheets village cadres keep (花名册)"))
     return parser
+
+
+def _two_node_parsers(with_config: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """The commands of a shared PostgreSQL store (docs/deploy.md, Two nodes)."""
+    p = with_config("status", "is this instance running, active or standby, and which instance is active")
+    p.add_argument("--json", action="store_true")
+    p = with_config("migrate", "copy an SQLite store into the PostgreSQL at [store] url (once, with alertd stopped)")
+    p.add_argument(
+        "--from", dest="source", type=Path, required=True, help="the SQLite store, e.g. /var/lib/alertd/alertd.db"
+    )
 
 
 def _roster_parser(roster: argparse.ArgumentParser) -> None:
@@ -237,8 +248,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             # collection here finds none): out of the collector's sight, a full collection no longer walks
             # them (26 ms each at 15,000 households) for as long as the daemon runs.
             gc.freeze()
-            asyncio.run(Daemon(config).run())
-            return EXIT_OK
+            daemon = Daemon(config)
+            asyncio.run(daemon.run())
+            return daemon.exit_code
         case "roster":
             return _roster(args)
         case "demo":
@@ -272,6 +284,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             return EXIT_OK
         # Commands that send nothing themselves run without the secrets, which only the service's environment
         # holds (an operator's shell does not): an acknowledgement must not wait for someone to find a token.
+        case "migrate":
+            return asyncio.run(_migrate(args, load_config(args.config, secrets=False)))
+        case "status":
+            from alertd import status
+
+            return status.run(load_config(args.config, secrets=False), as_json=args.json)
         case "devices":
             return asyncio.run(_devices(args, load_config(args.config, secrets=False)))
         case "incidents" | "show":
@@ -283,6 +301,18 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             return users.run(args, load_config(args.config, secrets=False))
     return EXIT_FAILED
+
+
+async def _migrate(args: argparse.Namespace, config: Config) -> int:
+    from alertd.store_copy import copy_store
+
+    store = config.settings.store
+    if not store.url:
+        print("alertd migrate: set [store] url (or ALERTD_STORE__URL) to the PostgreSQL to copy into", file=sys.stderr)
+        return EXIT_CONFIG
+    copied = await copy_store(args.source, store.url, store.path)
+    print(f"copied {args.source} into the PostgreSQL store: {copied.summary() or 'nothing (an empty store)'}")
+    return EXIT_OK
 
 
 async def _open_incident_changes(config: Config) -> list[reload.Change]:

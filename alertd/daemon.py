@@ -8,19 +8,23 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Mapping
-from typing import TextIO
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
 
 from alertd.assembly import Parts, assemble
 from alertd.clock import CHECK_INTERVAL_S as CLOCK_CHECK_INTERVAL_S
 from alertd.clock import SteadyClock
 from alertd.config import Config, load_roster, roster_cache_path
+from alertd.core.lease import Timing
 from alertd.core.ports import Health
-from alertd.errors import ConfigError
+from alertd.errors import ConfigError, Deposed, StoreUnavailable
 from alertd.failpoints import Failpoints
 from alertd.metrics import Metrics
 from alertd.profiles import load_profiles
 from alertd.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from alertd.lease_keeper import LeaseKeeper
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ class Daemon:
         self.ready = asyncio.Event()
         self._settled = asyncio.Event()  # ready, or stopped before it
         self._stop = asyncio.Event()
+        self.lease: LeaseKeeper | None = None  # on a shared PostgreSQL ([store] url)
+        self.exit_code = 0  # 1 when deposed: systemd restarts it (as a standby)
 
     async def started(self) -> Parts:
         """The parts once every one is built and running; raises if the daemon stopped before that."""
@@ -80,47 +86,106 @@ class Daemon:
         self.notifier.ready()
 
     async def run(self) -> None:
-        try:
-            async with assemble(
-                self.config, self.metrics, clock=self.clock, failpoints=self.failpoints, sms_stream=self.sms_stream
-            ) as parts:
-                self.parts = parts
-                try:
-                    await self._supervise(parts)
-                finally:
-                    self.parts = None
-        finally:
-            self._settled.set()
-
-    async def _supervise(self, parts: Parts) -> None:
         loop = asyncio.get_running_loop()
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         with contextlib.suppress(RuntimeError):  # not the main thread (tests): no signal handlers
             loop.add_signal_handler(signal.SIGTERM, self.stop)
             loop.add_signal_handler(signal.SIGINT, self.stop)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
+        watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(run(), name=name) for name, run in parts.loops()]
-                tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
-                tasks.append(tg.create_task(self._watch_clock(parts), name="clock"))
-                self.notifier.ready()
-                self.ready.set()
-                self._settled.set()
-                _LOGGER.info("alertd ready")
-                await self._stop.wait()
-                _LOGGER.info("Stopping: no new alarms; draining sends in flight (up to %.0f s)", DRAIN_TIMEOUT_S)
-                self.notifier.stopping()
-                # The link and the modem stay up while draining: sends in flight still need their answers.
-                # Alarms not yet committed stay unacknowledged at the broker and come back on restart.
-                async with asyncio.timeout(DRAIN_TIMEOUT_S + 1):
-                    await asyncio.gather(*(w.drain(DRAIN_TIMEOUT_S) for w in parts.workers))
-                for task in tasks:
-                    task.cancel()
+            url = self.config.settings.store.url
+            if url is None:
+                await self._run_active(None)
+            else:
+                await self._run_with_lease(url)
         finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
             for sig in handled:
                 with contextlib.suppress(RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
+            self._settled.set()
+
+    async def _run_with_lease(self, url: str) -> None:
+        """On a shared PostgreSQL: a standby until the lease is free, then the active until stopped or
+        deposed. Deposed, it stops at once and exits 1: systemd starts it again, as a standby."""
+        # psycopg (0.2 s of imports) only for a PostgreSQL store
+        from alertd.lease_keeper import LeaseKeeper  # noqa: PLC0415
+        from alertd.standby import standby_side  # noqa: PLC0415
+
+        settings = self.config.settings
+        keeper = LeaseKeeper(url, settings.standby.instance, Timing(settings.standby.takeover_s))
+        self.lease = keeper
+        try:
+            async with standby_side(self.config, keeper, self.metrics):
+                self.notifier.ready()
+                self.notifier.status(f"standby (instance {keeper.me})")
+                if not await self._unless_stopped(keeper.wait_active()):
+                    return
+            self.notifier.status(f"active (instance {keeper.me})")
+            deposed = False
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    # Renewed from now on, through the start as active (opening the store, loading the open
+                    # incidents) and the drain at a stop; losing it raises Deposed and cancels everything.
+                    holding = tg.create_task(keeper.hold(), name="lease")
+                    await self._run_active(keeper)
+                    holding.cancel()
+            except* (Deposed, StoreUnavailable) as group:
+                # Lost the lease, or the database that holds it: another instance may be active by now.
+                deposed, self.exit_code = True, 1
+                _LOGGER.critical(
+                    "Stopped acting at once: %s. Exiting so that systemd starts this instance again, as a standby",
+                    group.exceptions[0],
+                )
+            if not deposed:
+                await keeper.release()  # a clean stop: the standby takes over now, not when the lease runs out
+        finally:
+            await keeper.close()
+
+    async def _unless_stopped(self, waiting: Coroutine[Any, Any, None]) -> bool:
+        """Wait for `waiting`; False (and it cancelled) if the daemon is stopped first."""
+        task = asyncio.create_task(waiting)
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pending in (task, stop):
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+        return not self._stop.is_set()  # (had `waiting` failed, awaiting it above raised its error)
+
+    async def _run_active(self, lease: LeaseKeeper | None) -> None:
+        async with assemble(
+            self.config, self.metrics, clock=self.clock, failpoints=self.failpoints, sms_stream=self.sms_stream,
+            lease=lease,
+        ) as parts:  # fmt: skip
+            self.parts = parts
+            try:
+                await self._supervise(parts)
+            finally:
+                self.parts = None
+
+    async def _supervise(self, parts: Parts) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(run(), name=name) for name, run in parts.loops()]
+            tasks.append(tg.create_task(self._watch_clock(parts), name="clock"))
+            self.notifier.ready()
+            self.ready.set()
+            self._settled.set()
+            _LOGGER.info("alertd ready")
+            await self._stop.wait()
+            _LOGGER.info("Stopping: no new alarms; draining sends in flight (up to %.0f s)", DRAIN_TIMEOUT_S)
+            self.notifier.stopping()
+            # The link and the modem stay up while draining: sends in flight still need their answers.
+            # Alarms not yet committed stay unacknowledged at the broker and come back on restart.
+            async with asyncio.timeout(DRAIN_TIMEOUT_S + 1):
+                await asyncio.gather(*(w.drain(DRAIN_TIMEOUT_S) for w in parts.workers))
+            for task in tasks:
+                task.cancel()
 
     async def _watch_clock(self, parts: Parts) -> None:
         disk = "ok"

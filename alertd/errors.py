@@ -38,3 +38,8 @@ class StoreUnavailable(TransientError):
 
 class StoreFull(TransientError):
     """A write to the store failed for lack of space (or an I/O error): nothing was committed; retry later."""
+
+
+class Deposed(AlertdError):
+    """This instance no longer holds the lease (issue 15): another instance is active, or this one could not
+    renew in time. It must stop acting at once: nothing it tried to write was written."""

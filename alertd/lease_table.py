@@ -14,16 +14,14 @@ import psycopg
 from psycopg import sql
 
 from alertd.core.lease import LeaseRow
-from alertd.errors import AlertdError
+from alertd.errors import Deposed
 
 # The database's clock, so that the instances' own clocks never have to agree. The SQL is composed with
 # psycopg.sql: the table's name is an identifier, the values are parameters.
 _NOW = "extract(epoch from clock_timestamp())"
 _ROW = "holder, token, expires_at, " + _NOW
 
-
-class Deposed(AlertdError):
-    """This instance's token is no longer the lease's: another instance is active. Nothing was written."""
+__all__ = ["Deposed", "LeaseTable"]
 
 
 class LeaseTable:
@@ -76,17 +74,34 @@ class LeaseTable:
         found = await cur.fetchone()
         return None if found is None else _row(found)
 
+    def holder_query(self) -> sql.Composed:
+        """Who holds the lease now (no row: nobody, or it expired), for `alertd status`."""
+        return self._q("SELECT holder FROM {table} WHERE id = 1 AND holder <> '' AND expires_at > {now}")
+
+    def _fence_query(self) -> sql.Composed:
+        return self._q(
+            "SELECT 1 FROM {table} WHERE id = 1 AND holder = %(me)s AND token = %(token)s "
+            "AND expires_at > {now} FOR SHARE"
+        )
+
     async def fence(self, conn: psycopg.AsyncConnection[Any], me: str, token: int) -> None:
         """Inside the caller's transaction, before it writes: Deposed unless the lease is still ours."""
-        cur = await conn.execute(
-            self._q(
-                "SELECT 1 FROM {table} WHERE id = 1 AND holder = %(me)s AND token = %(token)s "
-                "AND expires_at > {now} FOR SHARE"
-            ),
-            {"me": me, "token": token},
-        )
+        cur = await conn.execute(self._fence_query(), {"me": me, "token": token})
         if await cur.fetchone() is None:
             raise Deposed(f"{me} no longer holds the lease with token {token}")
+
+    def fence_sync(self, conn: psycopg.Connection[Any], me: str, token: int) -> None:
+        """fence, on the store's own (synchronous) connection, in its thread (alertd.postgres_thread)."""
+        if conn.execute(self._fence_query(), {"me": me, "token": token}).fetchone() is None:
+            raise Deposed(f"{me} no longer holds the lease with token {token}")
+
+    async def release(self, conn: psycopg.AsyncConnection[Any], me: str, token: int) -> bool:
+        """Let the lease go now (a clean stop): a standby takes over at its next look, not at the expiry."""
+        cur = await conn.execute(
+            self._q("UPDATE {table} SET expires_at = {now} WHERE id = 1 AND holder = %(me)s AND token = %(token)s"),
+            {"me": me, "token": token},
+        )
+        return cur.rowcount == 1
 
 
 def _row(found: tuple[Any, ...] | None) -> LeaseRow:

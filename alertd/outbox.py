@@ -18,7 +18,7 @@ from prometheus_client import Counter
 
 from alertd.core.incidents import Channel, Purpose
 from alertd.core.ports import BatchSender, Health, Outbound, Receipt, Sender
-from alertd.errors import PermanentError, StoreFull, TransientError
+from alertd.errors import Deposed, PermanentError, StoreFull, TransientError
 from alertd.failpoints import AFTER_CALL, MID_FANOUT, Failpoints
 from alertd.metrics import Metrics
 from alertd.phones import mask
@@ -51,8 +51,13 @@ class OutboxWorker:
         clock: Callable[[], float] = time.time,
         failpoints: Failpoints | None = None,
         rng: random.Random | None = None,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
+        # Asked right before each call to a carrier: an instance that stopped being the active one
+        # (alertd.lease_keeper) sends nothing more, even rows it had already claimed; the new active
+        # reconciles them as it does after a crash.
+        self.gate = gate
         self.channel = channel
         self.sender = sender
         self.metrics = metrics
@@ -226,6 +231,7 @@ class OutboxWorker:
             fresh.append(row)
             notes.append(refused)
         if fresh:
+            self._may_send()
             try:
                 outcomes = await sender.send_all([_outbound(row) for row in fresh])
             except Exception as err:  # a carrier bug must not strand the rows in 'sending'
@@ -256,11 +262,17 @@ class OutboxWorker:
             if found is not None:
                 _LOGGER.info("Notification %d was delivered by an earlier attempt", row.id)
                 return self._sent(row, found)
+        self._may_send()
         try:
             # The note stays on the row, so `alertd show` tells why the message may have gone out twice.
             return self._sent(row, await self.sender.send(_outbound(row)), note=refused)
         except Exception as err:  # noqa: BLE001 (every failure is classified; none may strand the row)
             return self._failed(row, err)
+
+    def _may_send(self) -> None:
+        if self.gate is not None and not self.gate():
+            # Raised through the worker's TaskGroup to the daemon, which stops at once.
+            raise Deposed(f"{self.channel}: this instance is not active any more: nothing more is sent")
 
     def _failed(self, row: OutboxRow, err: Exception) -> SendResult:
         attempts = row.attempts + 1

@@ -27,6 +27,7 @@ import psycopg
 from psycopg import errors
 
 from alertd.database import Connection, Cursor, Row
+from alertd.errors import StoreUnavailable
 
 T = TypeVar("T")
 Fence = Callable[[psycopg.Connection[Any]], None]
@@ -36,6 +37,10 @@ _MIGRATION_LOCK = 0x616C657274  # pg_advisory_xact_lock key ("alert"): one insta
 # SQLSTATE classes 53 (insufficient resources: disk full, out of memory) and 58 (system error: I/O):
 # a write failed for lack of room, as SQLITE_FULL / SQLITE_IOERR do, and is retried, never a crash.
 _OUT_OF_ROOM_CLASSES = ("53", "58")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def safe_url(url: str) -> str:
@@ -82,10 +87,13 @@ class PgConnection:
 
 
 class PostgresThread:
-    def __init__(self, executor: ThreadPoolExecutor, conn: psycopg.Connection[Any], fence: Fence | None) -> None:
+    def __init__(
+        self, executor: ThreadPoolExecutor, conn: psycopg.Connection[Any], fence: Fence | None, name: str
+    ) -> None:
         self._executor = executor
         self._conn: PgConnection | None = PgConnection(conn)
         self._fence = fence
+        self.name = name
 
     @classmethod
     async def connect(
@@ -100,10 +108,13 @@ class PostgresThread:
 
         try:
             conn = await asyncio.get_running_loop().run_in_executor(executor, connect)
+        except psycopg.OperationalError as err:
+            executor.shutdown(wait=False)
+            raise StoreUnavailable(f"{safe_url(url)}: cannot connect: {_first_line(err)}") from err
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(executor, conn, fence)
+        return cls(executor, conn, fence, safe_url(url))
 
     def _connection(self) -> PgConnection:
         if self._conn is None:
@@ -112,7 +123,17 @@ class PostgresThread:
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         conn = self._connection()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        return await self._in_thread(lambda: fn(conn))
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        """fn in the connection's thread; a lost connection is StoreUnavailable (a later start may succeed),
+        a full disk is left to the store (StoreFull, retried), anything else raised as it is."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except psycopg.OperationalError as err:
+            if self.out_of_room(err):
+                raise
+            raise StoreUnavailable(f"{self.name}: {_first_line(err)}") from err
 
     async def transact(self, fn: Callable[[Connection], T]) -> T:
         conn, fence = self._connection(), self._fence
@@ -123,7 +144,7 @@ class PostgresThread:
                     fence(conn.conn)  # first: a deposed instance writes nothing
                 return fn(conn)
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, transaction)
+        return await self._in_thread(transaction)
 
     def out_of_room(self, err: BaseException) -> bool:
         return isinstance(err, errors.DatabaseError) and (err.sqlstate or "")[:2] in _OUT_OF_ROOM_CLASSES

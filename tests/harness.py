@@ -344,9 +344,13 @@ class DaemonProcess:
         *,
         start_at: dt.datetime | None = None,
         clock_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        http_port: int | None = None,
     ) -> None:
         self.village = village
         self.log_path = log_path
+        self.env = dict(env or {})  # ALERTD_... overrides of this instance's own (a second instance's port, name)
+        self.http_port = http_port or village.http_port
         self.start_at = start_at
         self.clock_file = clock_file  # holds the wall clock's offset ("+3600", "-1h"); rewrite it to step
         self.process: asyncio.subprocess.Process | None = None
@@ -371,7 +375,7 @@ class DaemonProcess:
         return env
 
     async def start(self, failpoint: str | None = None) -> None:
-        env = {k: v for k, v in self.base_env().items() if not k.startswith("ALERTD_")} | self.faked_clock()
+        env = {k: v for k, v in self.base_env().items() if not k.startswith("ALERTD_")} | self.faked_clock() | self.env
         if failpoint:
             env["ALERTD_FAILPOINT"] = failpoint
         log = self.log_path.open("ab")
@@ -392,11 +396,15 @@ class DaemonProcess:
                 if self.process.returncode is not None:
                     return  # died already (a failpoint may fire at once on redelivery)
                 with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{self.village.base_url}/healthz") as response:
+                    async with session.get(f"{self.base_url}/healthz") as response:
                         body = await response.json()
                         if body["checks"]["mqtt"]["ok"]:
                             return
                 await asyncio.sleep(0.05)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     async def wait_exit(self, timeout: float = WAIT_S) -> int:
         assert self.process is not None

@@ -7,7 +7,7 @@ import pytest
 from alertd.core.lease import LeaseRow, Move, Standing, Timing, after_read, after_write, move
 
 T = 1_800_000_000.0  # the database's clock
-TIMING = Timing(takeover_s=5.0, margin_s=1.0)
+TIMING = Timing(takeover_s=5.0)  # a lease of 3 s, renewed every 1 s, acted on for 2.25 s
 
 
 @pytest.mark.parametrize(
@@ -26,16 +26,18 @@ def test_what_to_do_with_the_row(row: LeaseRow, me: str, expected: Move) -> None
 
 
 def test_timing_follows_the_takeover_time() -> None:
-    assert (TIMING.renew_every_s, TIMING.look_every_s, TIMING.acts_for_s) == (5 / 3, 1.0, 4.0)
+    assert (TIMING.lease_s, TIMING.renew_every_s, TIMING.look_every_s, TIMING.acts_for_s) == (3.0, 1.0, 0.5, 2.25)
+    # The lease's end plus a standby's look leaves time within takeover_s for the standby to start.
+    assert TIMING.lease_s + TIMING.look_every_s <= TIMING.takeover_s - 1.0
     with pytest.raises(ValueError, match="takeover_s"):
-        Timing(takeover_s=2.0, margin_s=2.0)
+        Timing(takeover_s=0.0)
 
 
 def test_a_won_write_makes_active_for_the_time_counted_from_the_asking() -> None:
-    standing = after_write(Standing(), "a", LeaseRow("a", 8, T + 5, T), asked_at=100.0, timing=TIMING)
-    assert (standing.token, standing.acts_until, standing.active_holder) == (8, 104.0, "a")
-    assert standing.may_act(103.9)
-    assert not standing.may_act(104.0), "it stops before the lease can expire for a standby"
+    standing = after_write(Standing(), "a", LeaseRow("a", 8, T + 3, T), asked_at=100.0, timing=TIMING)
+    assert (standing.token, standing.acts_until, standing.active_holder) == (8, 102.25, "a")
+    assert standing.may_act(102.2)
+    assert not standing.may_act(102.25), "it stops before the lease can expire for a standby"
 
 
 def test_a_lost_write_or_a_renewal_that_never_came_stops_the_active() -> None:
@@ -60,13 +62,13 @@ def test_a_read_shows_who_is_active_and_deposes_an_active_whose_token_moved_on()
 def test_two_instances_never_both_act() -> None:
     """A walk through a takeover on one database clock: a's renewals stop (it hangs); b takes over only after
     the lease expired; a, by its own clock, stopped acting before that."""
-    a = after_write(Standing(), "a", LeaseRow("a", 1, T + 5, T), asked_at=0.0, timing=TIMING)  # monotonic 0
-    # b looks every second; the lease (database clock) expires at T + 5.
-    for second in range(1, 5):
-        assert move(LeaseRow("a", 1, T + 5, T + second), "b") == Move.WAIT
-    assert not a.may_act(4.0), "a stopped at 4 s (takeover 5 - margin 1), before b may take over at 5 s"
-    assert move(LeaseRow("a", 1, T + 5, T + 5), "b") == Move.TAKE
-    b = after_write(Standing(), "b", LeaseRow("b", 2, T + 10, T + 5), asked_at=50.0, timing=TIMING)
+    a = after_write(Standing(), "a", LeaseRow("a", 1, T + 3, T), asked_at=0.0, timing=TIMING)  # monotonic 0
+    # b looks every half second; the lease (database clock) expires at T + 3.
+    for look in range(1, 6):
+        assert move(LeaseRow("a", 1, T + 3, T + look * TIMING.look_every_s), "b") == Move.WAIT
+    assert not a.may_act(2.25), "a stopped at 2.25 s, before b may take over at 3 s"
+    assert move(LeaseRow("a", 1, T + 3, T + 3), "b") == Move.TAKE
+    b = after_write(Standing(), "b", LeaseRow("b", 2, T + 6, T + 3), asked_at=50.0, timing=TIMING)
     assert b.may_act(50.1)
     # a wakes up and tries to renew: the conditional UPDATE (holder = a, token = 1) matches nothing.
     assert not after_write(a, "a", None, asked_at=6.0, timing=TIMING).active

@@ -8,12 +8,15 @@ checks, in the same transaction, that the row still holds its token (fencing), s
 fails even if it does not know yet that it was deposed; and its expiry is read on the database's clock, so the
 instances' own clocks do not have to agree.
 
-The timing, from `takeover_s` (the longest an alarm waits for a standby to take over, default 5 s):
-* the lease lasts `takeover_s` on the database's clock from each renewal;
-* the active renews every `takeover_s / 3`, so two renewals can fail before it is in danger;
-* the active stops acting on its own when `takeover_s - margin_s` have passed, by its monotonic clock, since
-  it *asked* for its last successful renewal: it stops before any standby can start;
-* a standby looks every `takeover_s / 5` and takes the lease once it has expired.
+The timing, from `takeover_s` (the longest an alarm waits for a standby once the active dies, default 5 s).
+A takeover is the lease running out, a standby's next look, and the standby's start as active (opening the
+store, loading the open incidents, joining the broker's session: about half a second), so:
+* the lease lasts `lease_s` = 60 % of `takeover_s` on the database's clock from each renewal (3 s);
+* the active renews every `lease_s / 3` (1 s), so two renewals can fail before it is in danger;
+* the active stops acting on its own when `lease_s - margin_s` have passed (2.25 s), by its monotonic clock,
+  since it *asked* for its last successful renewal: it stops before any standby can start;
+* a standby looks every `takeover_s / 10` (0.5 s) and takes the lease once it has expired: 3.5 s after the
+  active's last renewal at the latest, which leaves 1.5 s of `takeover_s` for starting.
 
 This module decides from what the row says and what time it is; reading and writing the row (one UPDATE ...
 RETURNING each time) is the store's job.
@@ -25,7 +28,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 TAKEOVER_S = 5.0
-MARGIN_S = 1.0  # the active stops acting this long before its lease can expire for the others
+LEASE_SHARE = 0.6  # of takeover_s: the rest is a standby's look and its start as active
+MARGIN_SHARE = 0.25  # of the lease: the active stops acting this long before its lease can expire for the others
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +51,28 @@ class Move(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Timing:
     takeover_s: float = TAKEOVER_S
-    margin_s: float = MARGIN_S
 
     def __post_init__(self) -> None:
-        if self.takeover_s <= 0 or not 0 <= self.margin_s < self.takeover_s:
-            raise ValueError("takeover_s must be > 0 and margin_s in [0, takeover_s)")
+        if self.takeover_s <= 0:
+            raise ValueError("takeover_s must be > 0")
+
+    @property
+    def lease_s(self) -> float:
+        """How long a take or renewal holds the lease, on the database's clock."""
+        return self.takeover_s * LEASE_SHARE
 
     @property
     def renew_every_s(self) -> float:
-        return self.takeover_s / 3
+        return self.lease_s / 3
 
     @property
     def look_every_s(self) -> float:
-        return self.takeover_s / 5
+        return self.takeover_s / 10
 
     @property
     def acts_for_s(self) -> float:
         """How long after asking for a renewal that succeeded the active may still act."""
-        return self.takeover_s - self.margin_s
+        return self.lease_s * (1 - MARGIN_SHARE)
 
 
 def move(row: LeaseRow, me: str) -> Move:

@@ -101,11 +101,7 @@ class MqttLink:
 
     def _make_client(self, waiting: dict[int, _Pubacks]) -> aiomqtt.Client:
         settings = self.settings
-        tls_context = None
-        if settings.tls:
-            tls_context = ssl.create_default_context(cafile=settings.ca_file)
-            if settings.cert_file:
-                tls_context.load_cert_chain(settings.cert_file, settings.key_file)
+        tls_context = broker_tls(settings)
         client = aiomqtt.Client(
             hostname=settings.host,
             port=settings.port,
@@ -157,14 +153,14 @@ class MqttLink:
                     self._client, self._waiting = client, waiting
                     self.up.set()
                     self.metrics.mqtt_connected.set(1)
-                    _LOGGER.info("Connected to MQTT broker %s", _safe_url(self.settings.url))
+                    _LOGGER.info("Connected to MQTT broker %s", safe_broker_url(self.settings.url))
                     failures = 0
                     async for message in client.messages:
                         self._on_message(client, self._generation, message)
             except aiomqtt.MqttError as err:
                 self._last_error = f"broker link down: {err}"
                 level = logging.WARNING if failures == 0 else logging.DEBUG
-                _LOGGER.log(level, "MQTT broker %s unreachable: %s", _safe_url(self.settings.url), err)
+                _LOGGER.log(level, "MQTT broker %s unreachable: %s", safe_broker_url(self.settings.url), err)
             finally:
                 self._client = None
                 for batch in set(waiting.values()):
@@ -300,7 +296,17 @@ def _write_now(client: aiomqtt.Client) -> None:
             client._disconnected.set_exception(err)
 
 
-def _safe_url(url: str) -> str:
+def broker_tls(settings: MqttSettings) -> ssl.SSLContext | None:
+    """The TLS context for an mqtts:// broker (with our client certificate, if set); None for mqtt://."""
+    if not settings.tls:
+        return None
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    if settings.cert_file:
+        context.load_cert_chain(settings.cert_file, settings.key_file)
+    return context
+
+
+def safe_broker_url(url: str) -> str:
     """The broker URL without credentials, for logs."""
     parts = urlsplit(url)
     host = parts.hostname or ""

@@ -42,6 +42,8 @@ class WebDeps:
     health_checks: Mapping[str, Callable[[], Health]]
     auth_token: str | None  # Twilio's; None: webhooks are refused
     public_url: str | None
+    # This instance's role and who is active (alertd.lease_keeper), shown by /healthz and `alertd status`.
+    role: Callable[[], Mapping[str, object]] = lambda: {"role": "active"}
 
 
 DEPS = web.AppKey("deps", WebDeps)
@@ -394,7 +396,7 @@ async def healthz(request: web.Request) -> web.Response:
     except Exception as err:  # noqa: BLE001 (any store failure is "not healthy", reported, not raised)
         checks["store"] = {"ok": False, "detail": str(err)}
     ok = all(c["ok"] for c in checks.values())
-    return web.json_response({"ok": ok, "checks": checks}, status=200 if ok else 503)
+    return web.json_response({"ok": ok, **deps.role(), "checks": checks}, status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
