@@ -30,11 +30,17 @@ _LOGGER = logging.getLogger(__name__)
 
 # SIGTERM: sends already handed to a carrier get this long to finish and be recorded.
 DRAIN_TIMEOUT_S = 10.0
+EXIT_DEPOSED = 1  # not 2 (EXIT_CONFIG): the shipped unit restarts it
 
 
 class Daemon:
     def __init__(
-        self, config: Config, environ: Mapping[str, str] | None = None, *, sms_stream: TextIO | None = None
+        self,
+        config: Config,
+        environ: Mapping[str, str] | None = None,
+        *,
+        sms_stream: TextIO | None = None,
+        exit_at_once: bool = False,
     ) -> None:
         self.config = config
         self.environ = os.environ if environ is None else environ
@@ -48,7 +54,8 @@ class Daemon:
         self._settled = asyncio.Event()  # ready, or stopped before it
         self._stop = asyncio.Event()
         self.lease: LeaseKeeper | None = None  # on a shared PostgreSQL ([store] url)
-        self.exit_code = 0  # 1 when deposed: systemd restarts it (as a standby)
+        self.exit_code = 0  # EXIT_DEPOSED when deposed: systemd restarts it (as a standby)
+        self.exit_at_once = exit_at_once  # deposed: os._exit (the service); tests in-process just return
 
     async def started(self) -> Parts:
         """The parts once every one is built and running; raises if the daemon stopped before that."""
@@ -116,7 +123,7 @@ class Daemon:
         from alertd.standby import standby_side  # noqa: PLC0415
 
         settings = self.config.settings
-        keeper = LeaseKeeper(url, settings.standby.instance, Timing(settings.standby.takeover_s))
+        keeper = LeaseKeeper(url, settings.standby.instance, Timing(settings.standby.takeover_s), on_lost=self._deposed)
         self.lease = keeper
         try:
             async with standby_side(self.config, keeper, self.metrics):
@@ -135,15 +142,22 @@ class Daemon:
                     holding.cancel()
             except* (Deposed, StoreUnavailable) as group:
                 # Lost the lease, or the database that holds it: another instance may be active by now.
-                deposed, self.exit_code = True, 1
-                _LOGGER.critical(
-                    "Stopped acting at once: %s. Exiting so that systemd starts this instance again, as a standby",
-                    group.exceptions[0],
-                )
+                deposed = True
+                self._deposed(group.exceptions[0])
             if not deposed:
                 await keeper.release()  # a clean stop: the standby takes over now, not when the lease runs out
         finally:
             await keeper.close()
+
+    def _deposed(self, why: BaseException) -> None:
+        """Stop acting at once: exit now, with nothing more sent or written (a commit hung on a database that
+        no longer answers would hold an orderly stop up). What was committed is safe in the database, what
+        was not is still unacknowledged at the broker; systemd starts this instance again, as a standby."""
+        self.exit_code = EXIT_DEPOSED
+        _LOGGER.critical("Stopped acting at once: %s. Exiting; systemd starts this instance again, as a standby", why)
+        if self.exit_at_once:
+            logging.shutdown()
+            os._exit(EXIT_DEPOSED)
 
     async def _unless_stopped(self, waiting: Coroutine[Any, Any, None]) -> bool:
         """Wait for `waiting`; False (and it cancelled) if the daemon is stopped first."""

@@ -42,12 +42,16 @@ class LeaseKeeper:
         *,
         table: LeaseTable | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        on_lost: Callable[[Deposed], None] | None = None,
     ) -> None:
         self.url = url
         self.me = me
         self.timing = timing
         self.table = table or LeaseTable()
         self.monotonic = monotonic
+        # Called the moment the lease is lost or lapses, before Deposed is raised: the daemon exits there and
+        # then (a commit hung on a database that no longer answers must not hold the exit up).
+        self.on_lost = on_lost
         self.standing = Standing()
         self.problem: str | None = "lease not read yet"  # why the database cannot be read now (for /healthz)
         self.took_at: float | None = None  # monotonic, when this instance became active
@@ -100,28 +104,42 @@ class LeaseKeeper:
             await asyncio.sleep(self.timing.look_every_s)
 
     async def hold(self) -> NoReturn:
-        """As the active: renew the lease until it is lost or lapses, then raise Deposed."""
-        while True:
-            standing = self.standing
-            if standing.token is None:
-                raise Deposed(f"{self.me}: another instance ({standing.active_holder or 'unknown'}) took the lease")
-            now = self.monotonic()
-            left = standing.acts_until - now
-            if left <= 0:
-                raise Deposed(f"{self.me}: the lease could not be renewed in time ({self.problem or 'no answer'})")
-            renewed_at = standing.acts_until - self.timing.acts_for_s  # when the standing renewal was asked
-            await asyncio.sleep(max(0.0, min(left, renewed_at + self.timing.renew_every_s - now)))
-            if not self.standing.may_act(self.monotonic()):
-                continue  # raises above
-            await self._renew(standing.token)
+        """As the active: renew the lease until it is lost or lapses, then raise Deposed.
+
+        The renewals run in a task of their own, and this loop only watches the clock: a renewal that hangs
+        (a database that stopped answering, not even with a reset) must not keep the active acting."""
+        renewing = asyncio.create_task(self._renewing(), name="lease-renewals")
+        try:
+            while True:
+                standing = self.standing
+                if standing.token is None:
+                    self._lost(f"another instance ({standing.active_holder or 'unknown'}) took the lease")
+                left = standing.acts_until - self.monotonic()
+                if left <= 0:
+                    self._lost(f"the lease could not be renewed in time ({self.problem or 'no answer'})")
+                await asyncio.sleep(left)  # then look again: a renewal in the meantime moved acts_until on
+        finally:
+            renewing.cancel()
+
+    async def _renewing(self) -> None:
+        while (token := self.standing.token) is not None:
+            renewed_at = self.standing.acts_until - self.timing.acts_for_s  # when the standing renewal was asked
+            await asyncio.sleep(max(0.0, renewed_at + self.timing.renew_every_s - self.monotonic()))
+            if self.standing.may_act(self.monotonic()):
+                await self._renew(token)
+
+    def _lost(self, why: str) -> NoReturn:
+        err = Deposed(f"{self.me}: {why}")
+        if self.on_lost is not None:
+            self.on_lost(err)
+        raise err
 
     async def _renew(self, token: int) -> None:
         asked = self.monotonic()
         try:
-            async with asyncio.timeout(max(0.01, self.standing.acts_until - asked)):
-                conn = await self._connection()
-                written = await self.table.renew(conn, self.me, token, self.timing.lease_s)
-        except (psycopg.Error, OSError, TimeoutError) as err:
+            conn = await self._connection()
+            written = await self.table.renew(conn, self.me, token, self.timing.lease_s)
+        except (psycopg.Error, OSError) as err:
             self._lost_connection(err)
             await asyncio.sleep(RETRY_S)
             return

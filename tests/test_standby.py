@@ -5,13 +5,12 @@ the database stops sending before the standby starts."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -82,7 +81,7 @@ async def wait_role(daemon: DaemonProcess, role: str, timeout: float = WAIT_S) -
 
 def status(village: Village, daemon: DaemonProcess) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTD_")} | daemon.env
-    done = subprocess.run(  # noqa: S603 (our own CLI)
+    done = subprocess.run(
         [sys.executable, "-m", "alertd.cli", "status", "-c", str(village.settings_path)],
         env=env, capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
@@ -101,7 +100,12 @@ async def test_a_standby_says_who_is_active_and_takes_over_when_the_active_stops
             await b.start()
             await wait_role(b, "standby")
             standby = await health(b)
-            assert (standby["role"], standby["instance"], standby["active"], standby["ok"]) == ("standby", "b", "a", True)
+            assert (standby["role"], standby["instance"], standby["active"], standby["ok"]) == (
+                "standby",
+                "b",
+                "a",
+                True,
+            )
             code, out = status(village, b)
             assert (code, out.splitlines()[0]) == (0, "alertd b: standby (active: a)")
             async with aiohttp.ClientSession() as session, session.get(f"{b.base_url}/") as page:
@@ -127,3 +131,137 @@ async def test_a_standby_says_who_is_active_and_takes_over_when_the_active_stops
     with psycopg.connect(database) as conn:
         owners = conn.execute("SELECT id, instance FROM incidents ORDER BY id").fetchall()
     assert owners == [(1, "a"), (2, "b")]
+
+
+def db_incidents(url: str) -> list[tuple[int, str, str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT id, household_id, instance FROM incidents ORDER BY id").fetchall()
+    return [(int(i), str(h), str(who)) for i, h, who in rows]
+
+
+def losses(incidents: list[tuple[int, str, str]], sims: Terminals, twilio: TwilioServer) -> tuple[int, int, int]:
+    """Alerts that never went out (rings and texts), and the most copies of one ring and of one text."""
+    rings = Counter((c.device, c.command.incident_id) for c in sims.rings())
+    texts = Counter((m.to, m.body) for m in twilio.messages)
+    lost = 0
+    for incident_id, household, _ in incidents:
+        g, h = (int(x) for x in household[1:].split("-"))
+        lost += sum((f"t{g}-{n}", incident_id) not in rings for n in range(1, 11) if n != h)
+        texted = {to for (to, body) in texts if body.endswith(f"#{incident_id}")}
+        lost += len({leader_phone(g), *PATROL_PHONES} - texted)
+    return lost, max(rings.values(), default=0), max(texts.values(), default=0)
+
+
+async def publish(sims: Terminals, households: list[tuple[int, int]], gap_s: float) -> None:
+    for g, h in households:
+        await sims.alarm(f"t{g}-{h}", "fire", seq=1)
+        await asyncio.sleep(gap_s)
+
+
+async def test_kill_9_of_the_active_during_a_burst_of_500_alarms_loses_nothing(
+    tmp_path: Path, twilio: TwilioServer, database: str
+) -> None:
+    """The issue's scenario: 500 alarms (one per household, 50 groups); the active is killed -9 mid-burst."""
+    households = [(g, h) for g in range(1, 51) for h in range(1, 11)]
+    async with private_broker(tmp_path / "broker") as broker:
+        # Every alert text counted one by one: storm control (merging texts into summaries) is off here.
+        village = write_village(tmp_path, twilio=twilio, groups=50, broker_port=broker.port, storm_threshold=0)
+        a, b = instance(village, "a", database), instance(village, "b", database, http_port=free_port())
+        try:
+            async with terminals(village) as sims:
+                await a.start()
+                await wait_role(a, "active")
+                await b.start()
+                await wait_role(b, "standby")
+                publisher = asyncio.create_task(publish(sims, households, 0.002))
+                await asyncio.sleep(0.4)
+                assert not publisher.done(), "the kill lands mid-burst"
+                killed = time.monotonic()
+                await a.kill()
+                takeover_s = await wait_role(b, "active") - killed
+                await publisher
+                await sims.wait_until(lambda: len(sims.rung) >= 4500, 120)
+                async with asyncio.timeout(120):
+                    while len({(m.to, m.body) for m in twilio.messages}) < 1500:
+                        await asyncio.sleep(0.1)
+                assert await b.terminate() == 0
+            incidents = db_incidents(database)
+        finally:
+            await a.kill()
+            await b.kill()
+            await forget_session(village)
+
+    assert sorted(h for _, h, _ in incidents) == sorted(f"h{g}-{h}" for g, h in households), "each alarm, 1 incident"
+    by_a = [i for i, _, who in incidents if who == "a"]
+    by_b = [i for i, _, who in incidents if who == "b"]
+    assert len(by_a) + len(by_b) == 500, "each incident opened by exactly one instance"
+    assert by_a, "the kill came after the active had opened some"
+    assert by_b, "and before it had opened all"
+    assert max(by_a) < min(by_b), "the new active opened nothing before the old one had stopped"
+    lost, most_rings, most_texts = losses(incidents, sims, twilio)
+    assert lost == 0
+    assert (most_rings, most_texts) <= (2, 2), "at most one duplicate per recipient for the one kill"
+    print(
+        f"takeover {takeover_s:.2f} s after the kill (takeover_s = {TAKEOVER_S}); a opened {len(by_a)}, b {len(by_b)}"
+    )
+
+
+def via(proxy: TcpProxy, url: str) -> str:
+    """The database's URL through the proxy."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        "all",  # the active's every connection to the database hangs (a dead link)
+        "lease",  # only its lease's: its store still commits, until the fence refuses (a stuck connection)
+    ],
+)
+async def test_an_active_cut_off_from_the_database_stops_sending_before_the_standby_starts(
+    tmp_path: Path, twilio: TwilioServer, database: str, cut: str
+) -> None:
+    households = [(g, h) for g in range(1, 6) for h in range(1, 11)]
+    target = urlsplit(database)
+    async with TcpProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        village = write_village(tmp_path, twilio=twilio, groups=5, storm_threshold=0)
+        a = instance(village, "a", via(proxy, database))
+        b = instance(village, "b", database, http_port=free_port())
+        try:
+            async with terminals(village) as sims:
+                await a.start()
+                await wait_role(a, "active")
+                await b.start()
+                await wait_role(b, "standby")
+                publisher = asyncio.create_task(publish(sims, households, 0.1))  # 5 s of alarms
+                await asyncio.sleep(1.5)
+                # The lease keeper's connection is the first the active makes; its store's, the next two.
+                proxy.cut(spare=frozenset({2, 3}) if cut == "lease" else frozenset())
+                cut_at = time.monotonic()
+                assert await a.wait_exit() == 1, "deposed, it exits for systemd to start it again as a standby"
+                exited_at = time.monotonic()
+                took_at = await wait_role(b, "active")
+                await publisher
+                await sims.wait_until(lambda: len(sims.rung) >= 9 * len(households), 60)
+                async with asyncio.timeout(60):
+                    while len({(m.to, m.body) for m in twilio.messages}) < 3 * len(households):
+                        await asyncio.sleep(0.1)
+                assert await b.terminate() == 0
+            incidents = db_incidents(database)
+        finally:
+            await a.kill()
+            await b.kill()
+            await forget_session(village)
+
+    sent_by = {name: [m.received_monotonic for m in twilio.messages if m.from_ == SENDER[name]] for name in "ab"}
+    assert sent_by["a"], "a was sending when it was cut off"
+    assert sent_by["b"], "b sent the rest"
+    assert max(sent_by["a"]) < min(sent_by["b"]), "a's last text reached the carrier before b's first"
+    assert max(sent_by["a"]) < took_at
+    assert exited_at <= took_at, "a stopped on its own, before b took over"
+    print(f"a exited {exited_at - cut_at:.2f} s after the cut; b active {took_at - cut_at:.2f} s after it")
+    assert sorted(h for _, h, _ in incidents) == sorted(f"h{g}-{h}" for g, h in households)
+    lost, most_rings, most_texts = losses(incidents, sims, twilio)
+    assert lost == 0
+    assert (most_rings, most_texts) <= (2, 2)

@@ -2,6 +2,7 @@
 
 `cut()` stops every byte both ways without closing anything: the client hears nothing, not even a reset,
 as when a cable or a switch between it and the database fails. Connections made after the cut hang too.
+`cut(spare=...)` leaves the connections with those numbers (1 for the first accepted) flowing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class TcpProxy:
         self.port = 0
         self.connections = 0
         self._cut = asyncio.Event()
+        self._spared: frozenset[int] = frozenset()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -28,8 +30,12 @@ class TcpProxy:
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
-    def cut(self) -> None:
+    def cut(self, spare: frozenset[int] = frozenset()) -> None:
+        self._spared = spare
         self._cut.set()
+
+    def _dropping(self, number: int) -> bool:
+        return self._cut.is_set() and number not in self._spared
 
     @property
     def is_cut(self) -> bool:
@@ -60,21 +66,22 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        if self.is_cut:
+        number = self.connections
+        if self._dropping(number):
             await self._swallow(reader, writer)  # the server is unreachable: the client waits
             return
         up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._spawn(self._pump(reader, up_writer))
-        await self._pump(up_reader, writer)
+        self._spawn(self._pump(reader, up_writer, number))
+        await self._pump(up_reader, writer, number)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
         try:
             while data := await reader.read(CHUNK):
-                if self.is_cut:
+                if self._dropping(number):
                     continue  # dropped on the floor, as by a dead link
                 writer.write(data)
                 await writer.drain()
-            if not self.is_cut:
+            if not self._dropping(number):
                 writer.close()
         except (ConnectionError, OSError):
             writer.close()
