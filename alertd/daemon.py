@@ -127,6 +127,7 @@ class Daemon:
         self.lease = keeper
         try:
             async with standby_side(self.config, keeper, self.metrics):
+                self.metrics.active.set(0)
                 self.notifier.ready()
                 self.notifier.status(f"standby (instance {keeper.me})")
                 if not await self._unless_stopped(keeper.wait_active()):
@@ -187,6 +188,7 @@ class Daemon:
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(run(), name=name) for name, run in parts.loops()]
             tasks.append(tg.create_task(self._watch_clock(parts), name="clock"))
+            self.metrics.active.set(1)
             self.notifier.ready()
             self.ready.set()
             self._settled.set()

@@ -28,6 +28,11 @@ class Metrics:
             registry=r,
         )
         self.store_writable.set(1)
+        self.active = Gauge(
+            "alertd_active",
+            "1 while this instance is the active one (it holds the lease, or runs alone on SQLite), 0 as a standby",
+            registry=r,
+        )
         self.duplicates = Counter("alertd_duplicate_alarms", "Alarms recognised as redeliveries", registry=r)
         self.replays = Counter(
             "alertd_inbound_replays",

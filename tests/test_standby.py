@@ -108,9 +108,13 @@ async def test_a_standby_says_who_is_active_and_takes_over_when_the_active_stops
             )
             code, out = status(village, b)
             assert (code, out.splitlines()[0]) == (0, "alertd b: standby (active: a)")
-            async with aiohttp.ClientSession() as session, session.get(f"{b.base_url}/") as page:
-                assert page.status == 503
-                assert "主用机 a" in await page.text(), "the standby's console points at the active"
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{b.base_url}/") as page:
+                    assert page.status == 503
+                    assert "主用机 a" in await page.text(), "the standby's console points at the active"
+                for daemon, active in ((a, 1), (b, 0)):
+                    async with session.get(f"{daemon.base_url}/metrics") as metrics:
+                        assert f"alertd_active {active}.0" in await metrics.text()
 
             await sims.alarm("t1-2", "fire", seq=1)
             await twilio.wait_for_messages(3)
