@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -74,9 +75,10 @@ class Daemon:
         self._stop.set()
 
     def reload(self) -> None:
-        """SIGHUP: a new roster for what comes next; open incidents and the outbox are untouched."""
-        if self.parts is None:
-            return
+        """SIGHUP: a new roster for what comes next; open incidents and the outbox are untouched. A standby
+        keeps it for when it takes over (else it would take over with the roster it started with)."""
+        if self.parts is None and self.lease is None:
+            return  # still starting: the roster being read is the file's
         self.notifier.reloading()
         try:
             profiles = load_profiles(self.config.settings.daemon.profiles)
@@ -85,9 +87,12 @@ class Daemon:
             for problem in err.problems:
                 _LOGGER.error("Roster reload refused: %s", problem)
         else:
-            self.parts.engine.replace_roster(roster, profiles)
+            self.config = dataclasses.replace(self.config, roster=roster, profiles=profiles)
+            if self.parts is not None:
+                self.parts.engine.replace_roster(roster, profiles)
             _LOGGER.info(
-                "Roster reloaded: %d groups, %d households, %d devices",
+                "Roster reloaded%s: %d groups, %d households, %d devices",
+                "" if self.parts is not None else " (standby: used when it takes over)",
                 len(roster.groups), len(roster.households), len(roster.devices),
             )  # fmt: skip
         self.notifier.ready()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -269,3 +270,42 @@ async def test_an_active_cut_off_from_the_database_stops_sending_before_the_stan
     lost, most_rings, most_texts = losses(incidents, sims, twilio)
     assert lost == 0
     assert (most_rings, most_texts) <= (2, 2)
+
+
+async def test_a_standby_takes_over_with_the_roster_reloaded_while_it_waited(
+    tmp_path: Path, twilio: TwilioServer, database: str
+) -> None:
+    """systemctl reload on both nodes after a roster edit: the standby must not take over with the old roster."""
+    village = write_village(tmp_path, twilio=twilio)
+    a, b = instance(village, "a", database), instance(village, "b", database, http_port=free_port())
+    try:
+        async with terminals(village) as sims:
+            await a.start()
+            await wait_role(a, "active")
+            await b.start()
+            await wait_role(b, "standby")
+            roster = village.settings_path.with_name("roster.toml")
+            roster.write_text(
+                roster.read_text(encoding="utf-8")
+                + '\n[[households]]\nid = "h1-11"\ngroup = "g1"\nlabel = "11号户 新搬来"\naddress = "1组11号"\n'
+                'people = ["p1-5"]\ndevices = [{ id = "t1-11" }]\n',
+                encoding="utf-8",
+            )
+            assert b.process is not None
+            b.process.send_signal(signal.SIGHUP)
+            log = village.settings_path.with_name("b.log")
+            async with asyncio.timeout(WAIT_S):
+                while "Roster reloaded (standby" not in log.read_text(encoding="utf-8", errors="replace"):
+                    await asyncio.sleep(0.05)
+            assert await a.terminate() == 0
+            await wait_role(b, "active")
+            await sims.alarm("t1-11", "fire", seq=1)
+            async with asyncio.timeout(WAIT_S):
+                while not db_incidents(database):
+                    await asyncio.sleep(0.05)
+            assert await b.terminate() == 0
+    finally:
+        await a.kill()
+        await b.kill()
+        await forget_session(village)
+    assert db_incidents(database) == [(1, "h1-11", "b")]
