@@ -309,3 +309,35 @@ async def test_a_standby_takes_over_with_the_roster_reloaded_while_it_waited(
         await b.kill()
         await forget_session(village)
     assert db_incidents(database) == [(1, "h1-11", "b")]
+
+
+async def test_alarms_published_while_no_instance_is_active_wait_at_the_broker(
+    tmp_path: Path, twilio: TwilioServer, database: str
+) -> None:
+    """Between the active's death and the standby's takeover nobody holds the alarms' session: the broker keeps
+    what is published meanwhile, and the new active gets it all."""
+    village = write_village(tmp_path, twilio=twilio, groups=2, storm_threshold=0)
+    a, b = instance(village, "a", database), instance(village, "b", database, http_port=free_port())
+    households = [(g, h) for g in (1, 2) for h in range(1, 11)]
+    try:
+        async with terminals(village) as sims:
+            await a.start()
+            await wait_role(a, "active")
+            await b.start()
+            await wait_role(b, "standby")
+            await a.kill()
+            await publish(sims, households, 0.0)
+            published_at = time.monotonic()
+            took_at = await wait_role(b, "active")
+            assert published_at < took_at, "every alarm was published while no instance was active"
+            await sims.wait_until(lambda: len(sims.rung) >= 9 * len(households))
+            await twilio.wait_for_messages(3 * len(households), timeout=WAIT_S)
+            assert await b.terminate() == 0
+        incidents = db_incidents(database)
+    finally:
+        await a.kill()
+        await b.kill()
+        await forget_session(village)
+    assert sorted(h for _, h, _ in incidents) == sorted(f"h{g}-{h}" for g, h in households)
+    assert {who for _, _, who in incidents} == {"b"}
+    assert losses(incidents, sims, twilio) == (0, 1, 1), "nothing lost, nothing twice"
