@@ -223,6 +223,18 @@ class StandbySettings(_Section):
     instance: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
     # The longest an alarm waits for a standby once the active dies (the lease's length on the database).
     takeover_s: float = Field(default=5.0, ge=1.0, le=300.0)
+    # The standby's own broker account, for its broker check (a login that subscribes to nothing). Never the
+    # service's: under use_username_as_clientid a login as [mqtt] username *is* the alarms' session, and a
+    # clean login would wipe it. Without one, a standby whose broker needs a login only checks that the
+    # broker answers on its port.
+    mqtt_username: str | None = None
+    mqtt_password: str | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _own_account(self) -> StandbySettings:
+        if (self.mqtt_username is None) != (self.mqtt_password is None):
+            raise ValueError("mqtt_username and mqtt_password go together")
+        return self
 
 
 class TwilioSettings(_Section):

@@ -233,6 +233,7 @@ def password_steps(
         "# Zigbee2MQTT.",
         *_add_user(passwd, zigbee),
         "",
+        *_standby_user(config, passwd, daemon),
         f"# Terminals ({len(terminals)}): username = device id.",
     ]
     for device_id in terminals:
@@ -244,6 +245,24 @@ def password_steps(
         'echo "password file written; passwords for the terminals are in $SHEET"',
     ]
     return "\n".join(lines) + "\n"
+
+
+def _standby_user(config: Config, passwd: str, daemon: str) -> list[str]:
+    """A standby's own account ([standby] mqtt_username), for its broker check: no ACL line, so no topic."""
+    user = config.settings.standby.mqtt_username
+    if user is None:
+        return []
+    _check_name("standby username", user)
+    if user == daemon:
+        raise ValueError(
+            f"[standby] mqtt_username must not be the daemon's ({daemon!r}): that login is the alarms' session"
+        )
+    return [
+        f"# The standby's broker check (username {user}: [standby] mqtt_username, its password in alertd.env as",
+        "# ALERTD_STANDBY__MQTT_PASSWORD on every node). It may read and write no topic.",
+        *_add_user(passwd, user),
+        "",
+    ]
 
 
 def _add_user(passwd: str, user: str, *, first: bool = False) -> list[str]:
