@@ -140,12 +140,7 @@ class Daemon:
             self.notifier.status(f"active (instance {keeper.me})")
             deposed = False
             try:
-                async with asyncio.TaskGroup() as tg:
-                    # Renewed from now on, through the start as active (opening the store, loading the open
-                    # incidents) and the drain at a stop; losing it raises Deposed and cancels everything.
-                    holding = tg.create_task(keeper.hold(), name="lease")
-                    await self._run_active(keeper)
-                    holding.cancel()
+                await self._active_holding(keeper)
             except* (Deposed, StoreUnavailable) as group:
                 # Lost the lease, or the database that holds it: another instance may be active by now.
                 deposed = True
@@ -154,6 +149,22 @@ class Daemon:
                 await keeper.release()  # a clean stop: the standby takes over now, not when the lease runs out
         finally:
             await keeper.close()
+
+    async def _active_holding(self, keeper: LeaseKeeper) -> None:
+        """The active, with the lease renewed from now on: through the start (opening the store, loading the
+        open incidents) and the drain at a stop. Losing it stops everything. Not a TaskGroup: an error at
+        start (a store from a newer alertd) must reach `alertd run` as itself, not inside a group."""
+        holding = asyncio.create_task(keeper.hold(), name="lease")
+        active = asyncio.create_task(self._run_active(keeper), name="active")
+        try:
+            await asyncio.wait((holding, active), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            active.cancel()  # whichever ended first, the other goes: nothing runs without the lease
+            holding.cancel()
+            ended = await asyncio.gather(active, holding, return_exceptions=True)
+        for outcome in ended:
+            if isinstance(outcome, Exception):
+                raise outcome
 
     def _deposed(self, why: BaseException) -> None:
         """Stop acting at once: exit now, with nothing more sent or written (a commit hung on a database that

@@ -19,6 +19,7 @@ import aiohttp
 import psycopg
 import pytest
 
+from alertd.store import Store
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.twilio_server import TwilioServer
 from tests.harness import (
@@ -341,3 +342,25 @@ async def test_alarms_published_while_no_instance_is_active_wait_at_the_broker(
     assert sorted(h for _, h, _ in incidents) == sorted(f"h{g}-{h}" for g, h in households)
     assert {who for _, _, who in incidents} == {"b"}
     assert losses(incidents, sims, twilio) == (0, 1, 1), "nothing lost, nothing twice"
+
+
+async def test_a_node_on_an_older_alertd_refuses_a_newer_store_with_exit_2_not_a_restart_loop(
+    tmp_path: Path, twilio: TwilioServer, database: str
+) -> None:
+    """An upgrade half done: the other node migrated the shared store past what this one knows. It must say
+    so in one line and exit 2 (the unit does not restart that), not crash with a traceback (exit 1, restarted
+    every 2 s for ever)."""
+    await (await Store.open_postgres(database, cache=tmp_path / "c.db")).close()
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("INSERT INTO alertd_schema (version) VALUES (999)")
+    village = write_village(tmp_path, twilio=twilio)
+    a = instance(village, "a", database)
+    try:
+        with pytest.raises(RuntimeError, match="alertd exited with 2 at start"):
+            await a.start()
+    finally:
+        await a.kill()
+        await forget_session(village)
+    log = village.settings_path.with_name("a.log").read_text(encoding="utf-8", errors="replace")
+    assert "schema version 999 is newer than this alertd knows" in log
+    assert "Traceback" not in log
