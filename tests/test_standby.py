@@ -5,13 +5,14 @@ the database stops sending before the standby starts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -90,50 +91,60 @@ def status(village: Village, daemon: DaemonProcess) -> tuple[int, str]:
     return done.returncode, done.stdout
 
 
-async def test_a_standby_says_who_is_active_and_takes_over_when_the_active_stops(
-    tmp_path: Path, twilio: TwilioServer, database: str
-) -> None:
-    village = write_village(tmp_path, twilio=twilio)
-    a, b = instance(village, "a", database), instance(village, "b", database, http_port=free_port())
+@contextlib.asynccontextmanager
+async def active_and_standby(
+    village: Village, database: str, *, a_url: str | None = None
+) -> AsyncIterator[tuple[DaemonProcess, DaemonProcess, Terminals]]:
+    """Instance a active (on `a_url`, the database's by default), b its standby, and the village's terminals;
+    both killed and the alarms' session dropped on the way out, whatever happened."""
+    a, b = instance(village, "a", a_url or database), instance(village, "b", database, http_port=free_port())
     try:
         async with terminals(village) as sims:
             await a.start()
             await wait_role(a, "active")
             await b.start()
             await wait_role(b, "standby")
-            standby = await health(b)
-            assert (standby["role"], standby["instance"], standby["active"], standby["ok"]) == (
-                "standby",
-                "b",
-                "a",
-                True,
-            )
-            code, out = status(village, b)
-            assert (code, out.splitlines()[0]) == (0, "alertd b: standby (active: a)")
-            async with aiohttp.ClientSession() as session:
-                async with session.get(f"{b.base_url}/") as page:
-                    assert page.status == 503
-                    assert "主用机 a" in await page.text(), "the standby's console points at the active"
-                for daemon, active in ((a, 1), (b, 0)):
-                    async with session.get(f"{daemon.base_url}/metrics") as metrics:
-                        assert f"alertd_active {active}.0" in await metrics.text()
-
-            await sims.alarm("t1-2", "fire", seq=1)
-            await twilio.wait_for_messages(3)
-            assert {m.from_ for m in twilio.messages} == {SENDER["a"]}
-
-            assert await a.terminate() == 0
-            await wait_role(b, "active")  # the lease was released: no wait for it to run out
-            assert status(village, b) == (0, "alertd b: active\n")
-            await sims.alarm("t1-3", "fire", seq=1)
-            async with asyncio.timeout(WAIT_S):
-                while not any(m.from_ == SENDER["b"] for m in twilio.messages):
-                    await asyncio.sleep(0.05)
-            assert await b.terminate() == 0
+            yield a, b, sims
     finally:
         await a.kill()
         await b.kill()
         await forget_session(village)
+
+
+async def test_a_standby_says_who_is_active_and_takes_over_when_the_active_stops(
+    tmp_path: Path, twilio: TwilioServer, database: str
+) -> None:
+    village = write_village(tmp_path, twilio=twilio)
+    async with active_and_standby(village, database) as (a, b, sims):
+        standby = await health(b)
+        assert (standby["role"], standby["instance"], standby["active"], standby["ok"]) == (
+            "standby",
+            "b",
+            "a",
+            True,
+        )
+        code, out = status(village, b)
+        assert (code, out.splitlines()[0]) == (0, "alertd b: standby (active: a)")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{b.base_url}/") as page:
+                assert page.status == 503
+                assert "主用机 a" in await page.text(), "the standby's console points at the active"
+            for daemon, active in ((a, 1), (b, 0)):
+                async with session.get(f"{daemon.base_url}/metrics") as metrics:
+                    assert f"alertd_active {active}.0" in await metrics.text()
+
+        await sims.alarm("t1-2", "fire", seq=1)
+        await twilio.wait_for_messages(3)
+        assert {m.from_ for m in twilio.messages} == {SENDER["a"]}
+
+        assert await a.terminate() == 0
+        await wait_role(b, "active")  # the lease was released: no wait for it to run out
+        assert status(village, b) == (0, "alertd b: active\n")
+        await sims.alarm("t1-3", "fire", seq=1)
+        async with asyncio.timeout(WAIT_S):
+            while not any(m.from_ == SENDER["b"] for m in twilio.messages):
+                await asyncio.sleep(0.05)
+        assert await b.terminate() == 0
     with psycopg.connect(database) as conn:
         owners = conn.execute("SELECT id, instance FROM incidents ORDER BY id").fetchall()
     assert owners == [(1, "a"), (2, "b")]
@@ -172,30 +183,20 @@ async def test_kill_9_of_the_active_during_a_burst_of_500_alarms_loses_nothing(
     async with private_broker(tmp_path / "broker") as broker:
         # Every alert text counted one by one: storm control (merging texts into summaries) is off here.
         village = write_village(tmp_path, twilio=twilio, groups=50, broker_port=broker.port, storm_threshold=0)
-        a, b = instance(village, "a", database), instance(village, "b", database, http_port=free_port())
-        try:
-            async with terminals(village) as sims:
-                await a.start()
-                await wait_role(a, "active")
-                await b.start()
-                await wait_role(b, "standby")
-                publisher = asyncio.create_task(publish(sims, households, 0.002))
-                await asyncio.sleep(0.4)
-                assert not publisher.done(), "the kill lands mid-burst"
-                killed = time.monotonic()
-                await a.kill()
-                takeover_s = await wait_role(b, "active") - killed
-                await publisher
-                await sims.wait_until(lambda: len(sims.rung) >= 4500, 120)
-                async with asyncio.timeout(120):
-                    while len({(m.to, m.body) for m in twilio.messages}) < 1500:
-                        await asyncio.sleep(0.1)
-                assert await b.terminate() == 0
-            incidents = db_incidents(database)
-        finally:
+        async with active_and_standby(village, database) as (a, b, sims):
+            publisher = asyncio.create_task(publish(sims, households, 0.002))
+            await asyncio.sleep(0.4)
+            assert not publisher.done(), "the kill lands mid-burst"
+            killed = time.monotonic()
             await a.kill()
-            await b.kill()
-            await forget_session(village)
+            takeover_s = await wait_role(b, "active") - killed
+            await publisher
+            await sims.wait_until(lambda: len(sims.rung) >= 4500, 120)
+            async with asyncio.timeout(120):
+                while len({(m.to, m.body) for m in twilio.messages}) < 1500:
+                    await asyncio.sleep(0.1)
+            assert await b.terminate() == 0
+        incidents = db_incidents(database)
 
     assert sorted(h for _, h, _ in incidents) == sorted(f"h{g}-{h}" for g, h in households), "each alarm, 1 incident"
     by_a = [i for i, _, who in incidents if who == "a"]
@@ -232,33 +233,22 @@ async def test_an_active_cut_off_from_the_database_stops_sending_before_the_stan
     target = urlsplit(database)
     async with TcpProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
         village = write_village(tmp_path, twilio=twilio, groups=5, storm_threshold=0)
-        a = instance(village, "a", via(proxy, database))
-        b = instance(village, "b", database, http_port=free_port())
-        try:
-            async with terminals(village) as sims:
-                await a.start()
-                await wait_role(a, "active")
-                await b.start()
-                await wait_role(b, "standby")
-                publisher = asyncio.create_task(publish(sims, households, 0.1))  # 5 s of alarms
-                await asyncio.sleep(1.5)
-                # The lease keeper's connection is the first the active makes; its store's, the next two.
-                proxy.cut(spare=frozenset({2, 3}) if cut == "lease" else frozenset())
-                cut_at = time.monotonic()
-                assert await a.wait_exit() == 1, "deposed, it exits for systemd to start it again as a standby"
-                exited_at = time.monotonic()
-                took_at = await wait_role(b, "active")
-                await publisher
-                await sims.wait_until(lambda: len(sims.rung) >= 9 * len(households), 60)
-                async with asyncio.timeout(60):
-                    while len({(m.to, m.body) for m in twilio.messages}) < 3 * len(households):
-                        await asyncio.sleep(0.1)
-                assert await b.terminate() == 0
-            incidents = db_incidents(database)
-        finally:
-            await a.kill()
-            await b.kill()
-            await forget_session(village)
+        async with active_and_standby(village, database, a_url=via(proxy, database)) as (a, b, sims):
+            publisher = asyncio.create_task(publish(sims, households, 0.1))  # 5 s of alarms
+            await asyncio.sleep(1.5)
+            # The lease keeper's connection is the first the active makes; its store's, the next two.
+            proxy.cut(spare=frozenset({2, 3}) if cut == "lease" else frozenset())
+            cut_at = time.monotonic()
+            assert await a.wait_exit() == 1, "deposed, it exits for systemd to start it again as a standby"
+            exited_at = time.monotonic()
+            took_at = await wait_role(b, "active")
+            await publisher
+            await sims.wait_until(lambda: len(sims.rung) >= 9 * len(households), 60)
+            async with asyncio.timeout(60):
+                while len({(m.to, m.body) for m in twilio.messages}) < 3 * len(households):
+                    await asyncio.sleep(0.1)
+            assert await b.terminate() == 0
+        incidents = db_incidents(database)
 
     sent_by = {name: [m.received_monotonic for m in twilio.messages if m.from_ == SENDER[name]] for name in "ab"}
     assert sent_by["a"], "a was sending when it was cut off"
@@ -278,37 +268,27 @@ async def test_a_standby_takes_over_with_the_roster_reloaded_while_it_waited(
 ) -> None:
     """systemctl reload on both nodes after a roster edit: the standby must not take over with the old roster."""
     village = write_village(tmp_path, twilio=twilio)
-    a, b = instance(village, "a", database), instance(village, "b", database, http_port=free_port())
-    try:
-        async with terminals(village) as sims:
-            await a.start()
-            await wait_role(a, "active")
-            await b.start()
-            await wait_role(b, "standby")
-            roster = village.settings_path.with_name("roster.toml")
-            roster.write_text(
-                roster.read_text(encoding="utf-8")
-                + '\n[[households]]\nid = "h1-11"\ngroup = "g1"\nlabel = "11号户 新搬来"\naddress = "1组11号"\n'
-                'people = ["p1-5"]\ndevices = [{ id = "t1-11" }]\n',
-                encoding="utf-8",
-            )
-            assert b.process is not None
-            b.process.send_signal(signal.SIGHUP)
-            log = village.settings_path.with_name("b.log")
-            async with asyncio.timeout(WAIT_S):
-                while "Roster reloaded (standby" not in log.read_text(encoding="utf-8", errors="replace"):
-                    await asyncio.sleep(0.05)
-            assert await a.terminate() == 0
-            await wait_role(b, "active")
-            await sims.alarm("t1-11", "fire", seq=1)
-            async with asyncio.timeout(WAIT_S):
-                while not db_incidents(database):
-                    await asyncio.sleep(0.05)
-            assert await b.terminate() == 0
-    finally:
-        await a.kill()
-        await b.kill()
-        await forget_session(village)
+    async with active_and_standby(village, database) as (a, b, sims):
+        roster = village.settings_path.with_name("roster.toml")
+        roster.write_text(
+            roster.read_text(encoding="utf-8")
+            + '\n[[households]]\nid = "h1-11"\ngroup = "g1"\nlabel = "11号户 新搬来"\naddress = "1组11号"\n'
+            'people = ["p1-5"]\ndevices = [{ id = "t1-11" }]\n',
+            encoding="utf-8",
+        )
+        assert b.process is not None
+        b.process.send_signal(signal.SIGHUP)
+        log = village.settings_path.with_name("b.log")
+        async with asyncio.timeout(WAIT_S):
+            while "Roster reloaded (standby" not in log.read_text(encoding="utf-8", errors="replace"):
+                await asyncio.sleep(0.05)
+        assert await a.terminate() == 0
+        await wait_role(b, "active")
+        await sims.alarm("t1-11", "fire", seq=1)
+        async with asyncio.timeout(WAIT_S):
+            while not db_incidents(database):
+                await asyncio.sleep(0.05)
+        assert await b.terminate() == 0
     assert db_incidents(database) == [(1, "h1-11", "b")]
 
 
@@ -318,27 +298,17 @@ async def test_alarms_published_while_no_instance_is_active_wait_at_the_broker(
     """Between the active's death and the standby's takeover nobody holds the alarms' session: the broker keeps
     what is published meanwhile, and the new active gets it all."""
     village = write_village(tmp_path, twilio=twilio, groups=2, storm_threshold=0)
-    a, b = instance(village, "a", database), instance(village, "b", database, http_port=free_port())
     households = [(g, h) for g in (1, 2) for h in range(1, 11)]
-    try:
-        async with terminals(village) as sims:
-            await a.start()
-            await wait_role(a, "active")
-            await b.start()
-            await wait_role(b, "standby")
-            await a.kill()
-            await publish(sims, households, 0.0)
-            published_at = time.monotonic()
-            took_at = await wait_role(b, "active")
-            assert published_at < took_at, "every alarm was published while no instance was active"
-            await sims.wait_until(lambda: len(sims.rung) >= 9 * len(households))
-            await twilio.wait_for_messages(3 * len(households), timeout=WAIT_S)
-            assert await b.terminate() == 0
-        incidents = db_incidents(database)
-    finally:
+    async with active_and_standby(village, database) as (a, b, sims):
         await a.kill()
-        await b.kill()
-        await forget_session(village)
+        await publish(sims, households, 0.0)
+        published_at = time.monotonic()
+        took_at = await wait_role(b, "active")
+        assert published_at < took_at, "every alarm was published while no instance was active"
+        await sims.wait_until(lambda: len(sims.rung) >= 9 * len(households))
+        await twilio.wait_for_messages(3 * len(households), timeout=WAIT_S)
+        assert await b.terminate() == 0
+    incidents = db_incidents(database)
     assert sorted(h for _, h, _ in incidents) == sorted(f"h{g}-{h}" for g, h in households)
     assert {who for _, _, who in incidents} == {"b"}
     assert losses(incidents, sims, twilio) == (0, 1, 1), "nothing lost, nothing twice"
