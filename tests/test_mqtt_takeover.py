@@ -128,16 +128,25 @@ class Village:
         return f"{self.prefix}/dev/{device}/cmd"
 
 
+EXAMPLE_PASSWORDS = {"alertd": "alertd-secret", "dev-001": "device-secret-1", "dev-002": "device-secret-2"}
+
+
+def example_accounts(tmp_path: Path, passwords: dict[str, str]) -> tuple[Path, Path]:
+    """A password file with these accounts, and the example ACL of the shipped config's comments."""
+    passwd = tmp_path / "passwd"
+    passwd.touch()
+    for user, password in passwords.items():
+        subprocess.run([shipped.MOSQUITTO_PASSWD, "-b", str(passwd), user, password], check=True)
+    acl = tmp_path / "acl"
+    acl.write_text(shipped.ACL)
+    return passwd, acl
+
+
 @pytest.fixture(params=["example", "generated"])
 def village(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Village]:
     if request.param == "example":
-        passwords = {"alertd": "alertd-secret", "dev-001": "device-secret-1", "dev-002": "device-secret-2"}
-        passwd = tmp_path / "passwd"
-        passwd.touch()
-        for user, password in passwords.items():
-            subprocess.run([shipped.MOSQUITTO_PASSWD, "-b", str(passwd), user, password], check=True)
-        acl = tmp_path / "acl"
-        acl.write_text(shipped.ACL)
+        passwords = dict(EXAMPLE_PASSWORDS)
+        passwd, acl = example_accounts(tmp_path, passwords)
         names = (shipped.PREFIX, "alertd", "dev-001", "dev-002")
     else:
         passwd, acl, passwords = generated.generated_accounts(tmp_path, generated.make_config(tmp_path))

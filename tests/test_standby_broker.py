@@ -5,7 +5,6 @@ logged in as the service's account with a clean session would wipe the alarms qu
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,20 +13,14 @@ import pytest
 from alertd.config import Settings
 from alertd.standby import BrokerWatch
 from tests import test_mosquitto_conf as shipped
-from tests.test_mqtt_takeover import PAYLOAD, Village
+from tests.test_mqtt_takeover import EXAMPLE_PASSWORDS, PAYLOAD, Village, example_accounts
 
-PASSWORDS = {"alertd": "alertd-secret", "dev-001": "device-secret-1", "dev-002": "device-secret-2",
-             "alertd-standby": "standby-secret"}  # fmt: skip
+PASSWORDS = EXAMPLE_PASSWORDS | {"alertd-standby": "standby-secret"}
 
 
 @pytest.fixture
 def village(tmp_path: Path) -> Iterator[Village]:
-    passwd = tmp_path / "passwd"
-    passwd.touch()
-    for user, password in PASSWORDS.items():
-        subprocess.run([shipped.MOSQUITTO_PASSWD, "-b", str(passwd), user, password], check=True)
-    acl = tmp_path / "acl"
-    acl.write_text(shipped.ACL)
+    passwd, acl = example_accounts(tmp_path, PASSWORDS)
     broker = shipped.shipped_broker(tmp_path, passwd, acl)
     broker.start()
     v = Village(broker, PASSWORDS, shipped.PREFIX, "alertd", "dev-001", "dev-002")
