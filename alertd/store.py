@@ -916,16 +916,24 @@ def _record_results(db: Connection, params: list[tuple[Any, ...]]) -> None:
 
 def _claim_due(db: Connection, channel: Channel, now: float, limit: int, carrier: str) -> list[Row]:
     rows: list[Row] = db.execute(_DUE, (channel.value, now, limit)).fetchall()
-    _claim(db, [r[0] for r in rows], carrier, now)
-    return rows
+    claimed = _claim(db, [r[0] for r in rows], carrier, now)
+    return rows if len(claimed) == len(rows) else [r for r in rows if r[0] in claimed]
 
 
-def _claim(db: Connection, ids: list[int], carrier: str, now: float) -> None:
-    db.executemany(
+def _claim(db: Connection, ids: list[int], carrier: str, now: float) -> set[int]:
+    """Claim the rows among `ids` that are still pending; the ids claimed. On PostgreSQL the engine's commit
+    and an outbox worker claim at the same moment on two connections, and both may have read a row as
+    pending: the second UPDATE waits for the first to commit, then finds the row 'sending' and leaves it,
+    so each row is claimed, and sent, once. (SQLite runs the two one after the other.)"""
+    if not ids:
+        return set()
+    marks = ", ".join("?" for _ in ids)
+    claimed = db.execute(
         "UPDATE notifications SET status = 'sending', attempts = attempts + 1, carrier = ?, updated_at = ? "
-        "WHERE id = ?",
-        [(carrier, now, i) for i in ids],
-    ).close()
+        f"WHERE id IN ({marks}) AND status = 'pending' RETURNING id",
+        (carrier, now, *ids),
+    ).fetchall()
+    return {int(r[0]) for r in claimed}
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@ the same schema as SQLite's, the console's accounts, fencing, and what it says w
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -12,10 +13,10 @@ from argon2 import PasswordHasher
 
 from alertd.accounts import AccountError, Accounts
 from alertd.core.access import Role
-from alertd.core.records import Batch
+from alertd.core.records import Batch, Channel
 from alertd.errors import Deposed, StoreUnavailable
 from alertd.postgres_thread import postgres_schema, safe_url
-from alertd.store import Store
+from alertd.store import Claim, Store
 from tests.pg import StoreAt, fresh_database
 from tests.test_store import T0, incident, sms
 
@@ -97,3 +98,34 @@ async def test_a_write_fenced_by_a_lost_lease_writes_nothing(tmp_path: Path, pos
 async def test_a_database_that_cannot_be_reached_is_unavailable_not_a_crash(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match=r"postgresql://alertd:\*\*\*@127.0.0.1:9/alertd: cannot connect"):
         await Store.open_postgres("postgresql://alertd:pw@127.0.0.1:9/alertd", cache=tmp_path / "c.db")
+
+
+async def test_two_connections_claiming_at_once_never_claim_one_row_twice(tmp_path: Path, postgres_url: str) -> None:
+    """The engine's commit claims due rows on its connection while an outbox worker claims on its own. SQLite
+    runs the two one after the other; PostgreSQL runs them at once, and a row both had read as pending must go
+    to one of them only, or it is sent twice. A third connection holds a row lock so that both claims are
+    sure to have read the same rows before either writes."""
+    with fresh_database(postgres_url) as url:
+        store = await Store.open_postgres(url, cache=tmp_path / "c.db")
+        try:
+            texts = [sms(recipient=f"p{n:02d}") for n in range(10)]
+            await store.commit(Batch(T0, incidents={1: incident()}, notifications=texts))
+            first = min(r.id for r in await store.notifications(1))
+            with psycopg.connect(url, autocommit=True) as blocker:
+                with blocker.transaction():
+                    blocker.execute("UPDATE notifications SET updated_at = updated_at WHERE id = %s", (first,))
+                    by_worker = asyncio.create_task(store.claim_due(Channel.SMS, T0 + 1, 20, "twilio"))
+                    by_engine = asyncio.create_task(
+                        store.commit(
+                            Batch(T0 + 1, notifications=[sms(recipient="p99")]),
+                            claims={Channel.SMS: Claim(20, "twilio")},
+                        )
+                    )
+                    await asyncio.sleep(0.5)  # both have read the ten rows and wait for the lock
+                worker_rows, engine_rows = await by_worker, (await by_engine)[Channel.SMS]
+        finally:
+            await store.close()
+    worker_ids, engine_ids = {r.id for r in worker_rows}, {r.id for r in engine_rows}
+    assert not worker_ids & engine_ids, "a row claimed by both would be sent twice"
+    assert len(worker_ids | engine_ids) == 11, "every due row claimed by one of them"
+    assert all(r.attempts == 0 for r in worker_rows + engine_rows), "each as it was before its claim"
