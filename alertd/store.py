@@ -657,6 +657,7 @@ class Store:
         """Forget deduplication and webhook tokens older than their windows."""
 
         def prune(db: Connection) -> None:
+            _apply_early_deliveries(db)
             db.execute("DELETE FROM seen_alarms WHERE at < ?", (before,))
             db.execute("DELETE FROM webhook_tokens WHERE at < ?", (before,))
             db.execute("DELETE FROM early_deliveries WHERE at < ?", (before,))
@@ -820,6 +821,8 @@ def _commit(db: Connection, batch: Batch, instance: str) -> None:
         )
     for report in batch.deliveries:
         _record_delivery(db, report, batch.now)
+    if batch.deliveries:
+        _apply_early_deliveries(db)
     if batch.inbound:
         db.executemany(
             "INSERT INTO inbound_messages (id, first_seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
@@ -860,6 +863,24 @@ def _record_delivery(db: Connection, report: DeliveryReport, now: float) -> None
         return
     if _outranks(status, row[1]):
         db.execute("UPDATE notifications SET delivery = ?, updated_at = ? WHERE id = ?", (detail, now, row[0]))
+
+
+def _apply_early_deliveries(db: Connection) -> None:
+    """Kept reports whose send has been recorded since, applied. record_results applies them as it records
+    the provider id; but on PostgreSQL it runs beside the engine's commit, and a report kept by one while
+    the other records the id is seen by neither: this catches it, at the next commit of any report (and at
+    every prune). On SQLite the two run one after the other and this finds nothing."""
+    # Driven from early_deliveries (a handful of rows, nearly always none) through the provider-id index: a
+    # commit of delivery reports must not scan the notifications.
+    db.execute(
+        "UPDATE notifications SET delivery = (SELECT delivery FROM early_deliveries e "
+        "WHERE e.provider_id = notifications.provider_id) "
+        "WHERE provider_id IN (SELECT provider_id FROM early_deliveries) AND delivery IS NULL"
+    ).close()
+    db.execute(
+        "DELETE FROM early_deliveries WHERE EXISTS "
+        "(SELECT 1 FROM notifications n WHERE n.provider_id = early_deliveries.provider_id)"
+    ).close()
 
 
 def _insert_notifications(db: Connection, batch: Batch) -> None:

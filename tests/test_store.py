@@ -553,3 +553,25 @@ async def test_a_store_removed_without_its_write_ahead_log_is_refused(db_path: P
     with pytest.raises(StoreError, match=r"missing, but its write-ahead log alertd\.db-wal is there"):
         await Store.open(db_path)
     assert _beside(db_path) == ["alertd.db-wal"]
+
+
+@BOTH_STORES
+async def test_a_report_kept_while_its_send_was_recorded_is_applied_at_the_next_report(store: Store) -> None:
+    # What two connections at once can leave on PostgreSQL (alertd.store._apply_early_deliveries): the send's
+    # provider id recorded, and its handset report kept as early, neither having seen the other.
+    row_id = await sent_row(store, provider_id="SM7")
+    await store.transaction(
+        lambda db: db.execute(
+            "INSERT INTO early_deliveries (provider_id, delivery, at) VALUES (?, ?, ?)", ("SM7", "delivered", T0 + 3)
+        ).close()
+    )
+    before = await store.notification(row_id)
+    assert before is not None
+    assert before.delivery is None
+    await store.commit(Batch(T0 + 4, deliveries=[DeliveryReport("SM-other", "sent")]))
+    after = await store.notification(row_id)
+    assert after is not None
+    assert after.delivery == "delivered"
+    assert await store.query(lambda db: db.execute("SELECT count(*) FROM early_deliveries").fetchone()[0]) == 1, (
+        "only SM-other's own report is still kept"
+    )
