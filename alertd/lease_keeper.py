@@ -25,7 +25,7 @@ import psycopg
 
 from alertd.core.lease import Move, Standing, Timing, after_read, after_write, move
 from alertd.lease_table import Deposed, LeaseTable
-from alertd.postgres_thread import safe_url
+from alertd.postgres_thread import DEAD_LINK, safe_url
 from alertd.ratelog import RateLimitedLog
 
 _LOGGER = logging.getLogger("alertd.standby")
@@ -86,22 +86,31 @@ class LeaseKeeper:
     async def wait_active(self) -> None:
         """As a standby: look at the lease until it is free, then take it. Returns once active."""
         while True:
-            try:
-                conn = await self._connection()
-                row = await self.table.read(conn)
-                self.standing = after_read(self.standing, self.me, row)
-                if move(row, self.me) != Move.WAIT:
-                    asked = self.monotonic()
-                    written = await self.table.take(conn, self.me, self.timing.lease_s)
-                    self.standing = after_write(self.standing, self.me, written, asked, self.timing)
-                self.problem = None
-            except (psycopg.Error, OSError) as err:
-                self._lost_connection(err)
+            look = asyncio.create_task(self._look())
+            if not (await asyncio.wait({look}, timeout=CONNECT_TIMEOUT_S))[0]:
+                # /healthz says so now; the look itself ends when the connection fails (TCP keepalives,
+                # tcp_user_timeout): cancelling psycopg mid-query would wait seconds for a cancel request.
+                self.problem = f"database unreachable: no answer in {CONNECT_TIMEOUT_S} s"
+            await look
             if self.standing.active:
                 self.took_at = self.monotonic()
                 _LOGGER.warning("Active now: took the lease (token %d)", self.standing.token)
                 return
             await asyncio.sleep(self.timing.look_every_s)
+
+    async def _look(self) -> None:
+        """Read the lease, and take it if it is free; a failure is reported (problem), never raised."""
+        try:
+            conn = await self._connection()
+            row = await self.table.read(conn)
+            self.standing = after_read(self.standing, self.me, row)
+            if move(row, self.me) != Move.WAIT:
+                asked = self.monotonic()
+                written = await self.table.take(conn, self.me, self.timing.lease_s)
+                self.standing = after_write(self.standing, self.me, written, asked, self.timing)
+            self.problem = None
+        except (psycopg.Error, OSError) as err:
+            self._lost_connection(err)
 
     async def hold(self) -> NoReturn:
         """As the active: renew the lease until it is lost or lapses, then raise Deposed.
@@ -162,8 +171,9 @@ class LeaseKeeper:
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, application_name=f"alertd {self.me} lease", connect_timeout=CONNECT_TIMEOUT_S
-            )
+                self.url, autocommit=True, application_name=f"alertd {self.me} lease",
+                connect_timeout=CONNECT_TIMEOUT_S, **DEAD_LINK,
+            )  # fmt: skip
             await self.table.setup(self._conn)
         return self._conn
 

@@ -33,6 +33,12 @@ T = TypeVar("T")
 Fence = Callable[[psycopg.Connection[Any]], None]
 
 VERSION_TABLE = "alertd_schema"
+# libpq settings that end a connection to a database gone silent (a dead link sends no reset): keepalives for
+# an idle connection, and a limit on how long sent data may wait for its acknowledgement.
+DEAD_LINK: dict[str, Any] = {
+    "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
+    "tcp_user_timeout": 10_000,
+}  # fmt: skip
 _MIGRATION_LOCK = 0x616C657274  # pg_advisory_xact_lock key ("alert"): one instance migrates at a time
 # SQLSTATE classes 53 (insufficient resources: disk full, out of memory) and 58 (system error: I/O):
 # a write failed for lack of room, as SQLITE_FULL / SQLITE_IOERR do, and is retried, never a crash.
@@ -104,7 +110,9 @@ class PostgresThread:
         options = "-c default_transaction_read_only=on" if readonly else None
 
         def connect() -> psycopg.Connection[Any]:
-            return psycopg.connect(url, autocommit=True, application_name=name, options=options, connect_timeout=10)
+            return psycopg.connect(
+                url, autocommit=True, application_name=name, options=options, connect_timeout=10, **DEAD_LINK
+            )
 
         try:
             conn = await asyncio.get_running_loop().run_in_executor(executor, connect)

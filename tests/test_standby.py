@@ -334,3 +334,27 @@ async def test_a_node_on_an_older_alertd_refuses_a_newer_store_with_exit_2_not_a
     log = village.settings_path.with_name("a.log").read_text(encoding="utf-8", errors="replace")
     assert "schema version 999 is newer than this alertd knows" in log
     assert "Traceback" not in log
+
+
+async def test_a_standby_cut_off_from_the_database_says_so(tmp_path: Path, twilio: TwilioServer, database: str) -> None:
+    """A standby that cannot read the lease could not take over: its /healthz and `alertd status` say so."""
+    target = urlsplit(database)
+    village = write_village(tmp_path, twilio=twilio)
+    async with TcpProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        b = instance(village, "b", via(proxy, database), http_port=free_port())
+        try:
+            await b.start()
+            await wait_role(b, "active")  # alone: it takes the lease; then it is cut off, exits, comes back
+            proxy.cut()
+            assert await b.wait_exit() == 1
+            await b.start()  # systemd's restart: a standby now, and the database does not answer
+            async with asyncio.timeout(WAIT_S):
+                while "database unreachable" not in str((body := await health(b))["checks"]):
+                    await asyncio.sleep(0.1)
+            assert (body["role"], body["ok"]) == ("standby", False)
+            code, out = status(village, b)
+            assert code == 1
+            assert out.startswith("alertd b: standby (active: none yet), NOT healthy\n  database: database unreachable")
+        finally:
+            await b.kill()
+            await forget_session(village)
