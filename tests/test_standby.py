@@ -326,8 +326,10 @@ async def test_a_node_on_an_older_alertd_refuses_a_newer_store_with_exit_2_not_a
     village = write_village(tmp_path, twilio=twilio)
     a = instance(village, "a", database)
     try:
-        with pytest.raises(RuntimeError, match="alertd exited with 2 at start"):
+        # It may exit before start() sees it healthy (as a standby, just before it takes the lease) or after.
+        with contextlib.suppress(RuntimeError):
             await a.start()
+        assert await a.wait_exit() == 2
     finally:
         await a.kill()
         await forget_session(village)
